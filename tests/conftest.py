@@ -1,0 +1,68 @@
+"""Shared fixtures: the real MATH rows beside the checkout, the embedded tokenizer, and a tiny
+in-process policy that shares its vocabulary (fast loops without loading real weights)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("APO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+MATH_DIR = SHARED_DATA / "math"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def math_dir() -> Path:
+    """Folder with train.jsonl, test.jsonl, test500.jsonl (real MATH); skips when absent."""
+    if not (MATH_DIR / "train.jsonl").is_file():
+        pytest.skip(f"real MATH data not found at {MATH_DIR} (set APO_SHARED_DATA)")
+    return MATH_DIR
+
+
+@pytest.fixture(scope="session")
+def math_train_rows(math_dir: Path) -> list[dict]:
+    return read_jsonl(math_dir / "train.jsonl")
+
+
+@pytest.fixture(scope="session")
+def math500_rows(math_dir: Path) -> list[dict]:
+    return read_jsonl(math_dir / "test500.jsonl")
+
+
+@pytest.fixture(scope="session")
+def embedded_tokenizer():
+    """The embedded SmolLM2 tokenizer (left padding, chat template)."""
+    from model_loading import load_tokenizer
+
+    return load_tokenizer("embedded")
+
+
+def build_tiny_policy(tokenizer, seed: int = 0, hidden_size: int = 64, layers: int = 2):
+    """A randomly initialised 2-layer Llama over the embedded tokenizer's vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_policy(embedded_tokenizer):
+    return build_tiny_policy(embedded_tokenizer)
