@@ -1,0 +1,532 @@
+"""Final-answer extraction and equivalence checking for MATH-style responses.
+
+Every reward and every reported accuracy passes through `grade`: is this response's final
+answer the gold answer? The rules, in order:
+
+1. Extraction (`extract_answer`): the content of the last top-level `\\boxed{...}` /
+   `\\fbox{...}` / `\\boxed 2`; without a box, an explicit answer phrase (Minerva's
+   "Final Answer: The final answer is X.", PRM800K's "# Answer\\n\\nX", "the answer is X",
+   "Answer: X"); a short one-line response is taken as a bare answer. Never "the last number
+   anywhere in the text", which invents answers. Only the last `MAX_RESPONSE_CHARS` of a
+   response are read.
+2. Fast path (in the calling process, no sympy): Hendrycks/PRM800K-style string
+   normalisation (unwrap `\\text{}`, drop `\\left`/`\\right`, spaces, `^\\circ`, `\\$`,
+   trailing unit words, `dfrac`/`tfrac`, `x =`), then exact match; plain rationals are
+   compared exactly as fractions.
+3. Slow path (worker process, under a wall-clock timeout): math-verify's LaTeX parser
+   turns each side into sympy; numbers are compared with a relative tolerance (math-verify's
+   absolute 6-decimal rounding would accept 1/2004! for 1/2006!), everything else with
+   math-verify's `verify(gold, pred)`.
+
+>>> grade("So the answer is $\\\\boxed{\\\\dfrac{1}{2}}$.", "\\\\frac{1}{2}")
+True
+>>> extract_answer("Final Answer: The final answer is 10. I hope it is correct.")
+'10'
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+logger = logging.getLogger(__name__)
+
+GRADER_VERSION = "apo-math-grader-0.1"
+MAX_RESPONSE_CHARS = 12_000
+MAX_ANSWER_CHARS = 400
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+
+
+# --- extraction ---
+
+def sanitize_text(text: str) -> str:
+    """Return `text` without NUL bytes or lone surrogates, cut to its last MAX_RESPONSE_CHARS."""
+    text = text[-MAX_RESPONSE_CHARS:]
+    text = text.replace("\x00", "")
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def _match_braces(text: str, open_index: int) -> int | None:
+    """Index just past the `}` closing the `{` at `open_index`, or None when unbalanced.
+
+    Escaped braces `\\{`, `\\}` (and any `\\x`) are skipped, so `\\boxed{\\{1,2\\}}` works.
+    """
+    depth = 0
+    i = open_index
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+def _boxed_at(text: str, start: int, end: int) -> tuple[str, int] | None:
+    """Parse the box whose command ends at `end`: (content, index past it) or None."""
+    j = end
+    while j < len(text) and text[j] in " \t":
+        j += 1
+    if j < len(text) and text[j] == "{":
+        close = _match_braces(text, j)
+        if close is None:
+            return None
+        return text[j + 1 : close - 1], close
+    if j > end:  # `\boxed 2`: one token, ending at `$` or whitespace (MATH's README form)
+        token = re.match(r"[^\s$]+", text[j:])
+        if token:
+            return token.group(0), j + token.end()
+    return None
+
+
+def last_boxed_content(text: str) -> str | None:
+    """Content of the last top-level `\\boxed{...}`, `\\fbox{...}` or `\\boxed 2` in `text`.
+
+    Braces are matched (nested boxes inside a box do not count as the last box); an unclosed
+    box is ignored. Returns None when there is no complete box.
+
+    >>> last_boxed_content("first $\\\\boxed{1}$, then $\\\\boxed{\\\\frac{1}{2}}$.")
+    '\\\\frac{1}{2}'
+    >>> last_boxed_content("so $\\\\boxed 2$.")
+    '2'
+    """
+    last: str | None = None
+    position = 0
+    while True:
+        match = _BOX_RE.search(text, position)
+        if match is None:
+            return last
+        parsed = _boxed_at(text, match.start(), match.end())
+        if parsed is None:
+            position = match.end()
+            continue
+        last, position = parsed
+
+
+_ANSWER_PATTERNS = [
+    # Minerva: "Final Answer: The final answer is X. I hope it is correct."
+    re.compile(r"final answer is[:\s]*(?P<ans>.+?)\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL),
+    # PRM800K: "# Answer\n\nX"
+    re.compile(r"^#+\s*Answer\s*\n+(?P<ans>.+?)\s*$", re.IGNORECASE | re.MULTILINE),
+    re.compile(r"(?:final answer|the answer)\s*(?:is|=)\s*:?\s*(?P<ans>.+?)(?:\.\s|\.?\s*$|\n)", re.IGNORECASE),
+    re.compile(r"^\**\s*(?:final answer|answer)\s*\**\s*:\s*\**(?P<ans>.+?)\**\s*$", re.IGNORECASE | re.MULTILINE),
+]
+
+
+def _strip_delimiters(answer: str) -> str:
+    """Remove math delimiters, markdown bold and a final period around an extracted answer."""
+    answer = answer.strip().strip("*").strip()
+    answer = answer.rstrip(".").strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if answer.startswith(left) and answer.endswith(right) and len(answer) >= len(left) + len(right):
+            answer = answer[len(left) : len(answer) - len(right)].strip()
+    return answer.rstrip(".").strip()
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer of a model response, or None when it states none.
+
+    Rules, first that applies: the last top-level box (`last_boxed_content`); the last
+    explicit answer phrase ("The final answer is X", "# Answer\\n\\nX", "the answer is X",
+    "Answer: X"); the whole response when it is one short line (a bare answer such as
+    `(2, 4)` or `$\\frac{1}{2}$`). Math delimiters and a trailing period are stripped.
+
+    >>> extract_answer("# Answer\\n\\n(2, 4)")
+    '(2, 4)'
+    >>> extract_answer("The answer is: (-1,6).")
+    '(-1,6)'
+    >>> extract_answer("I think it is 5 or maybe 7 and so on, we have many options here.") is None
+    True
+    """
+    text = sanitize_text(text)
+    boxed = last_boxed_content(text)
+    if boxed is not None:
+        return _strip_delimiters(boxed) or None
+    for pattern in _ANSWER_PATTERNS:
+        matches = list(pattern.finditer(text))
+        if matches:
+            answer = _strip_delimiters(matches[-1].group("ans"))
+            boxed = last_boxed_content(answer)
+            return (boxed if boxed is not None else answer) or None
+    stripped = text.strip()
+    if stripped and "\n" not in stripped and len(stripped) <= 60 and len(re.findall(r"[A-Za-z]{3,}", _unwrap_text(stripped))) <= 2:
+        return _strip_delimiters(stripped) or None
+    return None
+
+
+# --- normalisation (fast path) ---
+
+_UNIT_WORDS = (
+    "degrees?|cm|centimeters?|meters?|m|km|kilometers?|inches|inch|in|feet|foot|ft|yards?|miles?|units?|"
+    "square units|sq units|cents?|dollars?|hours?|minutes?|seconds?|days?|weeks?|years?|mph|"
+    "pounds?|ounces?|grams?|kg|liters?|gallons?|students?|people|ways|points?|marbles?|balls?"
+)
+_TRAILING_UNITS_RE = re.compile(rf"(?<=[0-9}}\s])\s*(?:\\(?:text|mbox|mathrm)\{{\s*(?:{_UNIT_WORDS})(?:\^?\d)?\s*\}}|(?:{_UNIT_WORDS}))(?:\^?\{{?\d\}}?)?\s*$")
+
+
+def _unwrap_text(s: str) -> str:
+    """Replace `\\text{x}`, `\\textbf{x}`, `\\mbox{x}`, `\\mathrm{x}` by `x` (innermost first)."""
+    pattern = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|textnormal|operatorname)\s*\{([^{}]*)\}")
+    for _ in range(20):
+        new = pattern.sub(r"\1", s)
+        if new == s:
+            return s
+        s = new
+    return s
+
+
+def _fix_fracs(s: str) -> str:
+    r"""`\frac12` -> `\frac{1}{2}`, `\frac1{x}` -> `\frac{1}{x}` (Hendrycks' _fix_fracs)."""
+    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
+    s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)
+    return re.sub(r"\\sqrt\s*(\d+|[a-zA-Z])", r"\\sqrt{\1}", s)
+
+
+def normalize_answer(answer: str) -> str:
+    """Canonical string form of an answer for exact comparison (no sympy).
+
+    Unwraps `\\text{}`, drops `\\left`/`\\right`, `\\!`-style spacing and all whitespace,
+    `^\\circ`, `\\$`, `\\%`, trailing unit words, a leading `x =` / `x \\in`; `dfrac`/`tfrac` ->
+    `frac`; thousands separators in plain integers; a single choice letter `(C)` -> `C`.
+    Text-only answers are lower-cased.
+
+    >>> normalize_answer("\\\\left( 3, \\\\dfrac{1}{2} \\\\right)")
+    '(3,\\\\frac{1}{2})'
+    >>> normalize_answer("\\\\text{(C)}")
+    'C'
+    """
+    s = answer.strip()
+    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\quad", "").replace("\\qquad", "")
+    s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
+    s = s.replace("\\displaystyle", "")
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("°", "").replace("\\degree", "")
+    s = s.replace("\\$", "").replace("$", "")
+    s = s.replace("\\%", "").replace("%", "")
+    s = _TRAILING_UNITS_RE.sub("", s)
+    s = _unwrap_text(s)
+    s = _fix_fracs(s)
+    s = re.sub(r"^\s*[a-zA-Z]\s*(?:=|\\in)\s*(?=\S)", "", s)
+    s = re.sub(r"\s+", "", s)
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    choice = re.fullmatch(r"\(?([A-Ea-e])\)", s) or re.fullmatch(r"\(([A-Ea-e])\)?", s)
+    if choice:
+        s = choice.group(1).upper()
+    s = s.rstrip(".")
+    if re.fullmatch(r"[A-Za-z][A-Za-z' ]+", s):
+        s = s.lower()
+    return s
+
+
+def _as_rational(s: str) -> Fraction | None:
+    """A normalised answer that is a plain integer, decimal or fraction of integers, else None."""
+    m = re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", s)
+    if m:
+        numerator, denominator = int(m.group(2)), int(m.group(3))
+        if denominator == 0:
+            return None
+        value = Fraction(numerator, denominator)
+        return -value if m.group(1) else value
+    m = re.fullmatch(r"(-?\d+)/(-?\d+)", s)
+    if m and int(m.group(2)) != 0:
+        return Fraction(int(m.group(1)), int(m.group(2)))
+    if re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s) and len(s) < 60:
+        return Fraction(s)
+    return None
+
+
+def _fast_verdict(pred: str, gold: str) -> bool | None:
+    """Decide equivalence without sympy when the answer forms make it certain, else None."""
+    n_pred, n_gold = normalize_answer(pred), normalize_answer(gold)
+    if n_pred == n_gold and n_gold:
+        return True
+    r_pred, r_gold = _as_rational(n_pred), _as_rational(n_gold)
+    if r_pred is not None and r_gold is not None:
+        return r_pred == r_gold
+    if len(pred) > MAX_ANSWER_CHARS:
+        return False
+    return None
+
+
+# --- slow path (runs in worker processes) ---
+
+def _to_sympy(answer: str):
+    """Parse a LaTeX answer with math-verify's LaTeX extractor (no Python eval); list of results."""
+    from math_verify import LatexExtractionConfig, parse
+
+    return parse(f"${answer}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+
+
+def _numbers_close(a, b) -> bool | None:
+    """Relative comparison of two sympy numbers (1e-9 relative), None when either is not a number."""
+    import sympy
+
+    if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
+        return None
+    if a.free_symbols or b.free_symbols or not a.is_number or not b.is_number:
+        return None
+    va, vb = sympy.N(a, 30), sympy.N(b, 30)
+    if not (va.is_number and vb.is_number):
+        return None
+    difference = abs(va - vb)
+    scale = max(abs(va), abs(vb))
+    if scale == 0:
+        return True
+    return bool(difference <= sympy.Float("1e-9") * scale)
+
+
+def slow_equivalent(pred: str, gold: str) -> bool:
+    """Symbolic equivalence of two extracted answers (may be slow: run under a timeout)."""
+    from math_verify import verify
+
+    gold_parsed, pred_parsed = _to_sympy(normalize_for_sympy(gold)), _to_sympy(normalize_for_sympy(pred))
+    if not gold_parsed or not pred_parsed:
+        return False
+    numeric = _numbers_close(gold_parsed[0], pred_parsed[0])
+    if numeric is not None:
+        return numeric
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+def normalize_for_sympy(answer: str) -> str:
+    """Light clean-up before LaTeX parsing: unwrap text, drop units, degrees and `\\left`."""
+    s = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", answer)
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s)
+    s = _TRAILING_UNITS_RE.sub("", s)
+    return _unwrap_text(s).replace("\\$", "").replace("\\%", "")
+
+
+# --- single pair and batch API ---
+
+def grade(response: str, gold: str) -> bool:
+    """True when the final answer of `response` is equivalent to the MATH gold answer `gold`.
+
+    `gold` is an `answer` field (no `\\boxed`); `response` is a full response or a bare
+    answer. Pairs the fast path cannot decide go through the shared worker pool under a 2 s
+    timeout (a timeout grades False).
+
+    >>> grade("The final answer is $\\\\boxed{(2, 4)}$.", "(2,4)")
+    True
+    """
+    return grade_many([response], [gold])[0]
+
+
+@dataclass
+class GradingReport:
+    """Counts accumulated by `grade_many` across calls, for logging next to rewards."""
+
+    graded: int = 0
+    correct: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    no_answer: int = 0
+
+
+def grade_many(responses: Sequence[str], golds: Sequence[str], *, timeout: float = 2.0, num_workers: int = 2,
+               report: GradingReport | None = None) -> list[bool]:
+    """Grade each (response, gold) pair; the same verdicts as `grade`, in order.
+
+    Fast-path pairs are decided in this process; the rest run in a lazily started pool of
+    `num_workers` worker processes (reused across calls, killed at exit), each pair under a
+    `timeout`-second wall-clock limit. A pair that times out (its worker is killed and
+    replaced) or raises is graded False and counted in `report`. Raises ValueError when the
+    lengths differ.
+    """
+    if len(responses) != len(golds):
+        raise ValueError(f"grade_many: {len(responses)} responses but {len(golds)} golds; pass one gold per response")
+    if timeout <= 0 or num_workers < 1:
+        raise ValueError(f"grade_many: timeout={timeout} must be > 0 and num_workers={num_workers} >= 1")
+    report = report if report is not None else GradingReport()
+    verdicts: list[bool] = [False] * len(responses)
+    slow: list[tuple[int, str, str]] = []
+    for index, (response, gold) in enumerate(zip(responses, golds)):
+        report.graded += 1
+        answer = extract_answer(response)
+        if answer is None:
+            report.no_answer += 1
+            continue
+        gold_clean = sanitize_text(gold)
+        verdict = _fast_verdict(answer, gold_clean)
+        if verdict is None:
+            slow.append((index, answer, gold_clean))
+        else:
+            verdicts[index] = verdict
+    if slow:
+        outcomes = _shared_pool(num_workers).run([(a, g) for _, a, g in slow], timeout)
+        for (index, _, _), outcome in zip(slow, outcomes):
+            if outcome == "timeout":
+                report.timeouts += 1
+            elif outcome == "error":
+                report.errors += 1
+            else:
+                verdicts[index] = outcome
+    report.correct += sum(verdicts)
+    return verdicts
+
+
+# --- worker pool ---
+
+class _Worker:
+    """One grading subprocess speaking JSON lines on stdin/stdout."""
+
+    def __init__(self) -> None:
+        here = os.path.dirname(os.path.abspath(__file__))
+        code = f"import sys; sys.path.insert(0, {here!r}); import math_grading; math_grading._worker_main()"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True, encoding="utf-8", bufsize=1)
+        self.ready = False
+        self.task: int | None = None
+        self.started_at = 0.0
+
+    def send(self, task: int, pred: str, gold: str) -> None:
+        self.task, self.started_at = task, time.monotonic()
+        self.process.stdin.write(json.dumps({"pred": pred, "gold": gold}) + "\n")
+        self.process.stdin.flush()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def _worker_main() -> None:
+    """Worker loop: one JSON request per stdin line -> one JSON verdict per stdout line."""
+    import math_verify  # noqa: F401  (import cost paid before announcing readiness)
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    sys.stdout.write('{"ready": true}\n')
+    sys.stdout.flush()
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            reply = {"verdict": slow_equivalent(request["pred"], request["gold"])}
+        except Exception as error:  # reported to the caller and counted as an error there
+            reply = {"error": f"{type(error).__name__}: {error}"[:300]}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+
+
+class _GraderPool:
+    """Worker subprocesses reused across `grade_many` calls; a hung worker is killed and replaced."""
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.owner_pid = os.getpid()
+        self.workers = [_Worker() for _ in range(num_workers)]
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+        self.workers = []
+
+    def run(self, pairs: list[tuple[str, str]], timeout: float) -> list[bool | str]:
+        """Verdicts for `pairs`: True/False, or "timeout"/"error"."""
+        with self.lock:
+            return self._run(pairs, timeout)
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.kill()
+        self.workers[self.workers.index(worker)] = _Worker()
+
+    def _run(self, pairs: list[tuple[str, str]], timeout: float) -> list[bool | str]:
+        results: list[bool | str | None] = [None] * len(pairs)
+        queue = list(range(len(pairs)))[::-1]
+        startup_limit = 60.0
+        pool_started = time.monotonic()
+        while queue or any(w.task is not None for w in self.workers):
+            for worker in self.workers:
+                if worker.ready and worker.task is None and queue:
+                    task = queue.pop()
+                    try:
+                        worker.send(task, *pairs[task])
+                    except OSError:
+                        results[task] = "error"
+                        self._replace(worker)
+            selector = selectors.DefaultSelector()
+            for worker in self.workers:
+                selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+            now = time.monotonic()
+            deadlines = [w.started_at + timeout - now for w in self.workers if w.task is not None]
+            wait = max(0.0, min(deadlines)) if deadlines else 0.5
+            events = selector.select(wait)
+            selector.close()
+            for key, _ in events:
+                worker = key.data
+                line = worker.process.stdout.readline()
+                if not line:
+                    if worker.task is not None:
+                        results[worker.task] = "error"
+                    self._replace(worker)
+                    continue
+                reply = json.loads(line)
+                if "ready" in reply:
+                    worker.ready = True
+                    continue
+                if worker.task is not None:
+                    results[worker.task] = reply["verdict"] if "verdict" in reply else "error"
+                    if "error" in reply:
+                        logger.debug("grader worker error: %s", reply["error"])
+                    worker.task = None
+            now = time.monotonic()
+            for worker in list(self.workers):
+                if worker.task is not None and now - worker.started_at > timeout:
+                    results[worker.task] = "timeout"
+                    self._replace(worker)
+            if not any(w.ready for w in self.workers) and time.monotonic() - pool_started > startup_limit:
+                raise RuntimeError(f"grader workers did not start within {startup_limit:.0f} s (python {sys.executable})")
+        return [r if r is not None else "error" for r in results]
+
+
+_POOL: _GraderPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _shared_pool(num_workers: int) -> _GraderPool:
+    """The process-wide pool, created on first use and re-created after a fork or a resize."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and (_POOL.owner_pid != os.getpid() or _POOL.num_workers != num_workers):
+            if _POOL.owner_pid == os.getpid():
+                _POOL.close()
+            _POOL = None
+        if _POOL is None:
+            _POOL = _GraderPool(num_workers)
+        return _POOL
+
+
+def shutdown_pool() -> None:
+    """Kill the shared worker pool (also registered with atexit)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL.owner_pid == os.getpid():
+            _POOL.close()
+        _POOL = None
+
+
+atexit.register(shutdown_pool)
