@@ -227,7 +227,8 @@ def normalize_answer(answer: str) -> str:
     s = _unwrap_text(s)
     s = _fix_fracs(s)
     s = re.sub(r"^\s*[a-zA-Z]\s*(?:=|\\in)\s*(?=\S)", "", s)
-    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"(?<=[\d}])\s*,?\s*\band\s+(?=[-\d\\])", ",", s)
+    s = _drop_spaces(s)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "")
     choice = re.fullmatch(r"\(?([A-Ea-e])\)", s) or re.fullmatch(r"\(([A-Ea-e])\)?", s)
@@ -237,6 +238,12 @@ def normalize_answer(answer: str) -> str:
     if re.fullmatch(r"[A-Za-z][A-Za-z' ]+", s):
         s = s.lower()
     return s
+
+
+def _drop_spaces(s: str) -> str:
+    """Remove whitespace, keeping one space where it ends a command (`\\cos x` stays `\\cos x`)."""
+    s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z0-9])", "\\1\x01", s)
+    return re.sub(r"\s+", "", s).replace("\x01", " ")
 
 
 def _as_rational(s: str) -> Fraction | None:
@@ -256,65 +263,228 @@ def _as_rational(s: str) -> Fraction | None:
     return None
 
 
-def _fast_verdict(pred: str, gold: str) -> bool | None:
-    """Decide equivalence without sympy when the answer forms make it certain, else None."""
-    n_pred, n_gold = normalize_answer(pred), normalize_answer(gold)
-    if n_pred == n_gold and n_gold:
+def _fast_atom(pred: str, gold: str) -> bool | None:
+    """Decide one normalised atom pair without sympy when certain, else None."""
+    if pred == gold:
         return True
-    r_pred, r_gold = _as_rational(n_pred), _as_rational(n_gold)
+    r_pred, r_gold = _as_rational(pred), _as_rational(gold)
     if r_pred is not None and r_gold is not None:
         return r_pred == r_gold
-    if len(pred) > MAX_ANSWER_CHARS:
-        return False
+    if _is_word(gold) or _is_word(pred):
+        return pred.casefold() == gold.casefold()
     return None
+
+
+def _fast_verdict(pred: str, gold: str) -> bool | None:
+    """Fast path: True/False when string forms and plain rationals decide the pair, else None."""
+    if len(pred) > MAX_ANSWER_CHARS:
+        return normalize_answer(pred) == normalize_answer(gold)
+    return compare_structured(pred, gold, _fast_atom)
+
+
+def _is_word(s: str) -> bool:
+    """A text answer such as `east`, `Navin`, `odd` (letters only, at least two)."""
+    return re.fullmatch(r"[A-Za-z][A-Za-z']+", s) is not None and s not in ("pi", "infty", "e", "i")
+
+
+# --- structure: tuples, intervals, unions, solution lists ---
+
+_OPENERS = {"(": ")", "[": "]", "{": "}"}
+
+
+def split_top_level(s: str, separator: str = ",") -> list[str]:
+    """Split `s` at `separator` outside (), [], {} (`\\{`/`\\}` count as brackets)."""
+    parts, depth, current = [], 0, []
+    i = 0
+    while i < len(s):
+        if s.startswith(separator, i) and depth == 0:
+            parts.append("".join(current))
+            current = []
+            i += len(separator)
+            continue
+        ch = s[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth = max(0, depth - 1)
+        current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _bracketed(s: str) -> tuple[str, str, str] | None:
+    """(open, inner, close) when `s` is one bracketed group `(...)`, `[...)`, `\\{...\\}`, else None."""
+    if s.startswith("\\{") and s.endswith("\\}"):
+        return "{", s[2:-2], "}"
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
+        inner = s[1:-1]
+        depth = 0
+        for ch in inner:
+            depth += 1 if ch in "([{" else -1 if ch in ")]}" else 0
+            if depth < 0:
+                return None
+        return (s[0], inner, s[-1]) if depth == 0 else None
+    return None
+
+
+def _strip_assignment(item: str) -> str:
+    """`x=3` -> `3`, `x\\in[1,2]` -> `[1,2]` (a single-letter left side only)."""
+    return re.sub(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:=|\\in)(?=.)", "", item)
+
+
+def _unordered_match(preds: list[str], golds: list[str], atom) -> bool | None:
+    """Multiset match of two lists under `atom`; None when some needed comparison is undecided."""
+    if len(preds) != len(golds):
+        return False
+    remaining = list(preds)
+    undecided = False
+    for gold in golds:
+        for index, pred in enumerate(remaining):
+            verdict = compare_structured(pred, gold, atom)
+            if verdict:
+                del remaining[index]
+                break
+            undecided |= verdict is None
+        else:
+            return None if undecided else False
+    return True
+
+
+def compare_structured(pred: str, gold: str, atom) -> bool | None:
+    """Compare two answers by the gold's structure, deciding leaves with `atom(pred, gold)`.
+
+    Rules: a gold `(a, b)` / `[a, b)` (tuple, point or interval) matches element by element,
+    in order, with the same brackets; a gold union `A \\cup B` matches the pieces in any
+    order; a bare gold list `a, b, c` (MATH's "enter all the solutions, separated by commas")
+    matches the same multiset, bare or written `\\{a, b, c\\}` / `x=a, x=b`. Anything else is
+    a leaf. Returns True/False, or None when `atom` could not decide a needed leaf.
+    """
+    pred, gold = normalize_answer(pred), normalize_answer(gold)
+    if not gold or not pred:
+        return False
+    if pred == gold:
+        return True
+    gold_union, pred_union = split_top_level(gold, "\\cup"), split_top_level(pred, "\\cup")
+    if len(gold_union) > 1:
+        return _unordered_match(pred_union, gold_union, atom)
+    gold_group, pred_group = _bracketed(gold), _bracketed(pred)
+    gold_items = split_top_level(gold_group[1]) if gold_group else split_top_level(gold)
+    if gold_group and len(gold_items) > 1 and gold_group[0] != "{":
+        if not pred_group or (pred_group[0], pred_group[2]) != (gold_group[0], gold_group[2]):
+            return False
+        pred_items = split_top_level(pred_group[1])
+        if len(pred_items) != len(gold_items):
+            return False
+        verdicts = [compare_structured(p, g, atom) for p, g in zip(pred_items, gold_items)]
+        return False if False in verdicts else None if None in verdicts else True
+    if len(gold_items) > 1:  # a solution list (bare, or a set \{...\})
+        if pred_group and pred_group[0] == "{":
+            pred_items = split_top_level(pred_group[1])
+        elif pred_group and len(split_top_level(pred_group[1])) > 1:
+            return False
+        else:
+            pred_items = split_top_level(pred)
+        return _unordered_match([_strip_assignment(p) for p in pred_items],
+                                [_strip_assignment(g) for g in gold_items], atom)
+    if len(split_top_level(pred)) > 1 or len(pred_union) > 1:
+        return False
+    return atom(pred, gold)
 
 
 # --- slow path (runs in worker processes) ---
 
+def _plain_to_latex(s: str) -> str:
+    """Rewrite a plain-text expression (`pi/2`, `exp(16)-1`, `-2*pi`, `sqrt(3)`) as LaTeX.
+
+    Only for strings without backslashes; this is a textual rewrite, never an evaluation.
+    """
+    if "\\" in s:
+        return s
+    s = s.replace("**", "^")
+    for name, template in (("sqrt", "\\sqrt{%s}"), ("exp", "e^{%s}")):
+        while True:
+            m = re.search(rf"\b{name}\s*\(", s)
+            if not m:
+                break
+            close = _match_parens(s, m.end() - 1)
+            if close is None:
+                break
+            s = s[: m.start()] + template % s[m.end() : close - 1] + s[close:]
+    s = re.sub(r"\^\s*\(([^()]*)\)", r"^{\1}", s)
+    s = re.sub(r"\bpi\b", r"\\pi ", s)
+    s = re.sub(r"\b(sin|cos|tan|log|ln)\b", r"\\\1", s)
+    return s.replace("*", "\\cdot ")
+
+
+def _match_parens(s: str, open_index: int) -> int | None:
+    """Index past the `)` closing the `(` at `open_index`, or None."""
+    depth = 0
+    for i in range(open_index, len(s)):
+        depth += 1 if s[i] == "(" else -1 if s[i] == ")" else 0
+        if depth == 0:
+            return i + 1
+    return None
+
+
 def _to_sympy(answer: str):
-    """Parse a LaTeX answer with math-verify's LaTeX extractor (no Python eval); list of results."""
+    """Parse a LaTeX answer with math-verify's LaTeX extractor (no Python eval); the first result or None.
+
+    The symbol `i` becomes the imaginary unit (MATH writes complex answers as `1+2i`).
+    """
+    import sympy
     from math_verify import LatexExtractionConfig, parse
 
-    return parse(f"${answer}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+    parsed = parse(f"${_plain_to_latex(answer)}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
+    if not parsed or isinstance(parsed[0], str):
+        return None
+    expr = parsed[0]
+    if isinstance(expr, sympy.Basic):
+        imaginary = [symbol for symbol in expr.free_symbols if getattr(symbol, "name", None) == "i"]
+        if imaginary:
+            expr = expr.subs(imaginary[0], sympy.I)
+    return expr
 
 
 def _numbers_close(a, b) -> bool | None:
-    """Relative comparison of two sympy numbers (1e-9 relative), None when either is not a number."""
+    """Relative comparison (1e-9) of two sympy numbers at 40 digits; None when either is not a number.
+
+    Relative, not math-verify's absolute 6-decimal rounding, so 1/2004! != 1/2006!.
+    """
     import sympy
 
     if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
         return None
-    if a.free_symbols or b.free_symbols or not a.is_number or not b.is_number:
+    if a.free_symbols or b.free_symbols or not (a.is_number and b.is_number):
         return None
-    va, vb = sympy.N(a, 30), sympy.N(b, 30)
-    if not (va.is_number and vb.is_number):
+    va, vb = sympy.N(a, 40), sympy.N(b, 40)
+    if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan) or vb.has(sympy.zoo, sympy.nan):
         return None
-    difference = abs(va - vb)
     scale = max(abs(va), abs(vb))
     if scale == 0:
         return True
-    return bool(difference <= sympy.Float("1e-9") * scale)
+    return bool(abs(va - vb) <= sympy.Float("1e-9", 40) * scale)
+
+
+def _slow_atom(pred: str, gold: str) -> bool:
+    """Symbolic equivalence of two normalised leaves via math-verify (run under a timeout)."""
+    from math_verify import verify
+
+    fast = _fast_atom(pred, gold)
+    if fast is not None:
+        return fast
+    gold_expr, pred_expr = _to_sympy(gold), _to_sympy(pred)
+    if gold_expr is None or pred_expr is None:
+        return False
+    numeric = _numbers_close(gold_expr, pred_expr)
+    if numeric is not None:
+        return numeric
+    return bool(verify(gold_expr, pred_expr, timeout_seconds=None))
 
 
 def slow_equivalent(pred: str, gold: str) -> bool:
-    """Symbolic equivalence of two extracted answers (may be slow: run under a timeout)."""
-    from math_verify import verify
-
-    gold_parsed, pred_parsed = _to_sympy(normalize_for_sympy(gold)), _to_sympy(normalize_for_sympy(pred))
-    if not gold_parsed or not pred_parsed:
-        return False
-    numeric = _numbers_close(gold_parsed[0], pred_parsed[0])
-    if numeric is not None:
-        return numeric
-    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
-
-
-def normalize_for_sympy(answer: str) -> str:
-    """Light clean-up before LaTeX parsing: unwrap text, drop units, degrees and `\\left`."""
-    s = re.sub(r"\\(?:left|right)(?![a-zA-Z])", "", answer)
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s)
-    s = _TRAILING_UNITS_RE.sub("", s)
-    return _unwrap_text(s).replace("\\$", "").replace("\\%", "")
+    """Full equivalence of two extracted answers with sympy leaves (may be slow: run under a timeout)."""
+    return bool(compare_structured(pred, gold, _slow_atom))
 
 
 # --- single pair and batch API ---
