@@ -1,0 +1,465 @@
+"""Per-turn self-correction records -> every reported metric, computed from the records alone.
+
+A record is one problem x sample x turn of a self-correction episode (docs/ARCHITECTURE.md):
+
+    {"id", "sample", "turn", "role", "attempt_index", "type", "level", "gold", "mode", "text",
+     "extracted_answer", "correct", "verdict", "verdict_parsed", "checked_attempt_correct",
+     "prompt_tokens", "response_tokens", "truncated"}
+
+Every field is present on every record; fields that do not apply to a role are null
+(`correct` and `extracted_answer` on verify turns, `verdict` and `checked_attempt_correct`
+on attempt/revise turns). `correct` is null when the gold answer cannot be graded (empty or
+missing): such problems are counted and listed under "ungradable", never folded into an
+accuracy. An attempt with no extractable answer has `correct` false and is also counted as
+"no_answer".
+
+Definitions (one episode = one (id, sample) pair; "first"/"final" = its first and last
+attempt or revise turn; Kumar et al. 2024 (SCoRe) and Jiang et al. 2025 (PAG, arXiv 2506.10406)):
+  acc_t1, acc_final     share of graded episodes whose first / final answer is right
+  improvement           acc_final - acc_t1 = delta_i_to_c - delta_c_to_i
+  delta_i_to_c          share of episodes wrong first and right at the end ("fixed")
+  delta_c_to_i          share of episodes right first and wrong at the end ("broken")
+  verifier accuracy     share of verify turns whose verdict matches the truth of the attempt
+                        they checked; an unparsed verdict is never counted as right
+  recall_on_correct     P(verdict == "correct" | checked attempt right)
+  recall_on_wrong       P(verdict == "wrong"   | checked attempt wrong)
+  revision_rate         share of episodes with at least one revise turn
+  mean@n                mean over problems of the per-problem share of right samples
+  maj@n                 per problem, the most frequent extracted answer (whitespace removed)
+                        among the n samples; ties go to the answer that occurs first (lowest
+                        sample index); samples without an answer do not vote
+  pass@k                unbiased estimator 1 - C(n-c, k) / C(n, k) (Chen et al. 2021, eq. 1),
+                        averaged over problems
+A rate with an empty denominator is null, not 0.
+
+>>> metrics = compute_metrics(read_records("outputs/eval/generations.jsonl"), pass_k=(1, 4))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+ATTEMPT_ROLES = ("attempt", "revise")
+VERIFY_ROLE = "verify"
+ROLES = ATTEMPT_ROLES + (VERIFY_ROLE,)
+MODES = ("self_verify", "none", "oracle")
+MODE_LABELS = {"self_verify": "self-verify", "none": "first attempt only", "oracle": "oracle (upper bound)"}
+VERDICTS = ("correct", "wrong")
+WILSON_Z95 = 1.959963984540054  # standard normal quantile at 0.975
+TRANSITIONS = ("stayed_right", "fixed", "broken", "stayed_wrong")
+
+# field -> allowed types; every record carries every field
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (str,), "sample": (int,), "turn": (int,), "role": (str,), "attempt_index": (int,),
+    "type": (str,), "level": (int, type(None)), "gold": (str, type(None)), "mode": (str,),
+    "text": (str,), "extracted_answer": (str, type(None)), "correct": (bool, type(None)),
+    "verdict": (str, type(None)), "verdict_parsed": (bool,), "checked_attempt_correct": (bool, type(None)),
+    "prompt_tokens": (int,), "response_tokens": (int,), "truncated": (bool,),
+}
+
+
+def mode_label(mode: str) -> str:
+    """Human label of a correction mode; oracle is always called an upper bound."""
+    if mode not in MODE_LABELS:
+        raise ValueError(f"unknown correction mode {mode!r}; valid modes are {list(MODES)}")
+    return MODE_LABELS[mode]
+
+
+# --- building records ---
+
+
+def episode_records(
+    episode: Any,
+    *,
+    problem_row: dict,
+    sample: int,
+    correctness: Sequence[bool | None],
+    mode: str,
+    extracted_answers: Sequence[str | None] | None = None,
+) -> list[dict]:
+    """Per-turn records of one self_correction.Episode.
+
+    `correctness[i]` grades the i-th attempt/revise turn of `episode.turns` (None when the gold
+    answer cannot be graded); `extracted_answers[i]` is its extracted answer (computed with
+    math_grading.extract_answer when not given). A verify turn's `checked_attempt_correct`
+    is the correctness of the latest attempt before it. Raises ValueError when the counts do
+    not match the episode.
+    """
+    attempt_turns = [t for t in episode.turns if t.role in ATTEMPT_ROLES]
+    if len(correctness) != len(attempt_turns):
+        raise ValueError(f"problem {problem_row.get('id')!r}: {len(correctness)} correctness values "
+                         f"for {len(attempt_turns)} attempt/revise turns")
+    if extracted_answers is None:
+        from math_grading import extract_answer
+
+        extracted_answers = [extract_answer(t.text) for t in attempt_turns]
+    if len(extracted_answers) != len(attempt_turns):
+        raise ValueError(f"problem {problem_row.get('id')!r}: {len(extracted_answers)} extracted answers "
+                         f"for {len(attempt_turns)} attempt/revise turns")
+    records, attempts_seen = [], -1
+    for turn_number, turn in enumerate(episode.turns):
+        is_attempt = turn.role in ATTEMPT_ROLES
+        if is_attempt:
+            attempts_seen += 1
+        elif attempts_seen < 0:
+            raise ValueError(f"problem {problem_row.get('id')!r}: a {turn.role} turn comes before any attempt")
+        records.append({
+            "id": problem_row["id"], "sample": sample, "turn": turn_number, "role": turn.role,
+            "attempt_index": turn.attempt_index, "type": problem_row["type"], "level": problem_row["level"],
+            "gold": problem_row["answer"], "mode": mode, "text": turn.text,
+            "extracted_answer": extracted_answers[attempts_seen] if is_attempt else None,
+            "correct": correctness[attempts_seen] if is_attempt else None,
+            "verdict": None if is_attempt else turn.verdict,
+            "verdict_parsed": False if is_attempt else bool(turn.verdict_parsed),
+            "checked_attempt_correct": None if is_attempt else correctness[attempts_seen],
+            "prompt_tokens": len(turn.prompt_ids), "response_tokens": len(turn.response_ids),
+            "truncated": bool(turn.truncated),
+        })
+    return records
+
+
+def validate_record(record: Any, where: str) -> None:
+    """Raise ValueError naming `where` (e.g. "generations.jsonl line 7") and the bad field."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for name, types in RECORD_FIELDS.items():
+        if name not in record:
+            raise ValueError(f"{where}: missing field {name!r}")
+        value = record[name]
+        # bool is an int subclass: an int field must not accept true/false
+        bad_bool = isinstance(value, bool) and bool not in types
+        if bad_bool or not isinstance(value, types):
+            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ValueError(f"{where}: field {name!r} is {value!r}, expected {allowed}")
+    if record["role"] not in ROLES:
+        raise ValueError(f"{where}: field 'role' is {record['role']!r}, expected one of {list(ROLES)}")
+    if record["mode"] not in MODES:
+        raise ValueError(f"{where}: field 'mode' is {record['mode']!r}, expected one of {list(MODES)}")
+    if record["verdict"] is not None and record["verdict"] not in VERDICTS:
+        raise ValueError(f"{where}: field 'verdict' is {record['verdict']!r}, expected one of {list(VERDICTS)} or null")
+
+
+def read_records(path: str) -> list[dict]:
+    """Read and validate a generations.jsonl file; errors name the file, the line and the field."""
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            validate_record(record, where)
+            records.append(record)
+    if not records:
+        raise ValueError(f"{path}: no records (empty file)")
+    return records
+
+
+# --- episodes ---
+
+
+@dataclass
+class EpisodeOutcome:
+    """One (id, sample) episode reduced to what the metrics need."""
+
+    id: str
+    sample: int
+    type: str
+    level: int | None
+    first: dict
+    final: dict
+    verifications: list[dict]
+    num_turns: int
+    revised: bool
+
+    @property
+    def graded(self) -> bool:
+        return self.first["correct"] is not None and self.final["correct"] is not None
+
+
+def group_episodes(records: Iterable[dict]) -> list[EpisodeOutcome]:
+    """Group records by (id, sample), ordered by turn; raises ValueError on gaps, duplicates or a
+    verify turn before any attempt. Episodes are returned sorted by (id, sample)."""
+    by_key: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for record in records:
+        by_key[(record["id"], record["sample"])].append(record)
+    if not by_key:
+        raise ValueError("no records to summarise")
+    episodes = []
+    for (problem_id, sample), turns in sorted(by_key.items()):
+        turns.sort(key=lambda r: r["turn"])
+        numbers = [r["turn"] for r in turns]
+        if numbers != list(range(len(turns))):
+            raise ValueError(f"problem {problem_id!r} sample {sample}: turns {numbers}, expected 0..{len(turns) - 1} "
+                             "once each (a truncated or duplicated generations file?)")
+        attempts = [r for r in turns if r["role"] in ATTEMPT_ROLES]
+        if not attempts or turns[0]["role"] != "attempt":
+            raise ValueError(f"problem {problem_id!r} sample {sample}: the first turn must be an 'attempt'")
+        episodes.append(EpisodeOutcome(
+            id=problem_id, sample=sample, type=turns[0]["type"], level=turns[0]["level"],
+            first=attempts[0], final=attempts[-1], verifications=[r for r in turns if r["role"] == VERIFY_ROLE],
+            num_turns=len(turns), revised=any(r["role"] == "revise" for r in turns)))
+    return episodes
+
+
+# --- small statistics ---
+
+
+def _rate(numerator: float, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927); (0, 1) when n == 0.
+
+    centre = (p + z^2/2n) / (1 + z^2/n), half-width = z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n).
+    """
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
+
+    Computed as 1 - prod_{i=n-c+1}^{n} (1 - k/i) to avoid huge binomials. Raises ValueError
+    unless 0 <= c <= n and 1 <= k <= n.
+    """
+    if not (0 <= c <= n and 1 <= k <= n):
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def majority_vote(answers: Sequence[str | None], correct: Sequence[bool]) -> bool:
+    """Whether the majority answer is right. Votes are answers with whitespace removed; ties go to
+    the answer seen first; None answers do not vote; no votes at all is wrong."""
+    keys = [None if a is None else "".join(a.split()) for a in answers]
+    votes = Counter(k for k in keys if k is not None)
+    if not votes:
+        return False
+    best = max(votes.values())
+    winner = next(k for k in keys if k is not None and votes[k] == best)
+    return bool(correct[keys.index(winner)])
+
+
+def bootstrap_interval(values: np.ndarray, resamples: int, seed: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (P,), resampling problems with replacement."""
+    rng = np.random.default_rng(seed)
+    indices = rng.integers(0, len(values), size=(resamples, len(values)))
+    means = values[indices].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+# --- summaries ---
+
+
+def summarize(records: Iterable[dict]) -> dict:
+    """Self-correction summary of any set of records (one group: all, one type, one level).
+
+    Returns counts and rates as defined in the module docstring: num_episodes, num_graded,
+    num_ungradable, acc_t1, acc_final, improvement, transitions (counts), delta_i_to_c,
+    delta_c_to_i, verifier {num_verifications, accuracy, recall_on_correct, recall_on_wrong,
+    parse_failure_rate, said_wrong_rate}, revision_rate, mean_turns, truncation_rate (all
+    turns), attempt_truncation_rate, no_answer_t1, no_answer_final, mean_response_tokens per role.
+    """
+    records = list(records)
+    episodes = group_episodes(records)
+    return _summarize_episodes(episodes, records)
+
+
+def _summarize_episodes(episodes: list[EpisodeOutcome], records: list[dict]) -> dict:
+    graded = [e for e in episodes if e.graded]
+    n = len(graded)
+    transitions = Counter({name: 0 for name in TRANSITIONS})
+    for e in graded:
+        transitions[_transition(e.first["correct"], e.final["correct"])] += 1
+    right_t1 = transitions["stayed_right"] + transitions["broken"]
+    right_final = transitions["stayed_right"] + transitions["fixed"]
+    acc_t1, acc_final = _rate(right_t1, n), _rate(right_final, n)
+    attempts = [r for r in records if r["role"] in ATTEMPT_ROLES]
+    return {
+        "num_episodes": len(episodes),
+        "num_graded": n,
+        "num_ungradable": len(episodes) - n,
+        "acc_t1": acc_t1,
+        "acc_final": acc_final,
+        "improvement": None if n == 0 else (right_final - right_t1) / n,
+        "transitions": dict(transitions),
+        "delta_i_to_c": _rate(transitions["fixed"], n),
+        "delta_c_to_i": _rate(transitions["broken"], n),
+        "verifier": _verifier_summary([v for e in episodes for v in e.verifications]),
+        "revision_rate": _rate(sum(e.revised for e in graded), n),
+        "mean_turns": _rate(sum(e.num_turns for e in episodes), len(episodes)),
+        "truncation_rate": _rate(sum(r["truncated"] for r in records), len(records)),
+        "attempt_truncation_rate": _rate(sum(r["truncated"] for r in attempts), len(attempts)),
+        "no_answer_t1": sum(e.first["extracted_answer"] is None for e in graded),
+        "no_answer_final": sum(e.final["extracted_answer"] is None for e in graded),
+        "mean_response_tokens": {
+            role: _rate(sum(r["response_tokens"] for r in records if r["role"] == role),
+                        sum(r["role"] == role for r in records))
+            for role in ROLES if any(r["role"] == role for r in records)},
+    }
+
+
+def _transition(first_correct: bool, final_correct: bool) -> str:
+    if first_correct:
+        return "stayed_right" if final_correct else "broken"
+    return "fixed" if final_correct else "stayed_wrong"
+
+
+def _verifier_summary(verifications: list[dict]) -> dict:
+    """Verifier quality over verify turns whose checked attempt was graded."""
+    graded = [v for v in verifications if v["checked_attempt_correct"] is not None]
+    on_correct = [v for v in graded if v["checked_attempt_correct"]]
+    on_wrong = [v for v in graded if not v["checked_attempt_correct"]]
+    hits_correct = sum(v["verdict_parsed"] and v["verdict"] == "correct" for v in on_correct)
+    hits_wrong = sum(v["verdict_parsed"] and v["verdict"] == "wrong" for v in on_wrong)
+    return {
+        "num_verifications": len(graded),
+        "num_on_correct": len(on_correct),
+        "num_on_wrong": len(on_wrong),
+        "accuracy": _rate(hits_correct + hits_wrong, len(graded)),
+        "recall_on_correct": _rate(hits_correct, len(on_correct)),
+        "recall_on_wrong": _rate(hits_wrong, len(on_wrong)),
+        "parse_failure_rate": _rate(sum(not v["verdict_parsed"] for v in graded), len(graded)),
+        "said_wrong_rate": _rate(sum(v["verdict_parsed"] and v["verdict"] == "wrong" for v in graded), len(graded)),
+    }
+
+
+def _sampled_summary(episodes: list[EpisodeOutcome], pass_k: Sequence[int]) -> dict:
+    """mean@n, maj@n and pass@k for the first and the final attempt over graded problems."""
+    by_problem: dict[str, list[EpisodeOutcome]] = defaultdict(list)
+    for e in episodes:
+        if e.graded:
+            by_problem[e.id].append(e)
+    result: dict[str, Any] = {"num_problems": len(by_problem)}
+    for which in ("t1", "final"):
+        rows = [[(e.first if which == "t1" else e.final) for e in sorted(group, key=lambda e: e.sample)]
+                for group in by_problem.values()]
+        means = [sum(r["correct"] for r in row) / len(row) for row in rows]
+        majority = [majority_vote([r["extracted_answer"] for r in row], [r["correct"] for r in row]) for row in rows]
+        result[f"mean_at_n_{which}"] = _rate(sum(means), len(rows))
+        result[f"maj_at_n_{which}"] = _rate(sum(majority), len(rows))
+        result[f"pass_at_k_{which}"] = {
+            str(k): _rate(sum(pass_at_k(len(row), sum(r["correct"] for r in row), k) for row in rows), len(rows))
+            for k in pass_k}
+    return result
+
+
+def _group_metrics(episodes: list[EpisodeOutcome], records: list[dict], pass_k: Sequence[int]) -> dict:
+    metrics = _summarize_episodes(episodes, records)
+    metrics["sampled"] = _sampled_summary(episodes, pass_k)
+    return metrics
+
+
+def _headline_intervals(episodes: list[EpisodeOutcome], samples_per_problem: int, resamples: int, seed: int) -> dict:
+    """95% intervals: Wilson for Acc@t1/Acc@final with one sample per problem, otherwise a
+    percentile bootstrap over problems; the improvement always by a paired bootstrap over problems."""
+    by_problem: dict[str, list[EpisodeOutcome]] = defaultdict(list)
+    for e in episodes:
+        if e.graded:
+            by_problem[e.id].append(e)
+    if not by_problem:
+        return {}
+    t1 = np.array([np.mean([e.first["correct"] for e in g]) for g in by_problem.values()], dtype=float)
+    final = np.array([np.mean([e.final["correct"] for e in g]) for g in by_problem.values()], dtype=float)
+    intervals = {}
+    for name, values in (("acc_t1", t1), ("acc_final", final)):
+        if samples_per_problem == 1:
+            low, high = wilson_interval(int(values.sum()), len(values))
+            intervals[name] = {"low": low, "high": high, "method": "wilson"}
+        else:
+            low, high = bootstrap_interval(values, resamples, seed)
+            intervals[name] = {"low": low, "high": high, "method": f"bootstrap over problems ({resamples}, seed {seed})"}
+    low, high = bootstrap_interval(final - t1, resamples, seed)
+    intervals["improvement"] = {"low": low, "high": high, "method": f"paired bootstrap over problems ({resamples}, seed {seed})"}
+    return intervals
+
+
+def compute_metrics(
+    records: Iterable[dict],
+    *,
+    pass_k: Sequence[int] = (1,),
+    bootstrap_resamples: int = 2000,
+    bootstrap_seed: int = 0,
+) -> dict:
+    """Every reported number from per-turn records: overall, per MATH type and per level.
+
+    Returns {"mode", "mode_label", "samples_per_problem", "num_problems", "metric_settings",
+    "overall" (summary + "sampled" + "ci95"), "by_type", "by_level" (summary + "sampled"),
+    "ungradable" {"count", "ids"}}. Levels are keyed "1".."5" or "unknown". Raises ValueError
+    on an empty input, mixed modes, unequal sample counts per problem (an unfinished run) or a
+    k in `pass_k` larger than the samples per problem.
+    """
+    records = list(records)
+    if not records:
+        raise ValueError("no records to compute metrics from")
+    modes = sorted({r["mode"] for r in records})
+    if len(modes) != 1:
+        raise ValueError(f"records mix correction modes {modes}; evaluate each mode into its own output folder")
+    episodes = group_episodes(records)
+    samples_per_problem = _samples_per_problem(episodes)
+    bad_k = [k for k in pass_k if not 1 <= k <= samples_per_problem]
+    if bad_k:
+        raise ValueError(f"pass_k {bad_k} must lie in 1..{samples_per_problem} (the samples per problem)")
+
+    overall = _group_metrics(episodes, records, pass_k)
+    overall["ci95"] = _headline_intervals(episodes, samples_per_problem, bootstrap_resamples, bootstrap_seed)
+    ungradable_ids = sorted({e.id for e in episodes if not e.graded})
+    return {
+        "mode": modes[0],
+        "mode_label": mode_label(modes[0]),
+        "samples_per_problem": samples_per_problem,
+        "num_problems": len({e.id for e in episodes}),
+        "metric_settings": {"pass_k": list(pass_k), "bootstrap_resamples": bootstrap_resamples,
+                            "bootstrap_seed": bootstrap_seed},
+        "overall": overall,
+        "by_type": _metrics_by(episodes, records, pass_k, key=lambda item: item["type"]),
+        "by_level": _metrics_by(episodes, records, pass_k, key=_level_key),
+        "ungradable": {"count": len(ungradable_ids), "ids": ungradable_ids},
+    }
+
+
+def _level_key(item: dict) -> str:
+    return "unknown" if item["level"] is None else str(item["level"])
+
+
+def _metrics_by(episodes: list[EpisodeOutcome], records: list[dict], pass_k: Sequence[int], key) -> dict:
+    groups: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for e in episodes:
+        groups[key({"type": e.type, "level": e.level})][0].append(e)
+    for r in records:
+        groups[key(r)][1].append(r)
+    ordered = sorted(groups, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g))
+    return {g: _group_metrics(groups[g][0], groups[g][1], pass_k) for g in ordered}
+
+
+def _samples_per_problem(episodes: list[EpisodeOutcome]) -> int:
+    counts = Counter(e.id for e in episodes)
+    distinct = sorted(set(counts.values()))
+    if len(distinct) != 1:
+        short = sorted(pid for pid, c in counts.items() if c != max(distinct))[:5]
+        raise ValueError(f"problems have unequal sample counts {distinct} (e.g. {short}); the run is unfinished: "
+                         "re-run with --resume true to complete it")
+    return distinct[0]
+
+
+def metrics_from_generations(path: str, **settings: Any) -> dict:
+    """compute_metrics on a generations.jsonl file; `settings` are metrics.json's "metric_settings"."""
+    return compute_metrics(read_records(path), **settings)
