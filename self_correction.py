@@ -1,0 +1,381 @@
+"""Chat prompts, batched generation, verdict parsing and the multi-turn self-correction episode.
+
+The episode follows PAG (Jiang et al., 2025, "PAG: Multi-Turn Reinforced LLM Self-Correction
+with Policy as Generative Verifier", arXiv 2506.10406): one policy plays solver and verifier.
+
+1. attempt:  [system, user(problem)] -> assistant(attempt)
+2. verify:   ... + [assistant(attempt), user(verify_prompt)] -> assistant(verification),
+             whose verdict is the final "The answer is correct|wrong" (`parse_verdict`)
+3. revise:   only after a "wrong" verdict, ... + [assistant(verification), user(revise_prompt)]
+             -> assistant(revision); then verify again, up to `max_correction_turns` attempts.
+
+Modes (`A_PO_Config.correction_mode`):
+  * `self_verify`: the protocol above. Only problem texts reach `run_episodes`, so the gold
+    answer cannot reach the model.
+  * `none`: the first attempt only.
+  * `oracle`: no verify turns; retry with the revise prompt only where `oracle_judge` (a
+    closure over the gold answers) says the attempt is wrong. This is an UPPER BOUND, not
+    self-correction.
+
+All turns of all problems advance together: one batched `generate` call per turn index.
+
+>>> episodes = run_episodes(model, tokenizer, ["What is 1+1?"], cfg)   # doctest: +SKIP
+>>> episodes[0].final_attempt.text                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+if TYPE_CHECKING:
+    from apo_config import A_PO_Config
+
+logger = logging.getLogger(__name__)
+
+CORRECTION_MODES = ("self_verify", "oracle", "none")
+Message = dict[str, str]
+Verdict = Literal["correct", "wrong"]
+
+# PAG's verdict: the phrase ends the response and occurs exactly once in it.
+_VERDICT_PHRASE = re.compile(r"The answer is (correct|wrong)")
+_VERDICT_AT_END = re.compile(r"The answer is (correct|wrong)$")
+# Markdown and quoting a chat model wraps around its last sentence: **...**, $...$, '...'.
+_TRAILING_DECORATION = " \t\r\n*_$'\"`"
+
+
+# --- prompts ---
+
+def encode_chat(tokenizer, messages: Sequence[Message]) -> list[int]:
+    """Token ids of `messages` under the tokenizer's chat template, ending with the generation
+    prompt of the assistant turn (`add_generation_prompt=True`)."""
+    encoded = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)
+    return list(encoded["input_ids"])
+
+
+# --- generation ---
+
+@dataclass
+class Generation:
+    """One sampled response.
+
+    `response_ids` end after the first EOS token, inclusive; `truncated` is True when the
+    response reached `max_new_tokens` without an EOS (A*-PO gives such a response reward 0).
+    `text` is decoded without special tokens.
+    """
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    text: str
+    truncated: bool
+
+
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """EOS ids: the tokenizer's `eos_token_id` and every id in the model's generation config
+    (chat models often stop on an end-of-turn token as well as the end-of-text token)."""
+    ids: list[int] = []
+    candidates = [tokenizer.eos_token_id]
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        configured = generation_config.eos_token_id
+        candidates += list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    for token_id in candidates:
+        if token_id is not None and int(token_id) not in ids:
+            ids.append(int(token_id))
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model's generation_config defines an EOS token id")
+    return ids
+
+
+def cut_after_eos(token_ids: Sequence[int], eos_ids: Sequence[int]) -> tuple[list[int], bool]:
+    """`token_ids` up to and including the first EOS, and whether an EOS was found."""
+    eos = set(eos_ids)
+    for position, token_id in enumerate(token_ids):
+        if token_id in eos:
+            return list(token_ids[: position + 1]), True
+    return list(token_ids), False
+
+
+def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, both (B, max_len) int64."""
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq):] = 1
+    return ids, mask
+
+
+def sampling_kwargs(temperature: float, top_p: float) -> dict:
+    """`model.generate` settings that sample from the policy itself.
+
+    temperature 0 is greedy decoding. Otherwise plain temperature / nucleus sampling, with
+    the sampling modifiers a model's own generation_config may carry (Qwen2.5-Instruct ships
+    top_k=20 and repetition_penalty=1.05) and transformers' default top_k=50 switched off:
+    A*-PO's regression and V* estimate assume the samples come from pi itself.
+    """
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
+    neutral = {"min_p": None, "typical_p": 1.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+    if temperature == 0:  # transformers' neutral values, which greedy decoding ignores anyway
+        return {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50, **neutral}
+    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0, **neutral}
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    batch_size: int,
+    progress: bool = False,
+) -> list[Generation]:
+    """Generate one response per prompt (token ids, e.g. from `encode_chat`), in the input order.
+
+    Prompts are sorted by length and generated in left-padded chunks of `batch_size` (less
+    padding per chunk), then restored to the input order. Sampling seeds come from the global
+    torch RNG: call `torch.manual_seed` for reproducible samples.
+    Raises ValueError for an empty prompt or an invalid setting.
+    """
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size={batch_size} and max_new_tokens={max_new_tokens} must be >= 1")
+    if any(len(prompt) == 0 for prompt in prompts):
+        raise ValueError("generate() got an empty prompt; encode prompts with encode_chat()")
+    eos_ids = eos_token_ids(model, tokenizer)
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    settings = sampling_kwargs(temperature, top_p)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    results: list[Generation | None] = [None] * len(prompts)
+    device = _model_device(model)
+    for chunk in tqdm(chunks, desc="generate", unit="batch", disable=not progress):
+        input_ids, attention_mask = left_pad([prompts[i] for i in chunk], pad_token_id)
+        output = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=eos_ids, **settings,
+        )
+        new_tokens = output[:, input_ids.shape[1]:].tolist()
+        for index, tokens in zip(chunk, new_tokens):
+            response_ids, found_eos = cut_after_eos(tokens, eos_ids)
+            results[index] = Generation(
+                prompt_ids=list(prompts[index]),
+                response_ids=response_ids,
+                text=tokenizer.decode(response_ids, skip_special_tokens=True),
+                truncated=not found_eos,
+            )
+    return results  # type: ignore[return-value]
+
+
+def _model_device(model) -> torch.device:
+    device = getattr(model, "device", None)
+    if device is not None:
+        return torch.device(device)
+    return next(model.parameters()).device
+
+
+# --- verdicts ---
+
+def parse_verdict(text: str) -> Verdict | None:
+    """PAG's verdict of a verification: "correct", "wrong", or None when unparseable.
+
+    The verdict is parsed when the text, stripped of trailing whitespace and of the markdown
+    and quoting a chat model wraps around its last sentence (`*`, `_`, `$`, quotes,
+    backticks), ends with `The answer is correct` or `The answer is wrong` (a final period
+    allowed, also inside the decoration: `**The answer is wrong.**`), and the phrase
+    `The answer is correct|wrong` occurs exactly once in the whole text. A text that names
+    both verdicts, repeats one, or ends elsewhere gives None. Case-sensitive, as in PAG.
+    """
+    if len(_VERDICT_PHRASE.findall(text)) != 1:
+        return None
+    stripped = text.rstrip(_TRAILING_DECORATION)
+    if stripped.endswith("."):
+        stripped = stripped[:-1].rstrip(_TRAILING_DECORATION)
+    match = _VERDICT_AT_END.search(stripped)
+    return match.group(1) if match else None  # type: ignore[return-value]
+
+
+# --- the episode ---
+
+@dataclass
+class Turn:
+    """One generated turn of an episode.
+
+    role: "attempt" (the first solution), "revise" (a later solution) or "verify".
+    attempt_index: the attempt this turn produced (attempt/revise) or checked (verify), from 0.
+    messages: the chat the model was given; prompt_ids: its encoding (chat template).
+    verdict / verdict_parsed: verify turns only (None / False on solution turns).
+    over_length_budget: the prompt exceeded max_prompt_length + (earlier turns) * max_new_tokens;
+    the turn was still generated from the full context (nothing is truncated) and counted.
+    """
+
+    role: Literal["attempt", "verify", "revise"]
+    attempt_index: int
+    messages: list[Message]
+    prompt_ids: list[int]
+    response_ids: list[int]
+    text: str
+    truncated: bool
+    verdict: Verdict | None = None
+    verdict_parsed: bool = False
+    over_length_budget: bool = False
+
+
+@dataclass
+class Episode:
+    """All turns of one problem, in the order they were generated."""
+
+    problem: str
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> list[Turn]:
+        """Solution turns (the attempt and every revision), in order."""
+        return [turn for turn in self.turns if turn.role in ("attempt", "revise")]
+
+    @property
+    def first_attempt(self) -> Turn:
+        return self.attempts[0]
+
+    @property
+    def final_attempt(self) -> Turn:
+        """The last solution: its answer is the episode's answer."""
+        return self.attempts[-1]
+
+    @property
+    def verifications(self) -> list[Turn]:
+        return [turn for turn in self.turns if turn.role == "verify"]
+
+
+OracleJudge = Callable[[list[int], list[str]], list[bool]]
+
+
+def run_episodes(
+    model,
+    tokenizer,
+    problems: list[str],
+    cfg: A_PO_Config,
+    *,
+    mode: str | None = None,
+    oracle_judge: OracleJudge | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    unparsed_verdict_revises: bool = True,
+    progress: bool = False,
+) -> list[Episode]:
+    """Run one self-correction episode per problem text, batched across problems turn by turn.
+
+    mode: `self_verify`, `none` or `oracle` (default `cfg.correction_mode`); at most
+    `cfg.max_correction_turns` attempts. In `self_verify` every attempt, the last one included,
+    is verified, and a revision follows a "wrong" verdict, or an unparseable one when
+    `unparsed_verdict_revises` (PAG's evaluation convention; its training convention is False).
+    `oracle_judge(problem_indices, attempt_texts) -> list[bool]` returns True where the attempt
+    is CORRECT (no retry) and False where it is wrong (retry); it is required in `oracle` mode,
+    which is an upper bound, not self-correction. temperature / top_p / max_new_tokens default
+    to the config's. Raises ValueError for an unknown mode or an oracle mode without a judge.
+    """
+    mode = cfg.correction_mode if mode is None else mode
+    if mode not in CORRECTION_MODES:
+        raise ValueError(f"mode={mode!r} is not one of {', '.join(CORRECTION_MODES)}")
+    if mode == "oracle" and oracle_judge is None:
+        raise ValueError("mode='oracle' needs oracle_judge(problem_indices, attempt_texts) -> list[bool] "
+                         "(True = correct); it is an upper bound that uses the gold answers")
+    if mode != "oracle" and oracle_judge is not None:
+        raise ValueError(f"oracle_judge was given with mode={mode!r}; the gold answer must not steer {mode} episodes")
+    sample = dict(
+        max_new_tokens=cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
+        temperature=cfg.temperature if temperature is None else temperature,
+        top_p=cfg.top_p if top_p is None else top_p,
+        batch_size=cfg.generation_batch_size, progress=progress,
+    )
+    budget = _LengthBudget(cfg.max_prompt_length, sample["max_new_tokens"])
+    episodes = [Episode(problem=problem) for problem in problems]
+    contexts = [[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": problem}]
+                for problem in problems]
+    active = list(range(len(problems)))
+    max_attempts = 1 if mode == "none" else cfg.max_correction_turns
+    for attempt_index in range(max_attempts):
+        if not active:
+            break
+        # 1. a solution for every active problem (the attempt, then revisions)
+        role = "attempt" if attempt_index == 0 else "revise"
+        solutions = _generate_turn(model, tokenizer, episodes, contexts, active, role, attempt_index, sample, budget)
+        if mode == "none":
+            break
+        # 2. decide who revises: the model's own verdict, or the oracle (upper bound)
+        if mode == "self_verify":
+            for index in active:
+                contexts[index].append({"role": "user", "content": cfg.verify_prompt})
+            verifications = _generate_turn(model, tokenizer, episodes, contexts, active, "verify", attempt_index,
+                                           sample, budget)
+            retry = [_revises(turn.verdict, unparsed_verdict_revises) for turn in verifications]
+        else:
+            if attempt_index == max_attempts - 1:
+                break
+            judged = list(oracle_judge(list(active), [turn.text for turn in solutions]))  # type: ignore[misc]
+            if len(judged) != len(active):
+                raise ValueError(f"oracle_judge returned {len(judged)} verdicts for {len(active)} attempts")
+            retry = [not bool(correct) for correct in judged]
+        active = [index for index, again in zip(active, retry) if again]
+        for index in active:
+            contexts[index].append({"role": "user", "content": cfg.revise_prompt})
+    if budget.exceeded:
+        logger.warning("%d of %d turn prompts exceeded max_prompt_length + turns * max_new_tokens; they were "
+                       "generated from the full context and are flagged over_length_budget", budget.exceeded,
+                       budget.seen)
+    return episodes
+
+
+def _revises(verdict: Verdict | None, unparsed_verdict_revises: bool) -> bool:
+    if verdict is None:
+        return unparsed_verdict_revises
+    return verdict == "wrong"
+
+
+@dataclass
+class _LengthBudget:
+    """Counts prompts longer than max_prompt_length + (earlier turns) * max_new_tokens."""
+
+    max_prompt_length: int
+    max_new_tokens: int
+    seen: int = 0
+    exceeded: int = 0
+
+    def check(self, prompt_length: int, earlier_turns: int) -> bool:
+        self.seen += 1
+        over = prompt_length > self.max_prompt_length + earlier_turns * self.max_new_tokens
+        self.exceeded += int(over)
+        return over
+
+
+def _generate_turn(model, tokenizer, episodes: list[Episode], contexts: list[list[Message]], active: list[int],
+                   role: str, attempt_index: int, sample: dict, budget: _LengthBudget) -> list[Turn]:
+    """Generate the next assistant turn for the `active` episodes, record it, extend their contexts."""
+    prompts = [encode_chat(tokenizer, contexts[index]) for index in active]
+    generations = generate(model, tokenizer, prompts, **sample)
+    turns = []
+    for index, generation in zip(active, generations):
+        verdict = parse_verdict(generation.text) if role == "verify" else None
+        turn = Turn(
+            role=role, attempt_index=attempt_index, messages=[dict(m) for m in contexts[index]],
+            prompt_ids=generation.prompt_ids, response_ids=generation.response_ids, text=generation.text,
+            truncated=generation.truncated, verdict=verdict, verdict_parsed=verdict is not None,
+            over_length_budget=budget.check(len(generation.prompt_ids), len(episodes[index].turns)),
+        )
+        episodes[index].turns.append(turn)
+        contexts[index].append({"role": "assistant", "content": generation.text})
+        turns.append(turn)
+    return turns
