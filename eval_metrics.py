@@ -4,9 +4,10 @@ A record is one problem x sample x turn of a self-correction episode (docs/ARCHI
 
     {"id", "sample", "turn", "role", "attempt_index", "type", "level", "gold", "mode", "text",
      "extracted_answer", "correct", "verdict", "verdict_parsed", "checked_attempt_correct",
-     "prompt_tokens", "response_tokens", "truncated"}
+     "prompt_tokens", "response_tokens", "truncated", "episode_turns"}
 
-Every field is present on every record; fields that do not apply to a role are null
+`episode_turns` (the episode's number of turns, an addition to the architecture's list) lets a
+reader tell a complete episode from one cut off by an interrupted write. Every field is present on every record; fields that do not apply to a role are null
 (`correct` and `extracted_answer` on verify turns, `verdict` and `checked_attempt_correct`
 on attempt/revise turns). `correct` is null when the gold answer cannot be graded (empty or
 missing): such problems are counted and listed under "ungradable", never folded into an
@@ -60,7 +61,7 @@ RECORD_FIELDS: dict[str, tuple[type, ...]] = {
     "type": (str,), "level": (int, type(None)), "gold": (str, type(None)), "mode": (str,),
     "text": (str,), "extracted_answer": (str, type(None)), "correct": (bool, type(None)),
     "verdict": (str, type(None)), "verdict_parsed": (bool,), "checked_attempt_correct": (bool, type(None)),
-    "prompt_tokens": (int,), "response_tokens": (int,), "truncated": (bool,),
+    "prompt_tokens": (int,), "response_tokens": (int,), "truncated": (bool,), "episode_turns": (int,),
 }
 
 
@@ -119,7 +120,7 @@ def episode_records(
             "verdict_parsed": False if is_attempt else bool(turn.verdict_parsed),
             "checked_attempt_correct": None if is_attempt else correctness[attempts_seen],
             "prompt_tokens": len(turn.prompt_ids), "response_tokens": len(turn.response_ids),
-            "truncated": bool(turn.truncated),
+            "truncated": bool(turn.truncated), "episode_turns": len(episode.turns),
         })
     return records
 
@@ -201,6 +202,9 @@ def group_episodes(records: Iterable[dict]) -> list[EpisodeOutcome]:
         if numbers != list(range(len(turns))):
             raise ValueError(f"problem {problem_id!r} sample {sample}: turns {numbers}, expected 0..{len(turns) - 1} "
                              "once each (a truncated or duplicated generations file?)")
+        if len(turns) != turns[0]["episode_turns"]:
+            raise ValueError(f"problem {problem_id!r} sample {sample}: {len(turns)} of {turns[0]['episode_turns']} "
+                             "turns present (an interrupted write?)")
         attempts = [r for r in turns if r["role"] in ATTEMPT_ROLES]
         if not attempts or turns[0]["role"] != "attempt":
             raise ValueError(f"problem {problem_id!r} sample {sample}: the first turn must be an 'attempt'")

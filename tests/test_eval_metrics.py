@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -22,14 +23,20 @@ def rec(pid, turn, role, *, sample=0, correct=None, answer=None, verdict=None, p
         "verdict": verdict if is_verify else None,
         "verdict_parsed": (verdict is not None if parsed is None else parsed) if is_verify else False,
         "checked_attempt_correct": checked if is_verify else None,
-        "prompt_tokens": 10, "response_tokens": 20 + turn, "truncated": truncated,
+        "prompt_tokens": 10, "response_tokens": 20 + turn, "truncated": truncated, "episode_turns": 0,
     }
+
+
+def complete(records: list[dict]) -> list[dict]:
+    """Set each record's episode_turns to the number of records of its (id, sample)."""
+    counts = Counter((r["id"], r["sample"]) for r in records)
+    return [dict(r, episode_turns=counts[(r["id"], r["sample"])]) for r in records]
 
 
 def four_problems() -> list[dict]:
     """p1 stayed right, p2 fixed, p3 broken (last verdict unparsed), p4 stayed wrong without an answer,
     p5 ungradable (no gold)."""
-    return [
+    return complete([
         rec("p1", 0, "attempt", correct=True, answer="5"),
         rec("p1", 1, "verify", verdict="correct", checked=True),
         rec("p2", 0, "attempt", correct=False, answer="4", level=2),
@@ -44,7 +51,7 @@ def four_problems() -> list[dict]:
         rec("p4", 1, "verify", verdict="correct", checked=False, type_="Geometry"),
         rec("p5", 0, "attempt", correct=None, answer="3", gold=None, level=None),
         rec("p5", 1, "verify", verdict="correct", checked=None, level=None),
-    ]
+    ])
 
 
 def test_summary_transitions_and_verifier_by_hand():
@@ -68,12 +75,13 @@ def test_improvement_equals_fixed_minus_broken():
     records = [rec("a", 0, "attempt", correct=False, answer="1"), rec("a", 1, "verify", verdict="wrong", checked=False),
                rec("a", 2, "revise", correct=True, answer="5"),
                rec("b", 0, "attempt", correct=False, answer="2")]
+    records = complete(records)
     s = em.summarize(records)
     assert (s["acc_t1"], s["acc_final"], s["improvement"], s["delta_i_to_c"]) == (0.0, 0.5, 0.5, 0.5)
 
 
 def test_empty_denominators_are_null_not_zero():
-    s = em.summarize([rec("a", 0, "attempt", correct=True, answer="5")])
+    s = em.summarize(complete([rec("a", 0, "attempt", correct=True, answer="5")]))
     assert s["verifier"]["accuracy"] is None and s["verifier"]["recall_on_wrong"] is None
 
 
@@ -91,7 +99,7 @@ def test_compute_metrics_groups_by_type_and_level():
 
 
 def test_oracle_is_labelled_an_upper_bound():
-    m = em.compute_metrics([rec("a", 0, "attempt", correct=True, answer="5", mode="oracle")])
+    m = em.compute_metrics(complete([rec("a", 0, "attempt", correct=True, answer="5", mode="oracle")]))
     assert m["mode_label"] == "oracle (upper bound)"
 
 
@@ -130,7 +138,7 @@ def test_sampled_metrics_mean_maj_pass_by_hand():
     # problem b: 4 samples, 1 right, majority "9" (wrong)
     for s, (ans, ok) in enumerate([("9", False), ("2", True), ("9", False), (None, False)]):
         records.append(rec("b", 0, "attempt", sample=s, correct=ok, answer=ans))
-    m = em.compute_metrics(records, pass_k=(1, 2, 4), bootstrap_resamples=200)
+    m = em.compute_metrics(complete(records), pass_k=(1, 2, 4), bootstrap_resamples=200)
     sampled = m["overall"]["sampled"]
     assert sampled["mean_at_n_t1"] == pytest.approx((0.5 + 0.25) / 2)
     assert sampled["maj_at_n_t1"] == 0.5
@@ -144,17 +152,20 @@ def test_sampled_metrics_mean_maj_pass_by_hand():
 def test_pass_k_above_samples_and_unfinished_runs_raise():
     records = [rec("a", 0, "attempt", sample=s, correct=True, answer="5") for s in range(2)]
     with pytest.raises(ValueError, match="pass_k"):
-        em.compute_metrics(records, pass_k=(4,))
+        em.compute_metrics(complete(records), pass_k=(4,))
     records.append(rec("b", 0, "attempt", sample=0, correct=True, answer="5"))
     with pytest.raises(ValueError, match="unequal sample counts"):
-        em.compute_metrics(records)
+        em.compute_metrics(complete(records))
 
 
 def test_gaps_duplicates_and_mixed_modes_raise():
     with pytest.raises(ValueError, match="turns \\[0, 2\\]"):
-        em.summarize([rec("a", 0, "attempt", correct=True, answer="5"), rec("a", 2, "revise", correct=True)])
+        em.summarize(complete([rec("a", 0, "attempt", correct=True, answer="5"), rec("a", 2, "revise", correct=True)]))
+    with pytest.raises(ValueError, match="1 of 2 turns present"):
+        em.summarize([dict(rec("a", 0, "attempt", correct=True, answer="5"), episode_turns=2)])
     with pytest.raises(ValueError, match="mix correction modes"):
-        em.compute_metrics([rec("a", 0, "attempt", correct=True), rec("b", 0, "attempt", correct=True, mode="none")])
+        em.compute_metrics(complete([rec("a", 0, "attempt", correct=True),
+                                     rec("b", 0, "attempt", correct=True, mode="none")]))
     with pytest.raises(ValueError, match="no records"):
         em.compute_metrics([])
 
