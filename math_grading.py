@@ -168,9 +168,17 @@ def extract_answer(text: str) -> str | None:
             boxed = last_boxed_content(answer)
             return (boxed if boxed is not None else answer) or None
     stripped = text.strip()
-    if stripped and "\n" not in stripped and len(stripped) <= 60 and len(re.findall(r"[A-Za-z]{3,}", _unwrap_text(stripped))) <= 2:
+    if _looks_like_bare_answer(stripped):
         return _strip_delimiters(stripped) or None
     return None
+
+
+def _looks_like_bare_answer(text: str) -> bool:
+    """One line of at most 80 characters with at most two words outside LaTeX commands."""
+    if not text or "\n" in text or len(text) > 80:
+        return False
+    words = re.findall(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", " ", _unwrap_text(text)))
+    return len(words) <= 2
 
 
 # --- normalisation (fast path) ---
@@ -220,7 +228,10 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
     s = s.replace("\\displaystyle", "")
     s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\(sin|cos|tan|cot|sec|csc)\s*\(?\s*(\d+(?:\.\d+)?)\s*(?:\^\s*\{?\s*\\circ\s*\}?|°)\s*\)?",
+               r"\\\1(\\frac{\2\\pi}{180})", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("°", "").replace("\\degree", "")
+    s = re.sub(r"^\\mathbb\s*\{?R\}?$|^\\text\{all real numbers\}$|^all real numbers$", r"(-\\infty,\\infty)", s.strip())
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\%", "").replace("%", "")
     s = _TRAILING_UNITS_RE.sub("", s)
@@ -229,6 +240,7 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"^\s*[a-zA-Z]\s*(?:=|\\in)\s*(?=\S)", "", s)
     s = re.sub(r"(?<=[\d}])\s*,?\s*\band\s+(?=[-\d\\])", ",", s)
     s = _drop_spaces(s)
+    s = _inequality_to_interval(s)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "")
     choice = re.fullmatch(r"\(?([A-Ea-e])\)", s) or re.fullmatch(r"\(([A-Ea-e])\)?", s)
@@ -240,9 +252,27 @@ def normalize_answer(answer: str) -> str:
     return s
 
 
+_LESS = {"<": ")", "\\lt": ")", "\\le": "]", "\\leq": "]", "\\leqslant": "]"}
+_GREATER = {">": "(", "\\gt": "(", "\\ge": "[", "\\geq": "[", "\\geqslant": "["}
+
+
+def _inequality_to_interval(s: str) -> str:
+    """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed)."""
+    op = r"(<|\\lt|\\leqslant|\\leq|\\le|>|\\gt|\\geqslant|\\geq|\\ge)(?![a-zA-Z])"
+    m = re.fullmatch(rf"([^<>=]+?){op}\s*[a-zA-Z]\s*{op}([^<>=]+)", s)
+    if m and m.group(2) in _LESS and m.group(3) in _LESS:
+        return f"{'[' if _LESS[m.group(2)] == ']' else '('}{m.group(1)},{m.group(4)}{_LESS[m.group(3)]}"
+    m = re.fullmatch(rf"[a-zA-Z]\s*{op}([^<>=]+)", s)
+    if m and m.group(1) in _LESS:
+        return f"(-\\infty,{m.group(2)}{_LESS[m.group(1)]}"
+    if m and m.group(1) in _GREATER:
+        return f"{_GREATER[m.group(1)]}{m.group(2)},\\infty)"
+    return s
+
+
 def _drop_spaces(s: str) -> str:
     """Remove whitespace, keeping one space where it ends a command (`\\cos x` stays `\\cos x`)."""
-    s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z0-9])", "\\1\x01", s)
+    s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])", "\\1\x01", s)
     return re.sub(r"\s+", "", s).replace("\x01", " ")
 
 
@@ -260,6 +290,12 @@ def _as_rational(s: str) -> Fraction | None:
         return Fraction(int(m.group(1)), int(m.group(2)))
     if re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s) and len(s) < 60:
         return Fraction(s)
+    m = re.fullmatch(r"(-?)(\d*)\.(\d*)\\overline\{(\d{1,30})\}", s)
+    if m and len(s) < 80:  # repeating decimal 0.1\overline{6} = 1/6
+        whole, fixed, repeat = m.group(2) or "0", m.group(3), m.group(4)
+        value = int(whole) + Fraction(int(fixed or "0"), 10 ** len(fixed))
+        value += Fraction(int(repeat), (10 ** len(repeat) - 1) * 10 ** len(fixed))
+        return -value if m.group(1) else value
     return None
 
 
@@ -333,6 +369,19 @@ def _strip_assignment(item: str) -> str:
     return re.sub(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:=|\\in)(?=.)", "", item)
 
 
+def _expand_plus_minus(items: list[str]) -> list[str]:
+    """`a\\pmb` -> `a+b`, `a-b`; `\\pm b` -> `b`, `-b` (items with one `\\pm`; others unchanged)."""
+    expanded = []
+    for item in items:
+        pieces = split_top_level(item, "\\pm")
+        if len(pieces) == 2:
+            left, right = pieces
+            expanded += [f"{left}+{right}" if left else right, f"{left}-{right}"]
+        else:
+            expanded.append(item)
+    return expanded
+
+
 def _unordered_match(preds: list[str], golds: list[str], atom) -> bool | None:
     """Multiset match of two lists under `atom`; None when some needed comparison is undecided."""
     if len(preds) != len(golds):
@@ -378,15 +427,15 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
             return False
         verdicts = [compare_structured(p, g, atom) for p, g in zip(pred_items, gold_items)]
         return False if False in verdicts else None if None in verdicts else True
-    if len(gold_items) > 1:  # a solution list (bare, or a set \{...\})
+    if len(gold_items) > 1 or "\\pm" in gold:  # a solution list (bare, or a set \{...\})
         if pred_group and pred_group[0] == "{":
             pred_items = split_top_level(pred_group[1])
         elif pred_group and len(split_top_level(pred_group[1])) > 1:
             return False
         else:
             pred_items = split_top_level(pred)
-        return _unordered_match([_strip_assignment(p) for p in pred_items],
-                                [_strip_assignment(g) for g in gold_items], atom)
+        return _unordered_match(_expand_plus_minus([_strip_assignment(p) for p in pred_items]),
+                                _expand_plus_minus([_strip_assignment(g) for g in gold_items]), atom)
     if len(split_top_level(pred)) > 1 or len(pred_union) > 1:
         return False
     return atom(pred, gold)
@@ -447,7 +496,7 @@ def _to_sympy(answer: str):
 
 
 def _numbers_close(a, b) -> bool | None:
-    """Relative comparison (1e-9) of two sympy numbers at 40 digits; None when either is not a number.
+    """Exact for two rationals, else relative (1e-9) at 40 digits; None when either is not a number.
 
     Relative, not math-verify's absolute 6-decimal rounding, so 1/2004! != 1/2006!.
     """
@@ -457,6 +506,10 @@ def _numbers_close(a, b) -> bool | None:
         return None
     if a.free_symbols or b.free_symbols or not (a.is_number and b.is_number):
         return None
+    if a.is_rational and b.is_rational:  # exact: 2^{100}+1 != 2^{100}
+        difference = (a - b).doit()
+        if isinstance(difference, sympy.Rational):
+            return bool(difference == 0)
     va, vb = sympy.N(a, 40), sympy.N(b, 40)
     if not (va.is_number and vb.is_number) or va.has(sympy.zoo, sympy.nan) or vb.has(sympy.zoo, sympy.nan):
         return None
