@@ -1,0 +1,622 @@
+"""Stage 0: read MATH, check it, and write the JSONL files the pipeline trains and evaluates on.
+
+    python prepare_data.py                                        # hub: qwedsacf/competition_math + MATH-500
+    python prepare_data.py --hub_dataset EleutherAI/hendrycks_math --splits train,test
+    python prepare_data.py --source local --train_path ../shared/data/math/train.jsonl \\
+        --math500_path ../shared/data/math/test500.jsonl --tokenizer embedded
+    python prepare_data.py --source local --train_path MATH/ --splits train,test --math500_path test500.jsonl
+    python prepare_data.py --source synthetic --synthetic_levels 1,2 --output_dir data/synthetic --tokenizer embedded
+    python prepare_data.py --inspect_only                         # print the inspection, write nothing
+
+Writes into --output_dir (default: the current folder, so `python train_math_apo.py --data_file
+math_subset.jsonl` works next):
+    math_prompts_responses.jsonl   every usable training problem
+    math_subset.jsonl              --subset_size problems stratified by type x level
+    math_eval_500.jsonl            MATH-500 (with --source synthetic: held-out synthetic problems)
+
+Each row is {"id", "problem", "solution", "answer", "type", "level", "source"} (docs/ARCHITECTURE.md):
+`id` is MATH's unique_id where the source has one, else a hash of the problem text; `answer` is
+the content of the solution's last \\boxed{} (math_grading.last_boxed_content); `level` is 1-5
+or null for MATH's two "Level ?" rows.
+
+Rules applied on the way: MATH-500 problems are removed from the training files by unique_id
+and by whitespace-normalised problem text (qwedsacf/competition_math holds all 12,500 problems
+in one split); problems repeated after whitespace normalisation are dropped (first kept); rows
+whose answer cannot be extracted (no box, or an empty one) are reported and kept out. A
+malformed line or field stops the run with its file, line and field; --skip_invalid skips such
+rows and counts them. Files are written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from apo_config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
+from math_grading import last_boxed_content
+from synthetic_math import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
+
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                 "number_theory", "prealgebra", "precalculus")
+# Hub datasets that are split into one configuration per subject.
+HUB_SUBJECT_CONFIGS = {"EleutherAI/hendrycks_math": MATH_SUBJECTS}
+LOCAL_FORMATS = (".jsonl", ".json", ".parquet", "a folder in the MATH release layout (<split>/<subject>/<n>.json)")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class DataConfig:
+    """Where MATH comes from, what is written, and how the subset is drawn."""
+
+    source: Literal["hub", "local", "synthetic"] = field(default="hub", metadata=_help(
+        "'hub' = datasets.load_dataset(--hub_dataset) plus --math500_dataset; 'local' = --train_path and "
+        "--math500_path; 'synthetic' = the project's offline generator (synthetic_math.py), never MATH."))
+    hub_dataset: str = field(default="qwedsacf/competition_math", metadata=_help(
+        "Hub dataset with MATH problems (fields problem, level, type, solution): qwedsacf/competition_math "
+        "(all 12,500 problems in its train split) or EleutherAI/hendrycks_math (train/test, one config per subject)."))
+    math500_dataset: str = field(default="HuggingFaceH4/MATH-500", metadata=_help(
+        "Hub dataset with MATH-500 (split 'test'); written as the eval file and removed from training."))
+    splits: str = field(default="train", metadata=_help(
+        "Comma-separated splits read from the hub dataset or a local MATH folder, e.g. 'train,test' "
+        "(MATH-500 is removed from them either way). Not used for single local files."))
+    train_path: str = field(default="", metadata=_help(
+        f"--source local: training problems as {', '.join(LOCAL_FORMATS)}."))
+    math500_path: str = field(default="", metadata=_help(
+        "MATH-500 as a .jsonl/.json/.parquet file (overrides --math500_dataset for any source); "
+        "'none' writes no eval file and excludes nothing. Required with --source local."))
+    output_dir: str = field(default=".", metadata=_help("Folder the three JSONL files are written to."))
+    train_file: str = field(default="math_prompts_responses.jsonl", metadata=_help(
+        "File name (in output_dir) of every usable training problem."))
+    subset_file: str = field(default="math_subset.jsonl", metadata=_help(
+        "File name (in output_dir) of the stratified subset."))
+    eval_file: str = field(default="math_eval_500.jsonl", metadata=_help("File name (in output_dir) of the eval set."))
+    subset_size: int = field(default=1000, metadata=_help(
+        "Problems in the subset, drawn per type x level cell in proportion to its size (all if fewer)."))
+    seed: int = field(default=42, metadata=_help("Seed of the subset draw and of the synthetic generator."))
+    tokenizer: str = field(default=DEFAULT_MODEL, metadata=_help(
+        "Tokenizer for the prompt-length report (chat template with the system prompt): a hub id, a local "
+        "folder, 'embedded' (SmolLM2-135M-Instruct), or 'none' to skip the report."))
+    model_cache_dir: str = field(default=os.path.join("~", ".cache", "apo_math", "models"), metadata=_help(
+        "Where the embedded model is converted once (see model_loading.py)."))
+    max_prompt_length: int = field(default=512, metadata=_help(
+        "Only reported: how many prompts exceed this many tokens (training drops them, see A_PO_Config)."))
+    inspect_only: bool = field(default=False, metadata=_help("Print the inspection and write nothing."))
+    skip_invalid: bool = field(default=False, metadata=_help(
+        "Skip malformed lines and rows with missing or wrongly typed fields (counted and reported) "
+        "instead of stopping at the first one."))
+    synthetic_train_size: int = field(default=2000, metadata=_help("--source synthetic: training problems."))
+    synthetic_eval_size: int = field(default=500, metadata=_help("--source synthetic: held-out eval problems."))
+    synthetic_levels: str = field(default="1,2,3,4,5", metadata=_help(
+        "--source synthetic: comma-separated levels (1 = single-digit arithmetic a 135M model can reach)."))
+    synthetic_types: str = field(default="all", metadata=_help(
+        f"--source synthetic: comma-separated types or 'all' ({', '.join(SYNTHETIC_TYPES)})."))
+
+    def __post_init__(self) -> None:
+        if self.source == "local" and not self.train_path:
+            raise ValueError("DataConfig.train_path is empty: --source local needs --train_path "
+                             f"({', '.join(LOCAL_FORMATS)}).")
+        if self.source == "local" and not self.math500_path:
+            raise ValueError("DataConfig.math500_path is empty: --source local needs --math500_path (a MATH-500 "
+                             ".jsonl/.json/.parquet file) or --math500_path none to write no eval file.")
+        if self.subset_size < 0:
+            raise ValueError(f"DataConfig.subset_size={self.subset_size} is invalid: use 0 or more.")
+        if self.synthetic_train_size < 1 or self.synthetic_eval_size < 0:
+            raise ValueError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
+                             f"{self.synthetic_train_size} and {self.synthetic_eval_size}.")
+
+    @property
+    def split_names(self) -> list[str]:
+        return [s.strip() for s in self.splits.split(",") if s.strip()]
+
+
+class DataFormatError(ValueError):
+    """A source row or line that cannot be read; the message names the file, the line/row and the field."""
+
+
+@dataclass
+class CleaningReport:
+    """What happened to one set of rows between reading and writing (ids or messages, not just counts)."""
+
+    rows_read: int = 0
+    invalid: list[str] = field(default_factory=list)              # skipped with --skip_invalid
+    no_answer: list[str] = field(default_factory=list)            # ids without a usable \boxed{} answer
+    duplicates: list[str] = field(default_factory=list)           # ids dropped as repeats of an earlier problem
+    answer_field_mismatches: list[str] = field(default_factory=list)  # source `answer` != last-box extraction
+    math500_removed: list[str] = field(default_factory=list)      # training ids that are MATH-500 problems
+    math500_by_id: int = 0
+    math500_by_text: int = 0
+
+
+@dataclass
+class PreparedData:
+    """Summary `main` returns: the written paths (None with --inspect_only), counts and both reports."""
+
+    train_file: str | None
+    subset_file: str | None
+    eval_file: str | None
+    num_train: int
+    num_subset: int
+    num_eval: int
+    train_report: CleaningReport
+    eval_report: CleaningReport
+
+
+# --- reading sources ---
+
+RawRow = tuple[dict[str, Any], str]  # (record, where it came from: "file, line 12")
+
+
+def _invalid(message: str, skipped: list[str] | None) -> None:
+    """Raise DataFormatError, or record the message when skipping invalid rows."""
+    if skipped is None:
+        raise DataFormatError(message + " (use --skip_invalid to skip such rows)")
+    skipped.append(message)
+
+
+def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
+    """One JSON object per line; blank lines are ignored. A malformed line raises DataFormatError
+    naming the file, the line number and the parser's reason (or is recorded in `skipped`)."""
+    rows: list[RawRow] = []
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                _invalid(f"{where}: malformed JSON ({err.msg} at column {err.colno})", skipped)
+                continue
+            if not isinstance(record, dict):
+                _invalid(f"{where}: expected a JSON object, got {type(record).__name__}", skipped)
+                continue
+            rows.append((record, where))
+    return rows
+
+
+def read_json_list(path: str, skipped: list[str] | None = None) -> list[RawRow]:
+    """A JSON file holding a list of row objects. Malformed JSON raises DataFormatError (always:
+    one syntax error makes the whole file unreadable); a non-object element is one invalid row."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            records = json.load(handle)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"{path}, line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(records, list):
+        raise DataFormatError(f"{path}: expected a JSON list of row objects, got {type(records).__name__}")
+    rows: list[RawRow] = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            _invalid(f"{path}, row {index}: expected a JSON object, got {type(record).__name__}", skipped)
+            continue
+        rows.append((record, f"{path}, row {index}"))
+    return rows
+
+
+def read_parquet(path: str) -> list[RawRow]:
+    """Rows of a parquet file (read with pyarrow)."""
+    import pyarrow.parquet as pq
+
+    return [(record, f"{path}, row {index}") for index, record in enumerate(pq.read_table(path).to_pylist())]
+
+
+def _file_number_key(path: Path) -> tuple[int, int | str]:
+    return (0, int(path.stem)) if path.stem.isdigit() else (1, path.stem)
+
+
+def read_math_folder(root: str, splits: list[str], skipped: list[str] | None = None) -> list[RawRow]:
+    """The original MATH release layout: `<root>/<split>/<subject>/<n>.json`, one problem per file.
+
+    Rows come in split, subject and numeric file order; each gets `unique_id` =
+    "<split>/<subject>/<n>.json" unless the file has its own. Raises FileNotFoundError when a
+    split folder is missing.
+    """
+    rows: list[RawRow] = []
+    for split in splits:
+        split_dir = Path(root) / split
+        if not split_dir.is_dir():
+            raise FileNotFoundError(f"{split_dir} not found: a MATH folder holds <split>/<subject>/<n>.json "
+                                    f"(splits asked for: {', '.join(splits)})")
+        for subject_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+            for problem_file in sorted(subject_dir.glob("*.json"), key=_file_number_key):
+                rows += [(record | {"unique_id": record.get("unique_id", f"{split}/{subject_dir.name}/{problem_file.name}")},
+                          where) for record, where in read_json_object(str(problem_file), skipped)]
+    return rows
+
+
+def read_json_object(path: str, skipped: list[str] | None = None) -> list[RawRow]:
+    """A JSON file holding one row object, as a list of zero (skipped) or one row."""
+    with open(path, encoding="utf-8") as handle:
+        try:
+            record = json.load(handle)
+        except json.JSONDecodeError as err:
+            _invalid(f"{path}, line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})", skipped)
+            return []
+    if not isinstance(record, dict):
+        _invalid(f"{path}: expected a JSON object, got {type(record).__name__}", skipped)
+        return []
+    return [(record, path)]
+
+
+def read_local(path: str, splits: list[str], skipped: list[str] | None = None) -> list[RawRow]:
+    """Dispatch on what `path` is: a MATH folder, .jsonl, .json (a list of rows) or .parquet."""
+    if os.path.isdir(path):
+        return read_math_folder(path, splits, skipped)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist; give {', '.join(LOCAL_FORMATS)}")
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
+        return read_jsonl(path, skipped)
+    if suffix == ".json":
+        return read_json_list(path, skipped)
+    if suffix == ".parquet":
+        return read_parquet(path)
+    raise ValueError(f"{path}: unsupported file type {suffix!r}; give {', '.join(LOCAL_FORMATS)}")
+
+
+def read_hub(name: str, splits: list[str], subject_configs: tuple[str, ...] | None = None) -> list[RawRow]:
+    """Rows of a hub dataset via datasets.load_dataset, over `splits` (and every subject config
+    where the dataset has one per subject). Raises ConnectionError naming the offline options
+    when the hub cannot be reached."""
+    from datasets import load_dataset
+
+    rows: list[RawRow] = []
+    for config_name in subject_configs or (None,):
+        for split in splits:
+            try:
+                dataset = load_dataset(name, config_name, split=split)
+            except (ConnectionError, OSError) as err:
+                raise ConnectionError(
+                    f"could not load {name} ({config_name or 'default'}, split {split}) from the hub: {err}. "
+                    "Without hub access use --source local --train_path <file or MATH folder> --math500_path "
+                    "<file>, or --source synthetic.") from None
+            where = f"{name}[{config_name + ', ' if config_name else ''}{split}]"
+            rows += [(dict(record), f"{where} row {index}") for index, record in enumerate(dataset)]
+    return rows
+
+
+# --- validating and cleaning rows ---
+
+_LEVEL_RE = re.compile(r"^Level (\d|\?)$")
+
+
+def normalise_text(text: str) -> str:
+    """Whitespace-collapsed text: the key for duplicates and for MATH-500 exclusion."""
+    return " ".join(text.split())
+
+
+def _field(record: dict[str, Any], names: tuple[str, ...], where: str, kinds: tuple[type, ...], required: bool = True):
+    """Value of the first of `names` present in `record`, checked against `kinds`."""
+    for name in names:
+        if name in record and record[name] is not None:
+            value = record[name]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise DataFormatError(f"{where}: field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, "
+                                      f"got {type(value).__name__} {str(value)[:40]!r}")
+            return value
+    if required:
+        raise DataFormatError(f"{where}: missing field {' / '.join(repr(n) for n in names)}")
+    return None
+
+
+def parse_level(value: Any, where: str) -> int | None:
+    """'Level 3' or 3 -> 3; 'Level ?' or null -> None; anything else raises DataFormatError."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
+        return value
+    match = _LEVEL_RE.match(value) if isinstance(value, str) else None
+    if match and match.group(1) != "?" and 1 <= int(match.group(1)) <= 5:
+        return int(match.group(1))
+    if match:
+        return None
+    raise DataFormatError(f"{where}: field 'level' must be 'Level 1'..'Level 5', 'Level ?', 1-5 or null, got {value!r}")
+
+
+def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
+    """Validate one source record and return it in the data-file schema.
+
+    Accepts MATH's fields (problem, level, type, solution, optional unique_id/answer), PRM800K's
+    `subject` for `type`, and this project's own rows (`id`). The answer is always re-extracted
+    from the solution (None or "" when it cannot be). Raises DataFormatError naming the field.
+    """
+    problem = _field(record, ("problem",), where, (str,))
+    if not problem.strip():
+        raise DataFormatError(f"{where}: field 'problem' is empty")
+    solution = _field(record, ("solution",), where, (str,))
+    problem_type = _field(record, ("type", "subject"), where, (str,))
+    if "level" not in record:
+        raise DataFormatError(f"{where}: missing field 'level'")
+    level = parse_level(record["level"], where)
+    row_id = _field(record, ("unique_id", "id"), where, (str,), required=False)
+    _field(record, ("answer",), where, (str,), required=False)
+    if row_id is None:
+        row_id = f"{source}/{hashlib.sha1(normalise_text(problem).encode('utf-8')).hexdigest()[:16]}"
+    return {"id": row_id, "problem": problem, "solution": solution, "answer": last_boxed_content(solution),
+            "type": problem_type, "level": level, "source": source}
+
+
+def validate_rows(raw_rows: list[RawRow], source: str, report: CleaningReport,
+                  skip_invalid: bool) -> list[dict[str, Any]]:
+    """`to_row` over every record; invalid ones raise, or are recorded in `report.invalid` when skipping.
+    Also records ids whose source `answer` field differs from the extracted answer."""
+    rows = []
+    for record, where in raw_rows:
+        try:
+            row = to_row(record, where, source)
+        except DataFormatError as err:
+            _invalid(str(err), report.invalid if skip_invalid else None)
+            continue
+        if record.get("answer") is not None and record["answer"] != row["answer"]:
+            report.answer_field_mismatches.append(row["id"])
+        rows.append(row)
+    return rows
+
+
+def drop_unanswerable(rows: list[dict[str, Any]], report: CleaningReport) -> list[dict[str, Any]]:
+    """Remove rows without a gradeable answer (no complete \\boxed{}, or an empty one)."""
+    kept = []
+    for row in rows:
+        if row["answer"] is None or not row["answer"].strip():
+            report.no_answer.append(row["id"])
+        else:
+            kept.append(row)
+    return kept
+
+
+def drop_duplicates(rows: list[dict[str, Any]], report: CleaningReport) -> list[dict[str, Any]]:
+    """Keep the first of rows with the same whitespace-normalised problem text or the same id."""
+    seen_text: set[str] = set()
+    seen_id: set[str] = set()
+    kept = []
+    for row in rows:
+        key = normalise_text(row["problem"])
+        if key in seen_text or row["id"] in seen_id:
+            report.duplicates.append(row["id"])
+            continue
+        seen_text.add(key)
+        seen_id.add(row["id"])
+        kept.append(row)
+    return kept
+
+
+def exclude_eval_problems(rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]],
+                          report: CleaningReport) -> list[dict[str, Any]]:
+    """Remove training rows that are eval (MATH-500) problems, matched by id or by normalised text."""
+    eval_ids = {row["id"] for row in eval_rows}
+    eval_texts = {normalise_text(row["problem"]) for row in eval_rows}
+    kept = []
+    for row in rows:
+        by_id, by_text = row["id"] in eval_ids, normalise_text(row["problem"]) in eval_texts
+        if by_id or by_text:
+            report.math500_removed.append(row["id"])
+            report.math500_by_id += by_id
+            report.math500_by_text += by_text
+        else:
+            kept.append(row)
+    return kept
+
+
+def clean_rows(raw_rows: list[RawRow], source: str, report: CleaningReport, skip_invalid: bool) -> list[dict[str, Any]]:
+    """Validate, keep answerable rows, drop duplicates; fills `report`."""
+    report.rows_read = len(raw_rows) + len(report.invalid)
+    rows = validate_rows(raw_rows, source, report, skip_invalid)
+    rows = drop_unanswerable(rows, report)
+    return drop_duplicates(rows, report)
+
+
+# --- the stratified subset ---
+
+def _cell(row: dict[str, Any]) -> tuple[str, int]:
+    return row["type"], row["level"] if row["level"] is not None else 0
+
+
+def stratified_subset(rows: list[dict[str, Any]], size: int, seed: int) -> list[dict[str, Any]]:
+    """`size` rows drawn per (type, level) cell in proportion to the cell's share, in file order.
+
+    Quotas are floor(size * cell / total) plus one for the cells with the largest remainders
+    (Hamilton's method, ties in cell order), so they sum to exactly `size` and each differs from
+    the exact proportion by less than one. Returns all rows when size >= len(rows).
+    """
+    if size >= len(rows):
+        return list(rows)
+    cells: dict[tuple[str, int], list[int]] = {}
+    for index, row in enumerate(rows):
+        cells.setdefault(_cell(row), []).append(index)
+    keys = sorted(cells)
+    exact = {key: size * len(cells[key]) / len(rows) for key in keys}
+    quotas = {key: int(exact[key]) for key in keys}
+    by_remainder = sorted(keys, key=lambda key: (-(exact[key] - quotas[key]), key))
+    for key in by_remainder[: size - sum(quotas.values())]:
+        quotas[key] += 1
+    rng = random.Random(seed)
+    chosen = [index for key in keys for index in rng.sample(cells[key], quotas[key])]
+    return [rows[index] for index in sorted(chosen)]
+
+
+# --- inspection ---
+
+def count_table(rows: list[dict[str, Any]]) -> str:
+    """Counts per type x level as a fixed-width text table with totals."""
+    counts = Counter(_cell(row) for row in rows)
+    types = sorted({row["type"] for row in rows})
+    levels = [1, 2, 3, 4, 5] + ([0] if any(key[1] == 0 for key in counts) else [])
+    width = max([len("type"), len("total")] + [len(t) for t in types])
+    header = f"{'type':<{width}}" + "".join(f"{'L' + (str(lv) if lv else '?'):>7}" for lv in levels) + f"{'total':>8}"
+    lines = [header]
+    for problem_type in types + ["total"]:
+        values = [sum(c for (t, lv), c in counts.items() if lv == level and problem_type in (t, "total"))
+                  for level in levels]
+        lines.append(f"{problem_type:<{width}}" + "".join(f"{v:>7}" for v in values) + f"{sum(values):>8}")
+    return "\n".join(lines)
+
+
+def prompt_token_lengths(tokenizer, problems: list[str], system_prompt: str = SYSTEM_PROMPT) -> list[int]:
+    """Tokens of each first-turn prompt: chat template with the system prompt and the generation prompt."""
+    texts = [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt},
+                                            {"role": "user", "content": problem}],
+                                           tokenize=False, add_generation_prompt=True) for problem in problems]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile (q in [0, 100]) of an ascending, non-empty list."""
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def example_line(row: dict[str, Any], max_chars: int = 240) -> str:
+    """One row as JSON with the problem and solution shortened for printing."""
+    short = {k: (v[:max_chars] + " ..." if isinstance(v, str) and len(v) > max_chars else v) for k, v in row.items()}
+    return json.dumps(short, ensure_ascii=False)
+
+
+# --- writing ---
+
+def write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
+    """Write `rows` one JSON object per line via a temporary file in the same folder, then rename,
+    so an interrupted run leaves either the old file or the complete new one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+# --- the stage ---
+
+def load_sources(cfg: DataConfig, train_report: CleaningReport,
+                 eval_report: CleaningReport) -> tuple[list[RawRow], list[RawRow] | None]:
+    """Raw training rows and raw eval rows (None when --math500_path none); invalid rows skipped
+    with --skip_invalid are recorded in the reports."""
+    train_skipped = train_report.invalid if cfg.skip_invalid else None
+    eval_skipped = eval_report.invalid if cfg.skip_invalid else None
+    if cfg.source == "hub":
+        train_raw = read_hub(cfg.hub_dataset, cfg.split_names, HUB_SUBJECT_CONFIGS.get(cfg.hub_dataset))
+    else:
+        if not os.path.isdir(cfg.train_path) and cfg.splits != "train":
+            raise ValueError(f"--splits {cfg.splits!r} applies to the hub and to MATH folders, not to the file "
+                             f"{cfg.train_path}; leave it at 'train'")
+        train_raw = read_local(cfg.train_path, cfg.split_names, train_skipped)
+    if cfg.math500_path.lower() == "none":
+        return train_raw, None
+    if cfg.math500_path:
+        return train_raw, read_local(cfg.math500_path, ["test"], eval_skipped)
+    return train_raw, read_hub(cfg.math500_dataset, ["test"])
+
+
+def synthetic_sets(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and held-out synthetic rows from one generator call (so they never share a problem)."""
+    levels = tuple(int(level) for level in cfg.synthetic_levels.split(","))
+    types = SYNTHETIC_TYPES if cfg.synthetic_types == "all" else tuple(t.strip() for t in cfg.synthetic_types.split(","))
+    rows = generate_problems(cfg.synthetic_train_size + cfg.synthetic_eval_size, cfg.seed, levels=levels, types=types)
+    return rows[: cfg.synthetic_train_size], rows[cfg.synthetic_train_size:]
+
+
+def main(cfg: DataConfig) -> PreparedData:
+    train_report, eval_report = CleaningReport(), CleaningReport()
+    tokenizer = None if cfg.tokenizer.lower() == "none" else load_report_tokenizer(cfg)
+
+    # --- load and validate ---
+    if cfg.source == "synthetic":
+        train_rows, eval_rows = synthetic_sets(cfg)
+        train_report.rows_read, eval_report.rows_read = len(train_rows), len(eval_rows)
+        print(f"source: synthetic_math.py (seed {cfg.seed}, levels {cfg.synthetic_levels}, types "
+              f"{cfg.synthetic_types}); these are NOT MATH problems and are labelled source='synthetic'")
+    else:
+        train_raw, eval_raw = load_sources(cfg, train_report, eval_report)
+        train_rows = clean_rows(train_raw, "math", train_report, cfg.skip_invalid)
+        eval_rows = [] if eval_raw is None else clean_rows(eval_raw, "math500", eval_report, cfg.skip_invalid)
+        where = cfg.hub_dataset if cfg.source == "hub" else cfg.train_path
+        print(f"source: {where} (splits {cfg.splits}) -> {train_report.rows_read} rows read; eval: "
+              f"{'none (--math500_path none)' if eval_raw is None else cfg.math500_path or cfg.math500_dataset}"
+              f" -> {eval_report.rows_read} rows read")
+
+    # --- keep the eval problems out of training ---
+    train_rows = exclude_eval_problems(train_rows, eval_rows, train_report)
+
+    # --- stratified subset ---
+    subset_rows = stratified_subset(train_rows, cfg.subset_size, cfg.seed)
+
+    # --- inspection ---
+    for name, report in (("train", train_report), ("eval", eval_report)):
+        if report.invalid:
+            print(f"{name}: skipped {len(report.invalid)} invalid rows (--skip_invalid); first: {report.invalid[0]}")
+        print(f"{name}: answer extraction failed (no usable \\boxed{{}}) for {len(report.no_answer)} rows"
+              + (f": {', '.join(report.no_answer[:10])}" if report.no_answer else "")
+              + f"; duplicates removed: {len(report.duplicates)}"
+              + (f" ({', '.join(report.duplicates[:10])})" if report.duplicates else "")
+              + f"; source 'answer' field differs from the extraction for {len(report.answer_field_mismatches)} rows")
+    eval_name = "synthetic held-out set" if cfg.source == "synthetic" else "MATH-500"
+    print(f"{eval_name} exclusion: removed {len(train_report.math500_removed)} training rows "
+          f"(matched by unique_id: {train_report.math500_by_id}, by normalised problem text: "
+          f"{train_report.math500_by_text})")
+    for title, rows in ((cfg.train_file, train_rows), (cfg.subset_file, subset_rows), (cfg.eval_file, eval_rows)):
+        print(f"\n{title}: {len(rows)} rows\n{count_table(rows)}")
+    if tokenizer is not None:
+        print(prompt_length_report(tokenizer, cfg, train_rows + eval_rows))
+    print("\nexample rows:")
+    for row in subset_rows[:2]:
+        print(example_line(row))
+
+    # --- write ---
+    paths = {name: os.path.join(cfg.output_dir, name) for name in (cfg.train_file, cfg.subset_file, cfg.eval_file)}
+    if cfg.inspect_only:
+        print("\n--inspect_only: nothing written")
+    else:
+        write_jsonl_atomic(paths[cfg.train_file], train_rows)
+        write_jsonl_atomic(paths[cfg.subset_file], subset_rows)
+        if eval_rows:
+            write_jsonl_atomic(paths[cfg.eval_file], eval_rows)
+        written = [paths[cfg.train_file], paths[cfg.subset_file]] + ([paths[cfg.eval_file]] if eval_rows else [])
+        print(f"\nwrote {', '.join(written)}")
+    return PreparedData(
+        train_file=None if cfg.inspect_only else paths[cfg.train_file],
+        subset_file=None if cfg.inspect_only else paths[cfg.subset_file],
+        eval_file=None if cfg.inspect_only or not eval_rows else paths[cfg.eval_file],
+        num_train=len(train_rows), num_subset=len(subset_rows), num_eval=len(eval_rows),
+        train_report=train_report, eval_report=eval_report)
+
+
+def load_report_tokenizer(cfg: DataConfig):
+    """The --tokenizer for the prompt-length report, loaded before any data so a bad id fails at once."""
+    from model_loading import ModelNotAvailableError, load_tokenizer
+
+    try:
+        return load_tokenizer(cfg.tokenizer, cfg.model_cache_dir)
+    except ModelNotAvailableError as err:
+        raise ModelNotAvailableError(f"--tokenizer {cfg.tokenizer!r}: {err} For this report you may also pass "
+                                     "--tokenizer embedded or --tokenizer none.") from None
+
+
+def prompt_length_report(tokenizer, cfg: DataConfig, rows: list[dict[str, Any]]) -> str:
+    """One line of prompt-length percentiles in tokens and the count over cfg.max_prompt_length."""
+    lengths = sorted(prompt_token_lengths(tokenizer, [row["problem"] for row in rows]))
+    if not lengths:
+        return "prompt tokens: no rows"
+    over = sum(length > cfg.max_prompt_length for length in lengths)
+    return (f"\nprompt tokens ({cfg.tokenizer}, chat template + system prompt, {len(lengths)} prompts): "
+            f"p50 {percentile(lengths, 50)} | p90 {percentile(lengths, 90)} | p99 {percentile(lengths, 99)} | "
+            f"max {lengths[-1]} | over {cfg.max_prompt_length}: {over}")
+
+
+if __name__ == "__main__":
+    (config,) = parse_config((DataConfig,))
+    main(config)
