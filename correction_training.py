@@ -446,7 +446,7 @@ def correction_samples(
     report: GradingReport | None = None,
     *,
     problem_rows: Sequence[dict] | None = None,
-) -> tuple[list[PolicySample], dict[str, float | None]]:
+) -> tuple[list[PolicySample], dict[str, float]]:
     """One `PolicySample` per generated turn of `episodes`, and the batch's training metrics.
 
     golds[i], v_star[i]: gold answer and stage-1 V* of episodes[i] (V* is the first attempt's
@@ -459,7 +459,8 @@ def correction_samples(
     (turned into the expected reward); 4. `turn_baselines.observe` with this batch's
     outcomes (after step 3, so no sample sets its own baseline); 5. metrics.
 
-    Metrics (floats, or None where a rate has an empty denominator): acc_t1, acc_final,
+    Metrics (floats; a rate whose denominator is empty in this batch, such as the recall on
+    correct attempts when none was correct, is left out rather than reported as 0): acc_t1, acc_final,
     delta_i_to_c, delta_c_to_i, verifier_accuracy, verifier_recall_on_correct,
     verifier_recall_on_wrong, revision_rate, verdict_parse_failure_rate, said_wrong_rate
     (all as defined by eval_metrics.summarize), the collapse guard's collapse_flag and
@@ -511,7 +512,7 @@ def correction_samples(
     metrics.update({f"baseline_source/{group}": {"value_head": 2.0, "running_mean": 1.0, "prior": 0.0}[source]
                     for group, source in sorted(sources.items())})
     metrics.update(fit_losses)
-    return samples, metrics
+    return samples, {name: float(value) for name, value in metrics.items() if value is not None}
 
 
 def _check_aligned(episodes, golds, v_star, problem_rows) -> None:

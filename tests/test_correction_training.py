@@ -9,6 +9,7 @@ by hand from the script below.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 
@@ -261,7 +262,10 @@ def test_turn_baselines_state_round_trip(episodes, policy, embedded_tokenizer):
     baselines = TurnBaselines(cfg, 64, settings)
     run_batch(episodes, policy, embedded_tokenizer, baselines=baselines)
     restored = TurnBaselines(cfg, 64, settings)
-    restored.load_state_dict(baselines.state_dict())
+    buffer = io.BytesIO()
+    torch.save(baselines.state_dict(), buffer)  # as accelerate's register_for_checkpointing does
+    buffer.seek(0)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
     features = torch.randn(2, 64)
     groups = ["verify|checked_wrong", "revise|after_wrong"]
     assert restored.predict(groups, features) == pytest.approx(baselines.predict(groups, features))
@@ -295,6 +299,17 @@ def test_training_metrics(episodes, policy, embedded_tokenizer):
     assert metrics["reward/verify"] == pytest.approx(4 / 8)  # the verifier reward is its accuracy
     assert metrics["num_samples/revise"] == 2.0
     assert metrics["collapse_flag"] == 0.0  # 7 parsed verdicts < collapse_min_verdicts (32)
+    assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_undefined_rates_are_left_out(episodes, policy, embedded_tokenizer):
+    cfg = make_cfg()
+    wrong_only = [3, 4]  # both first attempts wrong, neither revised
+    _, metrics = correction_samples([episodes[i] for i in wrong_only], [GOLDS[i] for i in wrong_only],
+                                    [V_STAR[i] for i in wrong_only], TurnBaselines(cfg, 64), policy,
+                                    embedded_tokenizer, cfg)
+    assert "verifier_recall_on_correct" not in metrics  # no right attempt was checked
+    assert metrics["verifier_recall_on_wrong"] == 0.0 and metrics["acc_t1"] == 0.0
 
 
 def test_collapse_guard_flags_one_sided_verdicts(caplog):
