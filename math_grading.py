@@ -237,8 +237,9 @@ def normalize_answer(answer: str) -> str:
     s = _TRAILING_UNITS_RE.sub("", s)
     s = _unwrap_text(s)
     s = _fix_fracs(s)
-    s = re.sub(r"^\s*[a-zA-Z]\s*(?:=|\\in)\s*(?=\S)", "", s)
-    s = re.sub(r"(?<=[\d}])\s*,?\s*\band\s+(?=[-\d\\])", ",", s)
+    s = _column_vector_to_tuple(s)
+    s = re.sub(r"^\s*(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)", "", s)
+    s = re.sub(r"(?<=[\w}\)\]])\s*,?\s*\b(?:and|or)\b\s*(?=[-\w\\(\[])", ",", s)
     s = _drop_spaces(s)
     s = _inequality_to_interval(s)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
@@ -267,6 +268,17 @@ def _inequality_to_interval(s: str) -> str:
         return f"(-\\infty,{m.group(2)}{_LESS[m.group(1)]}"
     if m and m.group(1) in _GREATER:
         return f"{_GREATER[m.group(1)]}{m.group(2)},\\infty)"
+    m = re.fullmatch(r"[a-zA-Z](?:\\neq|\\ne|!=)([^<>=]+)", s)
+    if m:
+        return f"(-\\infty,{m.group(1)})\\cup({m.group(1)},\\infty)"
+    return s
+
+
+def _column_vector_to_tuple(s: str) -> str:
+    """`\\begin{pmatrix} 3 \\\\ -1 \\end{pmatrix}` -> `(3,-1)` (a column vector is an ordered tuple)."""
+    m = re.fullmatch(r"\s*\\begin\{[pb]matrix\}(.*)\\end\{[pb]matrix\}\s*", s, re.DOTALL)
+    if m and "&" not in m.group(1) and "\\begin" not in m.group(1):
+        return "(" + ",".join(part.strip() for part in m.group(1).split("\\\\")) + ")"
     return s
 
 
@@ -369,6 +381,18 @@ def _strip_assignment(item: str) -> str:
     return re.sub(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:=|\\in)(?=.)", "", item)
 
 
+def _compare_percent(pred: str, gold: str, atom) -> bool | None:
+    """A percentage for a gold without one: `25\\%` matches `25` and, as a value, `\\frac{1}{4}`."""
+    verdict = compare_structured(re.sub(r"\\?%", "", pred), gold, atom)
+    if verdict:
+        return True
+    value = _as_rational(normalize_answer(pred))
+    if value is None:
+        return verdict
+    as_fraction = value / 100
+    return compare_structured(f"{as_fraction.numerator}/{as_fraction.denominator}", gold, atom)
+
+
 def _expand_plus_minus(items: list[str]) -> list[str]:
     """`a\\pmb` -> `a+b`, `a-b`; `\\pm b` -> `b`, `-b` (items with one `\\pm`; others unchanged)."""
     expanded = []
@@ -409,20 +433,28 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
     matches the same multiset, bare or written `\\{a, b, c\\}` / `x=a, x=b`. Anything else is
     a leaf. Returns True/False, or None when `atom` could not decide a needed leaf.
     """
+    if re.search(r"%\s*\}?\s*$", pred) and "%" not in gold:
+        return _compare_percent(pred, gold, atom)
     pred, gold = normalize_answer(pred), normalize_answer(gold)
     if not gold or not pred:
         return False
     if pred == gold:
         return True
+    choice = re.match(r"\(([A-E])\)", pred)
+    if choice and re.fullmatch(r"[A-E]", gold):  # `(B) 12` for the choice `(B)`
+        return choice.group(1) == gold
     gold_union, pred_union = split_top_level(gold, "\\cup"), split_top_level(pred, "\\cup")
     if len(gold_union) > 1:
         return _unordered_match(pred_union, gold_union, atom)
     gold_group, pred_group = _bracketed(gold), _bracketed(pred)
     gold_items = split_top_level(gold_group[1]) if gold_group else split_top_level(gold)
     if gold_group and len(gold_items) > 1 and gold_group[0] != "{":
-        if not pred_group or (pred_group[0], pred_group[2]) != (gold_group[0], gold_group[2]):
+        pred_items = split_top_level(pred_group[1]) if pred_group else split_top_level(pred)
+        # `a=2,b=3` for `(2,3)`; normalisation already dropped the first `a=`
+        if not pred_group and len(pred_items) > 1 and all(re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?=.+", p) for p in pred_items[1:]):
+            pred_items = [_strip_assignment(p) for p in pred_items]
+        elif not pred_group or (pred_group[0], pred_group[2]) != (gold_group[0], gold_group[2]):
             return False
-        pred_items = split_top_level(pred_group[1])
         if len(pred_items) != len(gold_items):
             return False
         verdicts = [compare_structured(p, g, atom) for p, g in zip(pred_items, gold_items)]
