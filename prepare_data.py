@@ -174,7 +174,7 @@ def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
                 continue
             where = f"{path}, line {line_number}"
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 _invalid(f"{where}: malformed JSON ({err.msg} at column {err.colno})", skipped)
                 continue
@@ -317,10 +317,10 @@ def parse_level(value: Any, where: str) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
         return value
     match = _LEVEL_RE.match(value) if isinstance(value, str) else None
-    if match and match.group(1) != "?" and 1 <= int(match.group(1)) <= 5:
-        return int(match.group(1))
-    if match:
+    if match and match.group(1) == "?":
         return None
+    if match and 1 <= int(match.group(1)) <= 5:
+        return int(match.group(1))
     raise DataFormatError(f"{where}: field 'level' must be 'Level 1'..'Level 5', 'Level ?', 1-5 or null, got {value!r}")
 
 

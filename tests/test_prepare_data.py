@@ -1,0 +1,339 @@
+"""prepare_data.py on the real MATH rows in ../shared/data/math: answer extraction, the four local
+formats, MATH-500 exclusion, the stratified subset, bad input, atomic writes and --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import prepare_data
+from math_grading import last_boxed_content
+from prepare_data import (
+    CleaningReport, DataConfig, DataFormatError, clean_rows, exclude_eval_problems, main, normalise_text,
+    parse_level, read_hub, read_json_list, read_jsonl, read_local, stratified_subset, to_row, write_jsonl_atomic,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
+EMPTY_BOX_IDS = {"train/number_theory/7115.json", "train/number_theory/7117.json"}
+SUBJECT_DIRS = {"Algebra": "algebra", "Counting & Probability": "counting_and_probability", "Geometry": "geometry",
+                "Intermediate Algebra": "intermediate_algebra", "Number Theory": "number_theory",
+                "Prealgebra": "prealgebra", "Precalculus": "precalculus"}
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def local_config(tmp_path: Path, train_path, math500_path, **overrides) -> DataConfig:
+    return DataConfig(source="local", train_path=str(train_path), math500_path=str(math500_path),
+                      output_dir=str(tmp_path / "out"), tokenizer="none", **overrides)
+
+
+# --- answer extraction on all 12,500 rows ---
+
+def test_last_boxed_content_agrees_with_answer_field_on_all_math_rows(math_dir, math_train_rows):
+    test_rows = read_rows(math_dir / "test.jsonl")
+    rows = math_train_rows + test_rows
+    assert len(rows) == 12_500
+    disagreements = [row["unique_id"] for row in rows if last_boxed_content(row["solution"]) != row["answer"]]
+    assert disagreements == []
+    # Documented exceptions (shared/data/math/README.md): two solutions box nothing, `\boxed{}`.
+    # They agree with the field ("" == "") but cannot be graded, so prepare_data keeps them out.
+    assert {row["unique_id"] for row in rows if row["answer"] == ""} == EMPTY_BOX_IDS
+    braceless = {row["unique_id"]: last_boxed_content(row["solution"]) for row in math_train_rows
+                 if row["unique_id"] in ("train/algebra/24014.json", "train/algebra/25040.json")}
+    assert braceless == {"train/algebra/24014.json": "2", "train/algebra/25040.json": "9"}
+
+
+def test_clean_rows_reports_empty_boxes_and_the_near_duplicate(math_dir):
+    report = CleaningReport()
+    rows = clean_rows(read_jsonl(str(math_dir / "train.jsonl")), "math", report, skip_invalid=False)
+    assert report.rows_read == 7500
+    assert set(report.no_answer) == EMPTY_BOX_IDS
+    # train/algebra/24377.json repeats train/algebra/2463.json up to one extra space.
+    assert report.duplicates == ["train/algebra/24377.json"]
+    assert report.answer_field_mismatches == []
+    assert len(rows) == 7500 - 2 - 1
+    levels = Counter(row["level"] for row in rows)
+    assert levels[None] == 2 and levels[5] == 2304 - 3  # "Level ?" rows; both empty boxes and the repeat are level 5
+    assert all(set(row) == SCHEMA and row["source"] == "math" for row in rows)
+
+
+# --- local formats give identical rows ---
+
+def build_math_folder(root: Path, rows: list[dict]) -> Path:
+    """The original release layout from the real rows: <split>/<subject>/<n>.json without answer/unique_id."""
+    for row in rows:
+        split, subject, name = row["unique_id"].split("/")
+        assert subject == SUBJECT_DIRS[row["type"]]
+        folder = root / split / subject
+        folder.mkdir(parents=True, exist_ok=True)
+        original = {key: row[key] for key in ("problem", "level", "type", "solution")}
+        (folder / name).write_text(json.dumps(original, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def test_folder_jsonl_json_and_parquet_give_the_same_rows(tmp_path, math_dir, math_train_rows):
+    folder = build_math_folder(tmp_path / "MATH", math_train_rows)
+    json_path = tmp_path / "train.json"
+    json_path.write_text(json.dumps(math_train_rows, ensure_ascii=False), encoding="utf-8")
+    parquet_path = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(math_train_rows), parquet_path)
+
+    def normalised(path) -> list[dict]:
+        return [to_row(record, where, "math") for record, where in read_local(str(path), ["train"])]
+
+    from_jsonl = normalised(math_dir / "train.jsonl")
+    assert len(from_jsonl) == 7500
+    assert normalised(folder) == from_jsonl
+    assert normalised(json_path) == from_jsonl
+    assert normalised(parquet_path) == from_jsonl
+
+
+def test_folder_reads_several_splits_in_order_and_names_a_missing_split(tmp_path, math_train_rows, math_dir):
+    test_rows = read_rows(math_dir / "test.jsonl")[:30]
+    folder = build_math_folder(tmp_path / "MATH", math_train_rows[:20] + test_rows)
+    records = read_local(str(folder), ["train", "test"])
+    assert [r["unique_id"] for r, _ in records] == [r["unique_id"] for r in math_train_rows[:20] + test_rows]
+    with pytest.raises(FileNotFoundError, match="valid"):
+        read_local(str(folder), ["valid"])
+
+
+def test_hub_reader_uses_load_dataset_splits_and_every_subject_config(tmp_path, monkeypatch):
+    # Real datasets.load_dataset on a local folder: the same call path as a hub id.
+    data_dir = tmp_path / "hub_copy"
+    data_dir.mkdir()
+    rows = [{"problem": f"What is ${i} + 1$?", "level": "Level 1", "type": "Prealgebra",
+             "solution": f"${i} + 1 = \\boxed{{{i + 1}}}$"} for i in range(5)]
+    write_lines(data_dir / "train.jsonl", [json.dumps(r) for r in rows])
+    records = read_hub(str(data_dir), ["train"])
+    assert [r for r, _ in records] == rows
+    assert records[2][1].endswith("[train] row 2")
+
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split: calls.append((config, split)) or rows[:1])
+    read_hub("EleutherAI/hendrycks_math", ["train", "test"], prepare_data.HUB_SUBJECT_CONFIGS["EleutherAI/hendrycks_math"])
+    assert len(calls) == 14 and {c for c, _ in calls} == set(prepare_data.MATH_SUBJECTS)
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'qwedsacf/competition_math' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ConnectionError, match="--source local .* --source synthetic"):
+        read_hub("qwedsacf/competition_math", ["train"])
+
+
+# --- MATH-500 exclusion ---
+
+def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math500_rows):
+    summary = main(local_config(tmp_path, math_dir / "test.jsonl", math_dir / "test500.jsonl", subset_size=100))
+    assert len(summary.train_report.math500_removed) == 500
+    assert summary.train_report.math500_by_id == 500
+    assert summary.num_train == 4500 and summary.num_eval == 500
+    train_rows = read_rows(summary.train_file)
+    math500_ids = {row["unique_id"] for row in math500_rows}
+    math500_texts = {normalise_text(row["problem"]) for row in math500_rows}
+    assert not any(row["id"] in math500_ids or normalise_text(row["problem"]) in math500_texts for row in train_rows)
+    eval_rows = read_rows(summary.eval_file)
+    assert [row["id"] for row in eval_rows] == [row["unique_id"] for row in math500_rows]
+    assert all(row["source"] == "math500" for row in eval_rows)
+    assert [row["answer"] for row in eval_rows] == [row["answer"] for row in math500_rows]
+
+
+def test_math500_is_removed_by_problem_text_when_the_source_has_no_ids(tmp_path, math_dir, math500_rows):
+    # Like qwedsacf/competition_math: no unique_id, all problems in one split; whitespace varies.
+    test_rows = read_rows(math_dir / "test.jsonl")
+    stripped = []
+    for index, row in enumerate(test_rows):
+        record = {key: row[key] for key in ("problem", "level", "type", "solution")}
+        if index % 2:
+            record["problem"] = "  " + record["problem"].replace(" ", "  ") + "\n"
+        stripped.append(record)
+    train_path = write_lines(tmp_path / "no_ids.jsonl", [json.dumps(r) for r in stripped])
+    eval_rows = clean_rows(read_jsonl(str(math_dir / "test500.jsonl")), "math500", CleaningReport(), False)
+    report = CleaningReport()
+    rows = exclude_eval_problems(clean_rows(read_jsonl(str(train_path)), "math", report, False), eval_rows, report)
+    assert report.math500_by_id == 0 and report.math500_by_text == 500
+    assert len(rows) == 4500
+    assert all(row["id"].startswith("math/") for row in rows)
+
+
+# --- stratified subset ---
+
+def test_stratified_subset_hand_computed_quotas():
+    rows = ([{"id": f"a{i}", "type": "A", "level": 1} for i in range(5)]
+            + [{"id": f"b{i}", "type": "B", "level": 2} for i in range(3)]
+            + [{"id": f"c{i}", "type": "B", "level": None} for i in range(2)])
+    # exact shares of 5: A/1 2.5, B/2 1.5, B/? 1.0 -> floors 2, 1, 1; the one left over goes to the
+    # largest remainder, a tie (0.5, 0.5) broken by cell order: ("A", 1) before ("B", 2).
+    subset = stratified_subset(rows, 5, seed=0)
+    assert Counter((r["type"], r["level"]) for r in subset) == {("A", 1): 3, ("B", 2): 1, ("B", None): 1}
+    assert stratified_subset(rows, 10, seed=0) == rows
+    assert stratified_subset(rows, 0, seed=0) == []
+
+
+def test_stratified_subset_on_math_is_proportional_and_deterministic(math_dir):
+    rows = clean_rows(read_jsonl(str(math_dir / "train.jsonl")), "math", CleaningReport(), False)
+    subset = stratified_subset(rows, 1000, seed=42)
+    assert len(subset) == 1000 and len({r["id"] for r in subset}) == 1000
+    cells, chosen = Counter((r["type"], r["level"]) for r in rows), Counter((r["type"], r["level"]) for r in subset)
+    for cell, count in cells.items():
+        assert abs(chosen[cell] - 1000 * count / len(rows)) < 1, cell
+    positions = {row["id"]: index for index, row in enumerate(rows)}
+    assert [positions[r["id"]] for r in subset] == sorted(positions[r["id"]] for r in subset)
+    assert [r["id"] for r in stratified_subset(rows, 1000, seed=42)] == [r["id"] for r in subset]
+    assert [r["id"] for r in stratified_subset(rows, 1000, seed=7)] != [r["id"] for r in subset]
+
+
+# --- the whole stage ---
+
+def test_main_writes_schema_rows_deterministically_and_prints_the_inspection(tmp_path, math_dir, capsys):
+    cfg = local_config(tmp_path, math_dir / "train.jsonl", math_dir / "test500.jsonl", subset_size=300)
+    summary = main(cfg)
+    printed = capsys.readouterr().out
+    assert "MATH-500 exclusion: removed 0 training rows" in printed
+    assert "answer extraction failed (no usable \\boxed{}) for 2 rows" in printed
+    assert "duplicates removed: 1" in printed
+    assert "Intermediate Algebra" in printed and "example rows:" in printed
+    train_rows, subset_rows = read_rows(summary.train_file), read_rows(summary.subset_file)
+    assert len(train_rows) == summary.num_train == 7497 and len(subset_rows) == 300
+    assert all(set(row) == SCHEMA for row in train_rows + subset_rows)
+    assert all(row["level"] in (1, 2, 3, 4, 5, None) and row["answer"] for row in train_rows)
+    assert not EMPTY_BOX_IDS & {row["id"] for row in train_rows}
+    assert {row["id"] for row in subset_rows} <= {row["id"] for row in train_rows}
+    first = {name: Path(getattr(summary, name)).read_bytes() for name in ("train_file", "subset_file", "eval_file")}
+    main(cfg)
+    assert {name: Path(getattr(summary, name)).read_bytes() for name in first} == first
+    assert sorted(os.listdir(cfg.output_dir)) == ["math_eval_500.jsonl", "math_prompts_responses.jsonl", "math_subset.jsonl"]
+
+
+def test_inspect_only_writes_nothing(tmp_path, math_dir, capsys):
+    summary = main(local_config(tmp_path, math_dir / "test500.jsonl", "none", inspect_only=True))
+    assert summary.train_file is None and summary.eval_file is None and summary.num_train == 500
+    assert not (tmp_path / "out").exists()
+    assert "--inspect_only: nothing written" in capsys.readouterr().out
+
+
+def test_prompt_length_report_counts_chat_template_tokens(embedded_tokenizer):
+    lengths = prepare_data.prompt_token_lengths(embedded_tokenizer, ["What is $1 + 1$?", "x" * 50])
+    template_only = embedded_tokenizer.apply_chat_template(
+        [{"role": "system", "content": prepare_data.SYSTEM_PROMPT}, {"role": "user", "content": ""}],
+        tokenize=False, add_generation_prompt=True)
+    overhead = len(embedded_tokenizer(template_only, add_special_tokens=False)["input_ids"])
+    assert all(length > overhead for length in lengths) and lengths[0] < lengths[1] + 20
+    assert prepare_data.percentile([1, 2, 3, 4], 50) == 2 and prepare_data.percentile([1, 2, 3, 4], 100) == 4
+    assert prepare_data.percentile([5, 7, 9], 90) == 9
+
+
+def test_synthetic_source_is_labelled_and_keeps_eval_apart(tmp_path):
+    cfg = DataConfig(source="synthetic", output_dir=str(tmp_path), tokenizer="none", synthetic_train_size=90,
+                     synthetic_eval_size=18, synthetic_levels="1,2", subset_size=30)
+    summary = main(cfg)
+    train_rows, eval_rows = read_rows(summary.train_file), read_rows(summary.eval_file)
+    assert len(train_rows) == 90 and len(eval_rows) == 18 and summary.num_subset == 30
+    assert all(row["source"] == "synthetic" and row["level"] in (1, 2) for row in train_rows + eval_rows)
+    assert not {row["problem"] for row in train_rows} & {row["problem"] for row in eval_rows}
+
+
+# --- bad input ---
+
+GOOD = {"problem": "What is $1 + 1$?", "level": "Level 1", "type": "Prealgebra", "solution": "$\\boxed{2}$"}
+
+
+def test_malformed_json_line_names_file_line_and_reason(tmp_path):
+    path = write_lines(tmp_path / "bad.jsonl", [json.dumps(GOOD), "", '{"problem": "x", "level": ', json.dumps(GOOD)])
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl, line 3: malformed JSON \(Expecting value at column 27\)"):
+        read_jsonl(str(path))
+    json_path = tmp_path / "bad.json"
+    json_path.write_text('[\n{"problem": "x"},\n{"problem" "y"}\n]', encoding="utf-8")
+    with pytest.raises(DataFormatError, match=r"bad\.json, line 3: malformed JSON \(Expecting ':' delimiter"):
+        read_json_list(str(json_path))
+
+
+@pytest.mark.parametrize("record, message", [
+    ({k: v for k, v in GOOD.items() if k != "solution"}, r"line 2: missing field 'solution'"),
+    ({k: v for k, v in GOOD.items() if k != "type"}, r"line 2: missing field 'type' / 'subject'"),
+    (GOOD | {"problem": 12}, r"line 2: field 'problem' must be str, got int"),
+    (GOOD | {"level": "Level 9"}, r"line 2: field 'level' must be 'Level 1'..'Level 5'"),
+    (GOOD | {"level": [3]}, r"line 2: field 'level' must be"),
+    (GOOD | {"unique_id": 7}, r"line 2: field 'unique_id' must be str"),
+    (GOOD | {"problem": "   "}, r"line 2: field 'problem' is empty"),
+])
+def test_missing_or_wrongly_typed_field_names_field_and_row(tmp_path, record, message):
+    path = write_lines(tmp_path / "rows.jsonl", [json.dumps(GOOD), json.dumps(record)])
+    with pytest.raises(DataFormatError, match=message):
+        clean_rows(read_jsonl(str(path)), "math", CleaningReport(), skip_invalid=False)
+
+
+def test_skip_invalid_skips_counts_and_says_so(tmp_path, capsys):
+    lines = [json.dumps(GOOD | {"problem": f"What is ${i} + 1$?"}) for i in range(6)]
+    lines[1] = "{not json"
+    lines[3] = json.dumps({"problem": "no solution", "level": "Level 2", "type": "Algebra"})
+    lines[4] = json.dumps(GOOD | {"level": "Level 0"})
+    train_path = write_lines(tmp_path / "train.jsonl", lines)
+    with pytest.raises(DataFormatError, match="line 2"):
+        main(local_config(tmp_path, train_path, "none"))
+    summary = main(local_config(tmp_path, train_path, "none", skip_invalid=True))
+    assert summary.num_train == 3 and summary.train_report.rows_read == 6
+    assert len(summary.train_report.invalid) == 3
+    assert "line 2: malformed JSON" in summary.train_report.invalid[0]
+    assert "skipped 3 invalid rows (--skip_invalid)" in capsys.readouterr().out
+
+
+def test_parse_level_and_unsupported_inputs(tmp_path):
+    assert [parse_level(v, "x") for v in ("Level 1", "Level 5", "Level ?", 3, None)] == [1, 5, None, 3, None]
+    with pytest.raises(DataFormatError, match="x: field 'level'"):
+        parse_level(True, "x")
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text("problem\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"unsupported file type '\.csv'; give \.jsonl, \.json, \.parquet"):
+        read_local(str(csv_path), ["train"])
+    with pytest.raises(ValueError, match="--source local needs --math500_path"):
+        DataConfig(source="local", train_path="train.jsonl")
+
+
+# --- writing ---
+
+def test_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    path = tmp_path / "rows.jsonl"
+    write_jsonl_atomic(str(path), [{"id": "old"}])
+    before = path.read_bytes()
+    calls = {"n": 0}
+    real_dumps = json.dumps
+
+    def dumps_then_fail(obj, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_dumps(obj, **kwargs)
+
+    monkeypatch.setattr(prepare_data.json, "dumps", dumps_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl_atomic(str(path), [{"id": i} for i in range(5)])
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["rows.jsonl"]
+
+
+def test_help_exits_zero():
+    result = subprocess.run([sys.executable, "prepare_data.py", "--help"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for flag in ("--source {hub,local,synthetic}", "--skip_invalid", "--inspect_only", "--subset_size", "--tokenizer"):
+        assert flag in result.stdout
