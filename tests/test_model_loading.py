@@ -1,0 +1,64 @@
+"""model_loading: the embedded SmolLM2 loads and generates, and an unknown model fails at once
+with a message that names the offline alternatives."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model_loading import ModelNotAvailableError, load_model, load_tokenizer, resolve_dtype, resolve_model_path
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: HF_HUB_OFFLINE=1 for child code, and the already-imported hub constant too."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_embedded_tokenizer_is_set_up_for_batched_generation(embedded_tokenizer):
+    assert embedded_tokenizer.padding_side == "left"
+    assert embedded_tokenizer.pad_token_id == embedded_tokenizer.eos_token_id == 2  # <|im_end|>
+    prompt = embedded_tokenizer.apply_chat_template([{"role": "user", "content": "What is 7 + 5?"}],
+                                                    tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.slow
+def test_embedded_model_loads_and_generates_a_few_tokens(embedded_tokenizer):
+    model = load_model("embedded", dtype="float32")
+    assert not model.training and model.generation_config.pad_token_id is not None
+    prompts = [[{"role": "user", "content": "What is 7 + 5?"}], [{"role": "user", "content": "Say hi."}]]
+    texts = [embedded_tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    batch = embedded_tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        output = model.generate(**batch, max_new_tokens=4, do_sample=False)
+    new_tokens = output[:, batch["input_ids"].shape[1]:]
+    assert new_tokens.shape == (2, 4)
+    assert all(embedded_tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens[:, :1])
+    # Left padding: the shorter prompt's greedy continuation equals its unpadded one.
+    single = embedded_tokenizer(texts[1:], return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        alone = model.generate(**single, max_new_tokens=4, do_sample=False)
+    assert torch.equal(alone[0, single["input_ids"].shape[1]:], new_tokens[1])
+
+
+def test_unknown_hub_id_fails_fast_naming_the_embedded_model(offline):
+    with pytest.raises(ModelNotAvailableError, match="--model embedded"):
+        resolve_model_path("no-such-org/no-such-model-123")
+    with pytest.raises(ModelNotAvailableError, match="local folder"):
+        load_tokenizer("no-such-org/no-such-model-123")
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="without config.json"):
+        resolve_model_path(str(tmp_path))
+
+
+def test_resolve_dtype():
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="float64"):
+        resolve_dtype("float64", "cpu")
