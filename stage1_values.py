@@ -1,0 +1,319 @@
+"""A*-PO stage 1 and its hand-off file: training prompts, V* from N reference samples, the value head.
+
+Used by train_math_apo.py (`--stage 1` or `--stage all`). For every training prompt, N
+responses of the reference policy are sampled, graded (a truncated response scores 0) and
+reduced to V*(x) = beta1 * log mean_i exp(r_i / beta1) (`apo_algorithm.estimate_optimal_value`;
+A*-PO, Brantley et al., 2025, arXiv 2505.20686). Each finished batch is appended to
+`stage1_values.jsonl`, one line per prompt:
+
+    {"id": ..., "rewards": [N floats], "v_star": float, "response_lengths": [N ints], "responses": [...]?}
+
+so an interrupted stage 1 loses at most one batch and a re-run skips finished ids.
+`stage1_meta.json` beside it records the sampling settings; stage 2 refuses a file made
+with a different model or N. The value head (a small MLP on the reference policy's
+last hidden state at the final prompt token) is fit to V* on a train/held-out split and
+saved under value_head/ with its held-out MSE, MAE and correlation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
+from apo_config import write_json_atomic
+from math_grading import grade_many
+from self_correction import encode_chat, generate, left_pad
+from training_utils import staged_folder, step_seed
+
+logger = logging.getLogger(__name__)
+
+STAGE1_FILE = "stage1_values.jsonl"
+STAGE1_META_FILE = "stage1_meta.json"
+VALUE_HEAD_DIR = "value_head"
+VALUE_HEAD_INFO = "fit_info.json"
+REQUIRED_FIELDS = ("id", "problem", "answer")
+META_KEYS = ("model", "num_value_samples", "temperature", "top_p", "max_new_tokens", "system_prompt")
+
+
+# --- training prompts ---
+
+def read_rows(path: str) -> list[dict]:
+    """Rows of a prepare_data.py JSONL file. Raises FileNotFoundError, or ValueError naming the
+    file, the line and the field for invalid JSON, a missing field or a duplicate id."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: write it with prepare_data.py (or pass --data_file / --eval_file)")
+    rows, seen = [], set()
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{line_number}: not valid JSON ({err})") from None
+            for name in REQUIRED_FIELDS:
+                if not isinstance(row.get(name), str) or not row[name].strip():
+                    raise ValueError(f"{path}:{line_number}: field {name!r} is missing or empty; rows need "
+                                     f"{list(REQUIRED_FIELDS)}")
+            if row["id"] in seen:
+                raise ValueError(f"{path}:{line_number}: duplicate id {row['id']!r}")
+            seen.add(row["id"])
+            rows.append(row)
+    return rows
+
+
+def problem_messages(problem: str, system_prompt: str) -> list[dict]:
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}]
+
+
+def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], int]:
+    """(kept rows, their chat-template prompt ids, number dropped): prompts longer than
+    apo.max_prompt_length tokens are dropped, counted and logged."""
+    kept, prompts = [], []
+    for row in rows:
+        ids = encode_chat(tokenizer, problem_messages(row["problem"], apo.system_prompt))
+        if len(ids) <= apo.max_prompt_length:
+            kept.append(row)
+            prompts.append(ids)
+    dropped = len(rows) - len(kept)
+    if dropped:
+        logger.warning("dropped %d of %d prompts longer than max_prompt_length=%d tokens", dropped, len(rows),
+                       apo.max_prompt_length)
+    return kept, prompts, dropped
+
+
+# --- stage 1: V* from N reference samples ---
+
+def stage1_meta(apo) -> dict:
+    return {key: getattr(apo, key) for key in META_KEYS}
+
+
+def check_stage1_meta(path: str, apo) -> None:
+    """Raise ValueError when the stage1_meta.json beside `path` records other sampling settings."""
+    meta_path = os.path.join(os.path.dirname(path), STAGE1_META_FILE)
+    if not os.path.isfile(meta_path):
+        return
+    with open(meta_path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    expected = stage1_meta(apo)
+    differing = {key: (saved.get(key), expected[key]) for key in META_KEYS if saved.get(key) != expected[key]}
+    if differing:
+        raise ValueError(f"{path} was sampled with other settings (saved, now): {differing}; use another "
+                         "--output_dir, delete the file to re-sample, or restore the settings")
+
+
+@contextlib.contextmanager
+def reference_policy(run):
+    """The reference policy pi_ref: the frozen copy, or the LoRA policy with adapters disabled."""
+    if run.ref_model is not None:
+        yield run.ref_model
+    else:
+        model = run.unwrapped
+        with model.disable_adapter():
+            yield model
+
+
+def sample_values(run, rows: list[dict], prompts: list[list[int]]) -> list[dict]:
+    """Stage-1 records of `rows`: N graded samples each from the reference policy."""
+    apo, n = run.apo, run.apo.num_value_samples
+    if not rows:
+        return []
+    with reference_policy(run) as model:
+        generations = generate(model, run.tokenizer, [p for p in prompts for _ in range(n)],
+                               max_new_tokens=apo.max_new_tokens, temperature=apo.temperature, top_p=apo.top_p,
+                               batch_size=apo.generation_batch_size)
+    correct = grade_many([g.text for g in generations], [row["answer"] for row in rows for _ in range(n)],
+                         timeout=apo.grading_timeout, num_workers=apo.grading_workers, report=run.grading)
+    rewards = torch.tensor([float(ok and not g.truncated) for ok, g in zip(correct, generations)]).view(-1, n)
+    v_star = estimate_optimal_value(rewards, apo.beta1)  # (B,)
+    records = []
+    for index, row in enumerate(rows):
+        group = generations[index * n:(index + 1) * n]
+        record = {"id": row["id"], "rewards": rewards[index].tolist(), "v_star": float(v_star[index]),
+                  "response_lengths": [len(g.response_ids) for g in group]}
+        if run.train.save_stage1_responses:
+            record["responses"] = [g.text for g in group]
+        records.append(record)
+    return records
+
+
+def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> None:
+    """Append the records of every prompt not yet in `path`, batch by batch (see the module docstring)."""
+    accelerator, cfg = run.accelerator, run.train
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if accelerator.is_main_process:
+        check_stage1_meta(path, run.apo)
+        write_json_atomic(os.path.join(os.path.dirname(path), STAGE1_META_FILE), stage1_meta(run.apo))
+    done = set(read_stage1_records(path, run.apo)) if os.path.isfile(path) else set()
+    accelerator.wait_for_everyone()
+    pending = [i for i, row in enumerate(rows) if row["id"] not in done]
+    logger.info("stage 1: %d prompts done, %d to sample (N=%d)", len(rows) - len(pending), len(pending),
+                run.apo.num_value_samples)
+    per_batch = cfg.stage1_batch_size * world
+    batches = [pending[start:start + per_batch] for start in range(0, len(pending), per_batch)]
+    for batch in tqdm(batches, desc="stage 1", unit="batch", disable=not accelerator.is_main_process):
+        mine = batch[rank::world]
+        # Seeded by the batch's first prompt, so a resumed stage 1 samples what an uninterrupted one would.
+        torch.manual_seed(step_seed(run.apo.seed + 1, batch[0], rank))
+        records = gather_object(sample_values(run, [rows[i] for i in mine], [prompts[i] for i in mine]))
+        if accelerator.is_main_process:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(record) + "\n" for record in records)
+                handle.flush()
+                os.fsync(handle.fileno())
+    accelerator.wait_for_everyone()
+
+
+def read_stage1_records(path: str, apo) -> dict[str, dict]:
+    """id -> record of a stage1_values.jsonl. A half-written last line (a crash mid-write) is
+    ignored with a warning; any other bad line, or a record whose number of rewards is not
+    apo.num_value_samples, raises ValueError naming the line."""
+    records: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if line_number == len(lines) and not line.endswith("\n"):
+                logger.warning("%s:%d: ignoring a half-written last line", path, line_number)
+                continue
+            raise ValueError(f"{path}:{line_number}: not valid JSON") from None
+        rewards = record.get("rewards")
+        if not isinstance(rewards, list) or len(rewards) != apo.num_value_samples or "id" not in record:
+            raise ValueError(f"{path}:{line_number}: expected 'id' and {apo.num_value_samples} 'rewards' "
+                             f"(num_value_samples), got {len(rewards) if isinstance(rewards, list) else rewards!r}; "
+                             "the file was made with another N: delete it or use another --output_dir")
+        records[record["id"]] = record
+    return records
+
+
+def load_stage1(path: str, all_ids: set[str], train_ids: list[str], apo) -> dict[str, dict]:
+    """Stage-1 records for stage 2, with V* recomputed from the rewards at the current beta1.
+
+    Raises FileNotFoundError when `path` is missing, ValueError when it was made with other
+    settings, holds ids that are not in the data file, or covers none of the training prompts.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: stage 2 needs stage 1's V* values; run with --stage 1 or "
+                                "--stage all and the same --output_dir first")
+    check_stage1_meta(path, apo)
+    records = read_stage1_records(path, apo)
+    foreign = sorted(set(records) - all_ids)
+    if foreign:
+        raise ValueError(f"{path} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]}): it "
+                         "was made from another data file; use another --output_dir or delete it to re-sample")
+    if train_ids and not set(train_ids) & set(records):
+        raise ValueError(f"{path} covers none of the {len(train_ids)} training prompts; run stage 1 for them")
+    for record in records.values():
+        record["v_star"] = float(estimate_optimal_value(torch.tensor(record["rewards"]), apo.beta1))
+    return records
+
+
+# --- the value head ---
+
+def reference_features(run, prompts: list[list[int]]) -> torch.Tensor:
+    """(len(prompts), H) float32 hidden states of the reference policy at each prompt's last
+    token; every process computes a share and all receive the whole."""
+    rank, world = run.accelerator.process_index, run.accelerator.num_processes
+    mine = list(range(rank, len(prompts), world))
+    size = run.apo.generation_batch_size
+    results = []
+    with reference_policy(run) as model:
+        for start in range(0, len(mine), size):
+            chunk = mine[start:start + size]
+            ids, mask = left_pad([prompts[i] for i in chunk], run.tokenizer.pad_token_id)
+            hidden = prompt_hidden_states(model, ids, mask).cpu()
+            results += [(i, hidden[row]) for row, i in enumerate(chunk)]
+    gathered = sorted(gather_object(results), key=lambda pair: pair[0])
+    return torch.stack([h for _, h in gathered]) if gathered else torch.zeros(0)
+
+
+def _fit_key(ids: list[str], apo) -> str:
+    text = json.dumps([sorted(ids), apo.beta1, apo.value_head_hidden_size, apo.value_epochs,
+                       apo.value_learning_rate, apo.value_holdout_fraction, apo.seed])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ensure_value_head(run, rows: list[dict], prompts: list[list[int]], records: dict[str, dict]):
+    """(ValueHead, held-out metrics) fit to V* of the training prompts that have records, or
+    loaded from value_head/ when it was fit on the same prompts and settings. (None, None)
+    when no prompt has a record."""
+    apo, folder = run.apo, os.path.join(run.train.output_dir, VALUE_HEAD_DIR)
+    indices = [i for i, row in enumerate(rows) if row["id"] in records]
+    if not indices:
+        return None, None
+    key = _fit_key([rows[i]["id"] for i in indices], apo)
+    info_path = os.path.join(folder, VALUE_HEAD_INFO)
+    if os.path.isfile(info_path):
+        with open(info_path, encoding="utf-8") as handle:
+            info = json.load(handle)
+        if info.get("key") == key:
+            return ValueHead.load(folder), info["metrics"]
+    features = reference_features(run, [prompts[i] for i in indices])
+    targets = torch.tensor([records[rows[i]["id"]]["v_star"] for i in indices])
+    order = np.random.default_rng(apo.seed).permutation(len(indices))
+    held = int(round(apo.value_holdout_fraction * len(indices)))
+    held = held if len(indices) - held >= 1 else 0
+    train_part, held_part = torch.as_tensor(order[held:]), torch.as_tensor(order[:held])
+    torch.manual_seed(apo.seed)
+    head = ValueHead(features.shape[1], apo.value_head_hidden_size)
+    losses = fit_value_head(head, features[train_part], targets[train_part], apo.value_learning_rate,
+                            apo.value_epochs, run.train.value_batch_size, apo.seed)
+    metrics = {"train": evaluate_value_head(head, features[train_part], targets[train_part]),
+               "held_out": evaluate_value_head(head, features[held_part], targets[held_part]) if held else None,
+               "final_train_loss": losses[-1], "v_star_mean": float(targets.mean())}
+    if held:
+        logger.info("value head on %d held-out prompts: mse %.4f | mae %.4f | corr %s", held,
+                    metrics["held_out"]["mse"], metrics["held_out"]["mae"], metrics["held_out"]["corr"])
+    else:
+        logger.warning("value head: no held-out prompts (value_holdout_fraction=%s, %d prompts); only training "
+                       "error is reported", apo.value_holdout_fraction, len(indices))
+    accelerator = run.accelerator
+    with staged_folder(folder, accelerator.is_main_process, accelerator.wait_for_everyone) as staging:
+        if accelerator.is_main_process:
+            head.save(staging)
+            write_json_atomic(os.path.join(staging, VALUE_HEAD_INFO), {"key": key, "metrics": metrics})
+    return head, metrics
+
+
+# --- stage 2's baselines ---
+
+def stage2_baselines(run, rows: list[dict], prompts: list[list[int]], records: dict[str, dict], head):
+    """(indices of rows kept for stage 2, V* per row, counts).
+
+    V* is the sampled stage-1 value (value_source='samples') or the value head's prediction
+    (value_source='head', and for prompts without a stage-1 record). filter_all_incorrect
+    drops prompts whose N samples all failed. Raises ValueError when a prompt needs the head
+    and there is none.
+    """
+    apo = run.apo
+    use_head = [i for i, row in enumerate(rows) if apo.value_source == "head" or row["id"] not in records]
+    v_star = [records[row["id"]]["v_star"] if row["id"] in records else float("nan") for row in rows]
+    if use_head:
+        if head is None:
+            raise ValueError(f"{len(use_head)} training prompts have no stage-1 record and there is no value head; "
+                             "run stage 1 on them (--stage 1 or all)")
+        with torch.no_grad():
+            predicted = head(reference_features(run, [prompts[i] for i in use_head])).tolist()
+        for i, value in zip(use_head, predicted):
+            v_star[i] = float(value)
+    all_fail = {i for i, row in enumerate(rows) if row["id"] in records and max(records[row["id"]]["rewards"]) == 0}
+    keep = [i for i in range(len(rows)) if not (apo.filter_all_incorrect and i in all_fail)]
+    counts = {"stage2_prompts": len(keep), "all_incorrect_prompts": len(all_fail),
+              "filtered_all_incorrect": len(rows) - len(keep), "v_star_from_head": len(use_head)}
+    logger.info("stage 2 prompts: %d (%d all-incorrect in stage 1, %d filtered out; V* from the value head for %d)",
+                counts["stage2_prompts"], counts["all_incorrect_prompts"], counts["filtered_all_incorrect"],
+                counts["v_star_from_head"])
+    return keep, v_star, counts
