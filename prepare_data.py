@@ -328,8 +328,9 @@ def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
     """Validate one source record and return it in the data-file schema.
 
     Accepts MATH's fields (problem, level, type, solution, optional unique_id/answer), PRM800K's
-    `subject` for `type`, and this project's own rows (`id`). The answer is always re-extracted
-    from the solution (None or "" when it cannot be). Raises DataFormatError naming the field.
+    `subject` for `type`, and this project's own rows (`id`, and a `source` label that is kept, so
+    synthetic rows stay labelled synthetic). The answer is always re-extracted from the solution
+    (None or "" when it cannot be). Raises DataFormatError naming the field.
     """
     problem = _field(record, ("problem",), where, (str,))
     if not problem.strip():
@@ -341,10 +342,11 @@ def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
     level = parse_level(record["level"], where)
     row_id = _field(record, ("unique_id", "id"), where, (str,), required=False)
     _field(record, ("answer",), where, (str,), required=False)
+    label = _field(record, ("source",), where, (str,), required=False) or source
     if row_id is None:
         row_id = f"{source}/{hashlib.sha1(normalise_text(problem).encode('utf-8')).hexdigest()[:16]}"
     return {"id": row_id, "problem": problem, "solution": solution, "answer": last_boxed_content(solution),
-            "type": problem_type, "level": level, "source": source}
+            "type": problem_type, "level": level, "source": label}
 
 
 def validate_rows(raw_rows: list[RawRow], source: str, report: CleaningReport,

@@ -250,6 +250,10 @@ def test_synthetic_source_is_labelled_and_keeps_eval_apart(tmp_path):
     assert len(train_rows) == 90 and len(eval_rows) == 18 and summary.num_subset == 30
     assert all(row["source"] == "synthetic" and row["level"] in (1, 2) for row in train_rows + eval_rows)
     assert not {row["problem"] for row in train_rows} & {row["problem"] for row in eval_rows}
+    # Read back as a local source, synthetic rows keep their label and their ids.
+    again = main(local_config(tmp_path / "again", summary.train_file, summary.eval_file, subset_size=10))
+    reread = read_rows(again.train_file)
+    assert reread == train_rows and again.num_eval == 18
 
 
 # --- bad input ---
