@@ -1,0 +1,287 @@
+"""self_correction: verdict parsing, batched generation and the PAG episode, driven by a scripted
+model that answers through the real embedded tokenizer and chat template."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from apo_config import A_PO_Config
+from self_correction import encode_chat, generate, parse_verdict, run_episodes
+
+EOS = 2  # <|im_end|>, also the pad token
+END_OF_TEXT = 0  # <|endoftext|>, a second EOS id in the scripted model's generation config
+
+
+class ScriptedModel:
+    """Stands in for a causal LM's `generate`: reads each (unpadded) prompt through the real
+    tokenizer, asks `respond(prompt_text)` for the reply, and returns its tokens + EOS, cut at
+    `max_new_tokens`. Records every prompt and every call."""
+
+    def __init__(self, tokenizer, respond):
+        self.tokenizer, self.respond = tokenizer, respond
+        self.generation_config = GenerationConfig(eos_token_id=[EOS, END_OF_TEXT], pad_token_id=EOS)
+        self.device = torch.device("cpu")
+        self.prompts: list[str] = []
+        self.calls: list[dict] = []
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
+        assert (attention_mask[:, -1] == 1).all(), "prompts must be left-padded"
+        self.calls.append({"batch_size": len(input_ids), "max_new_tokens": max_new_tokens, **kwargs})
+        replies = []
+        for ids, mask in zip(input_ids, attention_mask):
+            text = self.tokenizer.decode(ids[mask.bool()].tolist())
+            self.prompts.append(text)
+            reply = self.respond(text)
+            tokens = reply if isinstance(reply, list) else self.tokenizer.encode(reply, add_special_tokens=False) + [EOS]
+            replies.append(tokens[:max_new_tokens])
+        width = max(len(reply) for reply in replies)
+        new_tokens = torch.full((len(replies), width), pad_token_id, dtype=torch.long)
+        for row, reply in enumerate(replies):
+            new_tokens[row, :len(reply)] = torch.tensor(reply)
+        return torch.cat([input_ids, new_tokens], dim=1)
+
+
+def last_user_message(prompt_text: str) -> str:
+    return prompt_text.rsplit("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+def problem_of(prompt_text: str) -> str:
+    return prompt_text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+
+
+def scripted(tokenizer, cfg: A_PO_Config, script: dict[str, dict[str, list[str]]]) -> ScriptedModel:
+    """script[problem] = {"attempts": [...], "verdicts": [...]}, indexed by the attempt number
+    (how many revise prompts the context holds)."""
+
+    def respond(prompt_text: str) -> str:
+        problem = problem_of(prompt_text)
+        attempt = prompt_text.count(cfg.revise_prompt)
+        if last_user_message(prompt_text) == cfg.verify_prompt:
+            return script[problem]["verdicts"][attempt]
+        return script[problem]["attempts"][attempt]
+
+    return ScriptedModel(tokenizer, respond)
+
+
+def config(**overrides) -> A_PO_Config:
+    settings = dict(max_new_tokens=64, max_correction_turns=3, temperature=0.0, generation_batch_size=8)
+    settings.update(overrides)
+    return A_PO_Config(**settings)
+
+
+def roles(episode):
+    return [(turn.role, turn.attempt_index) for turn in episode.turns]
+
+
+# --- verdicts ---
+
+@pytest.mark.parametrize("text, verdict", [
+    ("Step 2 is wrong because 3 + 4 = 7. The answer is wrong", "wrong"),
+    ("All steps check out.\nThe answer is correct.", "correct"),
+    ("Everything holds.\n\n**The answer is correct.**\n", "correct"),
+    ("Everything holds. **The answer is wrong**.", "wrong"),
+    ("So: 'The answer is correct'.", "correct"),
+    ("$The answer is wrong.$", "wrong"),
+    ("The answer is correct.  \n", "correct"),
+    ("The answer is correct. But let me double-check the second step.", None),  # not at the end
+    ("If it were right I would say The answer is correct. The answer is wrong.", None),  # two phrases
+    ("The answer is wrong. The answer is wrong.", None),  # repeated
+    ("the answer is correct.", None),  # case-sensitive, as in PAG
+    ("The answer is incorrect.", None),
+    ("The answer is correct!", None),
+    ("", None),
+])
+def test_parse_verdict(text, verdict):
+    assert parse_verdict(text) == verdict
+
+
+# --- prompts and generation ---
+
+def test_encode_chat_ends_with_the_generation_prompt(embedded_tokenizer):
+    cfg = A_PO_Config()
+    ids = encode_chat(embedded_tokenizer, [{"role": "system", "content": cfg.system_prompt},
+                                           {"role": "user", "content": "What is 1+1?"}])
+    text = embedded_tokenizer.decode(ids)
+    assert text.endswith("<|im_start|>assistant\n")
+    assert "<|im_start|>system\n" + cfg.system_prompt + "<|im_end|>" in text and "What is 1+1?" in text
+
+
+def test_generate_restores_order_cuts_at_eos_and_flags_truncation(embedded_tokenizer):
+    replies = {"short": "Four.", "mid": "The sum is \\boxed{4}.", "long": "a b c d e f g h i j k l m n o p",
+               "second eos": [11, 12, END_OF_TEXT, 13, 14]}
+    model = ScriptedModel(embedded_tokenizer, lambda text: replies[last_user_message(text)])
+    names = ["long", "short", "second eos", "mid"]
+    prompts = [encode_chat(embedded_tokenizer, [{"role": "user", "content": name}]) for name in names]
+    results = generate(model, embedded_tokenizer, prompts, max_new_tokens=8, temperature=0.0, top_p=1.0,
+                       batch_size=2)
+    by_name = dict(zip(names, results))
+    assert [r.prompt_ids for r in results] == prompts
+    assert by_name["short"].text == "Four." and not by_name["short"].truncated
+    assert by_name["short"].response_ids[-1] == EOS
+    assert by_name["second eos"].response_ids == [11, 12, END_OF_TEXT] and not by_name["second eos"].truncated
+    assert by_name["long"].truncated and len(by_name["long"].response_ids) == 8
+    assert EOS not in by_name["long"].response_ids
+    # two chunks of two, shortest prompts first; greedy settings
+    assert [call["batch_size"] for call in model.calls] == [2, 2]
+    assert model.prompts[:2] == sorted(model.prompts, key=lambda t: len(embedded_tokenizer.encode(t)))[:2]
+    assert all(call["do_sample"] is False for call in model.calls)
+
+
+def test_generate_samples_from_the_policy_itself(embedded_tokenizer):
+    model = ScriptedModel(embedded_tokenizer, lambda text: "ok")
+    prompt = encode_chat(embedded_tokenizer, [{"role": "user", "content": "hi"}])
+    generate(model, embedded_tokenizer, [prompt], max_new_tokens=4, temperature=0.6, top_p=0.95, batch_size=4)
+    call = model.calls[0]
+    assert call["do_sample"] is True and call["temperature"] == 0.6 and call["top_p"] == 0.95
+    assert call["top_k"] == 0 and call["repetition_penalty"] == 1.0 and call["min_p"] is None
+    assert call["eos_token_id"] == [EOS, END_OF_TEXT]
+    with pytest.raises(ValueError, match="empty prompt"):
+        generate(model, embedded_tokenizer, [[]], max_new_tokens=4, temperature=0.0, top_p=1.0, batch_size=1)
+
+
+# --- the episode ---
+
+def test_correct_verdict_stops_and_wrong_verdict_revises(embedded_tokenizer):
+    cfg = config()
+    script = {
+        "P1": {"attempts": ["x = \\boxed{4}"], "verdicts": ["Fine. The answer is correct."]},
+        "P2": {"attempts": ["x = \\boxed{5}", "x = \\boxed{4}"],
+               "verdicts": ["Step 1 adds wrongly. The answer is wrong.", "Now fine. The answer is correct."]},
+    }
+    model = scripted(embedded_tokenizer, cfg, script)
+    first, second = run_episodes(model, embedded_tokenizer, ["P1", "P2"], cfg)
+    assert roles(first) == [("attempt", 0), ("verify", 0)]
+    assert first.verifications[0].verdict == "correct" and first.verifications[0].verdict_parsed
+    assert first.final_attempt is first.first_attempt and first.final_attempt.text == "x = \\boxed{4}"
+    assert roles(second) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1)]
+    assert [t.verdict for t in second.verifications] == ["wrong", "correct"]
+    assert second.first_attempt.text == "x = \\boxed{5}" and second.final_attempt.text == "x = \\boxed{4}"
+    # the contexts follow PAG: attempt, verify prompt, verification, revise prompt, revision, verify prompt
+    assert second.turns[3].messages == [
+        {"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": "P2"},
+        {"role": "assistant", "content": "x = \\boxed{5}"}, {"role": "user", "content": cfg.verify_prompt},
+        {"role": "assistant", "content": "Step 1 adds wrongly. The answer is wrong."},
+        {"role": "user", "content": cfg.revise_prompt}, {"role": "assistant", "content": "x = \\boxed{4}"},
+        {"role": "user", "content": cfg.verify_prompt},
+    ]
+    for turn in second.turns:
+        assert turn.prompt_ids == encode_chat(embedded_tokenizer, turn.messages)
+        assert turn.response_ids[-1] == EOS and not turn.truncated and not turn.over_length_budget
+    # turn by turn across problems: attempts (2), verifications (2), revision (1), verification (1)
+    assert [call["batch_size"] for call in model.calls] == [2, 2, 1, 1]
+
+
+@pytest.mark.parametrize("unparsed_verdict_revises", [True, False])
+def test_unparseable_verdict_follows_the_chosen_convention(embedded_tokenizer, unparsed_verdict_revises):
+    cfg = config(max_correction_turns=2)
+    script = {"P": {"attempts": ["\\boxed{1}", "\\boxed{2}"], "verdicts": ["Hmm, not sure.", "Hmm."]}}
+    model = scripted(embedded_tokenizer, cfg, script)
+    (episode,) = run_episodes(model, embedded_tokenizer, ["P"], cfg, unparsed_verdict_revises=unparsed_verdict_revises)
+    verification = episode.verifications[0]
+    assert verification.verdict is None and not verification.verdict_parsed
+    if unparsed_verdict_revises:  # PAG's evaluation convention
+        assert roles(episode) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1)]
+    else:  # PAG's training convention
+        assert roles(episode) == [("attempt", 0), ("verify", 0)]
+
+
+def test_turn_limit_verifies_the_last_attempt_and_stops(embedded_tokenizer):
+    cfg = config(max_correction_turns=3)
+    script = {"P": {"attempts": ["a", "b", "c", "d"], "verdicts": ["The answer is wrong."] * 4}}
+    model = scripted(embedded_tokenizer, cfg, script)
+    (episode,) = run_episodes(model, embedded_tokenizer, ["P"], cfg)
+    assert roles(episode) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1), ("revise", 2),
+                              ("verify", 2)]
+    assert [t.text for t in episode.attempts] == ["a", "b", "c"] and episode.final_attempt.text == "c"
+
+
+def test_mode_none_is_the_first_attempt_only(embedded_tokenizer):
+    cfg = config(max_correction_turns=3, correction_mode="none")
+    script = {"P": {"attempts": ["a"], "verdicts": []}}
+    model = scripted(embedded_tokenizer, cfg, script)
+    (episode,) = run_episodes(model, embedded_tokenizer, ["P"], cfg)
+    assert roles(episode) == [("attempt", 0)] and len(model.calls) == 1
+
+
+def test_oracle_mode_retries_only_where_the_judge_says_wrong(embedded_tokenizer):
+    cfg = config(max_correction_turns=3)
+    script = {"P0": {"attempts": ["right"]}, "P1": {"attempts": ["wrong", "still wrong", "last"]},
+              "P2": {"attempts": ["wrong", "right"]}}
+    model = scripted(embedded_tokenizer, cfg, script)
+    judged = []
+
+    def oracle_judge(problem_indices, attempt_texts):
+        judged.append((list(problem_indices), list(attempt_texts)))
+        return [text == "right" for text in attempt_texts]
+
+    episodes = run_episodes(model, embedded_tokenizer, ["P0", "P1", "P2"], cfg, mode="oracle",
+                            oracle_judge=oracle_judge)
+    assert [roles(e) for e in episodes] == [[("attempt", 0)], [("attempt", 0), ("revise", 1), ("revise", 2)],
+                                            [("attempt", 0), ("revise", 1)]]
+    # the judge sees each attempt but the last possible one, with problem indices
+    assert judged == [([0, 1, 2], ["right", "wrong", "wrong"]), ([1, 2], ["still wrong", "right"])]
+    assert not any(cfg.verify_prompt in prompt for prompt in model.prompts)
+    assert episodes[1].turns[1].messages[-2:] == [{"role": "assistant", "content": "wrong"},
+                                                   {"role": "user", "content": cfg.revise_prompt}]
+
+
+def test_episode_argument_errors(embedded_tokenizer):
+    cfg = config()
+    model = ScriptedModel(embedded_tokenizer, lambda text: "x")
+    with pytest.raises(ValueError, match="oracle_judge"):
+        run_episodes(model, embedded_tokenizer, ["P"], cfg, mode="oracle")
+    with pytest.raises(ValueError, match="oracle_judge"):
+        run_episodes(model, embedded_tokenizer, ["P"], cfg, mode="self_verify", oracle_judge=lambda i, t: [True])
+    with pytest.raises(ValueError, match="self_verify, oracle, none"):
+        run_episodes(model, embedded_tokenizer, ["P"], cfg, mode="oracle_upper_bound")
+    assert model.calls == []
+
+
+def test_truncation_and_over_length_prompts_are_recorded(embedded_tokenizer):
+    cfg = config(max_new_tokens=4, max_prompt_length=30, max_correction_turns=2)
+    script = {"P": {"attempts": ["one two three four five six", "x"], "verdicts": ["The answer is wrong."] * 2}}
+    model = scripted(embedded_tokenizer, cfg, script)
+    (episode,) = run_episodes(model, embedded_tokenizer, ["P"], cfg)
+    attempt = episode.first_attempt
+    assert attempt.truncated and len(attempt.response_ids) == 4 and EOS not in attempt.response_ids
+    # the ~35-token first prompt exceeds 30; later prompts exceed 30 + turns * 4 as well (the
+    # verify prompt alone is ~50 tokens) and are still generated from the full context
+    assert len(attempt.prompt_ids) > 30 and all(turn.over_length_budget for turn in episode.turns)
+    assert all(len(turn.prompt_ids) == len(encode_chat(embedded_tokenizer, turn.messages)) for turn in episode.turns)
+
+
+@pytest.mark.parametrize("mode", ["self_verify", "none"])
+def test_no_gold_answer_or_solution_reaches_the_model(embedded_tokenizer, math500_rows, mode):
+    """Every prompt the model receives, in every turn, is free of the gold answer and solution."""
+    rows = [row for row in math500_rows if len(row["answer"]) >= 4 and row["answer"] not in row["problem"]][:4]
+    assert len(rows) == 4
+    cfg = config(max_correction_turns=3, correction_mode=mode)
+    model = ScriptedModel(embedded_tokenizer, lambda text: (
+        "The answer is wrong." if last_user_message(text) == cfg.verify_prompt else "So \\boxed{0}."))
+    episodes = run_episodes(model, embedded_tokenizer, [row["problem"] for row in rows], cfg)
+    expected_prompts = 4 * (6 if mode == "self_verify" else 1)
+    assert len(model.prompts) == expected_prompts == sum(len(e.turns) for e in episodes)
+    for prompt in model.prompts:
+        for row in rows:
+            assert row["answer"] not in prompt and row["solution"] not in prompt
+    assert sum(row["problem"] in prompt for row in rows for prompt in model.prompts) == expected_prompts
+
+
+# --- the embedded model ---
+
+@pytest.mark.slow
+def test_batched_greedy_generation_matches_one_at_a_time_on_the_embedded_model(embedded_tokenizer):
+    from model_loading import load_model
+
+    model = load_model("embedded", dtype="float32")
+    prompts = [encode_chat(embedded_tokenizer, [{"role": "user", "content": text}])
+               for text in ["What is 2 + 3?", "Name a prime number larger than ten and explain why it is prime."]]
+    settings = dict(max_new_tokens=8, temperature=0.0, top_p=1.0)
+    batched = generate(model, embedded_tokenizer, prompts, batch_size=2, **settings)
+    alone = [generate(model, embedded_tokenizer, [prompt], batch_size=1, **settings)[0] for prompt in prompts]
+    assert [g.response_ids for g in batched] == [g.response_ids for g in alone]
+    cfg = config(max_new_tokens=8, max_correction_turns=2)
+    (episode,) = run_episodes(model, embedded_tokenizer, ["What is 2 + 3?"], cfg)
+    assert episode.turns[0].role == "attempt" and episode.turns[1].role == "verify"
