@@ -223,7 +223,7 @@ def normalize_answer(answer: str) -> str:
     >>> normalize_answer("\\\\text{(C)}")
     'C'
     """
-    s = answer.strip()
+    s = answer.strip().rstrip(".").strip()
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\quad", "").replace("\\qquad", "")
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
     s = s.replace("\\displaystyle", "")
