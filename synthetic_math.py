@@ -3,8 +3,21 @@
 Nine problem types, five levels each. Every problem is drawn from a seeded random number
 generator, its answer is computed with exact integer or `fractions.Fraction` arithmetic (never
 typed in), and its solution is a short worked derivation that ends in `\\boxed{answer}`, the
-same shape as a MATH solution. Level 1 is single-digit work ("What is $7 + 5$?") that a 135M
-chat model can sometimes get right; level 5 needs a few steps.
+same shape as a MATH solution. Level 1 is one step on small numbers, with single-digit
++, -, x for the arithmetic type ("What is $7 + 5$?"), within reach of a 135M chat model; level 5
+takes a few steps.
+
+| type | level 1 | level 3 | level 5 |
+| --- | --- | --- | --- |
+| arithmetic | a op b, single digits | a + b x c | powers, products and sums |
+| fractions | same denominator sum | product or quotient | (x - y) / (z + w) |
+| linear_equations | x + a = b, x - a = b | ax + b = c | two equations, x + y |
+| gcd_lcm | gcd of two numbers <= 36 | gcd of two numbers <= 390 | gcd + lcm |
+| remainders | a mod b, a <= 50 | a sum mod m | ax = b (mod m) |
+| counting | count a..b, outfits | committees, handshakes, diagonals | multiset words, inclusion-exclusion |
+| polynomial_roots | positive root of x^2 (+ c) = n | sum of roots of a monic quadratic | sum of squares of a cubic's roots |
+| areas | rectangle area/perimeter | circle from radius/diameter/circumference | right triangle from leg and hypotenuse |
+| percentages | 10/20/25/50/100% of a number | price increase | what percent of a is b |
 
 Rows use the data-file schema of docs/ARCHITECTURE.md with `source` = "synthetic"; they are
 never MATH problems and are always labelled so.
