@@ -55,6 +55,10 @@ def test_last_boxed_content(text, expected):
     ("$\\frac{1}{2}$", "\\frac{1}{2}"),
     ("We have 3 apples and 5 oranges, so we need to think more about 8.", None),  # never the last number
     ("Step 1: 2+3 = 5.\nStep 2: the area is 25.", None),
+    ("The roots are $\\boxed{2}$ and $\\boxed{-3}$.", "2, -3"),  # boxes joined by `and` form a list
+    ("I got $\\boxed{4}$. That is wrong; redoing it gives $\\boxed{6}$.", "6"),  # else the last box wins
+    ("Therefore the answer is $\\frac{5}{12}$, which is about 0.42.", "\\frac{5}{12}"),
+    ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),
     ("", None),
 ])
 def test_extract_answer(text, expected):
