@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from apo_config import A_PO_Config, write_json_atomic
 from self_correction import (
@@ -235,18 +236,30 @@ def response_token_logps(
     output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask),
                    use_cache=False, logits_to_keep=response_length + 1)
     logits = output.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    recompute = torch.is_grad_enabled() and logits.requires_grad
     token_logps, entropies = [], []
-    for row in range(logits.shape[0]):  # one (R, V) float32 copy at a time
-        log_probs = torch.log_softmax(logits[row].float(), dim=-1)
-        token_logps.append(log_probs.gather(-1, response_ids[row].unsqueeze(-1)).squeeze(-1))
-        if with_entropy:
-            entropies.append(-(log_probs.exp() * log_probs).sum(dim=-1))
+    for row in range(logits.shape[0]):
+        if recompute:  # keep no float32 (R, V) copy for backward: recompute it row by row there
+            row_logps, row_entropy = checkpoint(_selective_log_softmax, logits[row], response_ids[row], with_entropy,
+                                                use_reentrant=False)
+        else:
+            row_logps, row_entropy = _selective_log_softmax(logits[row], response_ids[row], with_entropy)
+        token_logps.append(row_logps)
+        entropies.append(row_entropy)
     mask = response_mask.to(torch.float32)
     return TokenLogps(
         token_logps=torch.stack(token_logps) * mask,
         response_mask=response_mask,
         entropy=torch.stack(entropies) * mask if with_entropy else None,
     )
+
+
+def _selective_log_softmax(logits: Tensor, token_ids: Tensor, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+    """logits (R, V), token_ids (R,) -> float32 log-probs of the tokens (R,) and entropies (R,) or None."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    token_logps = log_probs.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1) if with_entropy else None
+    return token_logps, entropy
 
 
 def sequence_logps(
