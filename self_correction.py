@@ -157,6 +157,7 @@ def generate(
     eos_ids = eos_token_ids(model, tokenizer)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     settings = sampling_kwargs(temperature, top_p)
+    _warn_beyond_context_window(model, prompts, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
     results: list[Generation | None] = [None] * len(prompts)
@@ -177,6 +178,18 @@ def generate(
                 truncated=not found_eos,
             )
     return results  # type: ignore[return-value]
+
+
+def _warn_beyond_context_window(model, prompts: list[list[int]], max_new_tokens: int) -> None:
+    """Log how many prompts could run past the model's `max_position_embeddings`; nothing is cut."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return
+    too_long = sum(len(prompt) + max_new_tokens > limit for prompt in prompts)
+    if too_long:
+        logger.warning("%d of %d prompts plus max_new_tokens=%d exceed the model's context window of %d tokens; "
+                       "they are generated untruncated (shorten the prompts or lower max_new_tokens)",
+                       too_long, len(prompts), max_new_tokens, limit)
 
 
 def _model_device(model) -> torch.device:
