@@ -417,7 +417,11 @@ def _strip_assignment(item: str) -> str:
 
 
 def _compare_percent(pred: str, gold: str, atom) -> bool | None:
-    """A percentage for a gold without one: `25\\%` matches `25` and, as a value, `\\frac{1}{4}`."""
+    """When only `pred` has a `%`: `25\\%` matches `25` and, as a value, `\\frac{1}{4}`.
+
+    Called with the sides swapped when only the gold has the `%` (`0.5` for `50\\%`), as
+    math-verify and Qwen2.5-Math's grader read percentages.
+    """
     verdict = compare_structured(re.sub(r"\\?%", "", pred), gold, atom)
     if verdict:
         return True
@@ -471,8 +475,11 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
     clock = r"\s*(?:\\text\{\s*)?\b[ap]\.?m\.?\}?\s*$"
     if re.search(clock, gold) and not re.search(clock, pred):  # `9:45` for `9:45 \text{ a.m.}`
         gold = re.sub(clock, "", gold)
-    if re.search(r"%\s*\}?\s*$", pred) and "%" not in gold:
+    percent = r"%\s*\}?\s*$"
+    if re.search(percent, pred) and "%" not in gold:
         return _compare_percent(pred, gold, atom)
+    if re.search(percent, gold) and "%" not in pred:
+        return _compare_percent(gold, pred, lambda g, p: atom(p, g))
     pred, gold = normalize_answer(pred), normalize_answer(gold)
     if not gold or not pred:
         return False
@@ -717,6 +724,22 @@ _WARM_UP_PAIRS = [("2\\sqrt{3}", "\\sqrt{12}"), ("(x+1)^2", "x^2+2x+1"), ("\\log
                   ("y=2x+1", "y = 1+2x"), ("\\sin(\\frac{\\pi}{6})", "0.5")]
 
 
+def _limit_cpu_seconds(seconds: int) -> None:
+    """Let the kernel kill this worker after `seconds` more CPU seconds (SIGXCPU).
+
+    The parent kills a worker at the pair's timeout; this limit only matters when the parent
+    died without doing so (an orphaned worker stuck in sympy would otherwise spin forever).
+    """
+    if os.name != "posix":
+        return
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(usage.ru_utime + usage.ru_stime) + seconds
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+
 def _worker_main() -> None:
     """Worker loop: one JSON request per stdin line -> one JSON verdict per stdout line."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
@@ -729,6 +752,7 @@ def _worker_main() -> None:
     sys.stdout.flush()
     for line in sys.stdin:
         request = json.loads(line)
+        _limit_cpu_seconds(60)
         try:
             reply = {"verdict": slow_equivalent(request["pred"], request["gold"])}
         except Exception as error:  # reported to the caller and counted as an error there
@@ -738,13 +762,21 @@ def _worker_main() -> None:
 
 
 class _GraderPool:
-    """Worker subprocesses reused across `grade_many` calls; a hung worker is killed and replaced."""
+    """Worker subprocesses reused across `grade_many` calls; a hung worker is killed and replaced.
+
+    Each worker holds at most one pair. A pair's clock starts when it is sent to a warmed-up
+    worker, so worker start-up (imports, ~2-5 s) never counts against a pair.
+    """
+
+    startup_limit_s = 120.0
+    max_startup_deaths = 3
 
     def __init__(self, num_workers: int) -> None:
         self.num_workers = num_workers
         self.owner_pid = os.getpid()
         self.workers = [_Worker() for _ in range(num_workers)]
         self.lock = threading.Lock()
+        self.startup_deaths = 0
 
     def close(self) -> None:
         for worker in self.workers:
@@ -752,61 +784,81 @@ class _GraderPool:
         self.workers = []
 
     def run(self, pairs: list[tuple[str, str]], timeout: float) -> list[bool | str]:
-        """Verdicts for `pairs`: True/False, or "timeout"/"error"."""
+        """Verdicts for `pairs` in order: True/False, or "timeout"/"error".
+
+        Raises RuntimeError when no worker can start (e.g. math_verify is not importable).
+        """
         with self.lock:
-            return self._run(pairs, timeout)
+            results: list[bool | str | None] = [None] * len(pairs)
+            queue = list(range(len(pairs)))[::-1]
+            started = time.monotonic()
+            while queue or any(w.task is not None for w in self.workers):
+                self._assign(queue, pairs, results)
+                self._collect(results, timeout)
+                self._expire(results, timeout)
+                if not any(w.ready for w in self.workers) and time.monotonic() - started > self.startup_limit_s:
+                    raise RuntimeError(f"no grader worker became ready within {self.startup_limit_s:.0f} s; check that "
+                                       f"{sys.executable} -c 'import math_grading; math_grading._worker_main()' starts")
+            return [r if r is not None else "error" for r in results]
+
+    def _assign(self, queue: list[int], pairs: list[tuple[str, str]], results: list) -> None:
+        for worker in list(self.workers):
+            if worker.ready and worker.task is None and queue:
+                task = queue.pop()
+                try:
+                    worker.send(task, *pairs[task])
+                except OSError:  # the worker died between pairs
+                    results[task] = "error"
+                    self._replace(worker)
+
+    def _collect(self, results: list, timeout: float) -> None:
+        """Wait until the nearest deadline for replies; record verdicts and readiness."""
+        now = time.monotonic()
+        deadlines = [w.started_at + timeout - now for w in self.workers if w.task is not None]
+        with selectors.DefaultSelector() as selector:
+            for worker in self.workers:
+                selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
+            events = selector.select(max(0.0, min(deadlines)) if deadlines else 0.5)
+        for key, _ in events:
+            worker = key.data
+            line = worker.process.stdout.readline()
+            try:
+                reply = json.loads(line) if line else None
+            except json.JSONDecodeError:
+                reply = None
+            if reply is None:  # the worker died or wrote garbage
+                if worker.task is not None:
+                    results[worker.task] = "error"
+                self._note_death(worker)
+                self._replace(worker)
+            elif "ready" in reply:
+                worker.ready = True
+                self.startup_deaths = 0
+            elif worker.task is not None:
+                results[worker.task] = reply["verdict"] if "verdict" in reply else "error"
+                if "error" in reply:
+                    logger.debug("grader worker error: %s", reply["error"])
+                worker.task = None
+
+    def _expire(self, results: list, timeout: float) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers):
+            if worker.task is not None and now - worker.started_at > timeout:
+                results[worker.task] = "timeout"
+                self._replace(worker)
+
+    def _note_death(self, worker: _Worker) -> None:
+        if worker.ready:
+            return
+        self.startup_deaths += 1
+        if self.startup_deaths >= self.max_startup_deaths:
+            raise RuntimeError(f"grader workers exited {self.startup_deaths} times before becoming ready (exit code "
+                               f"{worker.process.poll()}); run {sys.executable} -c 'import math_grading; "
+                               f"math_grading._worker_main()' to see the error")
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         self.workers[self.workers.index(worker)] = _Worker()
-
-    def _run(self, pairs: list[tuple[str, str]], timeout: float) -> list[bool | str]:
-        results: list[bool | str | None] = [None] * len(pairs)
-        queue = list(range(len(pairs)))[::-1]
-        startup_limit = 60.0
-        pool_started = time.monotonic()
-        while queue or any(w.task is not None for w in self.workers):
-            for worker in self.workers:
-                if worker.ready and worker.task is None and queue:
-                    task = queue.pop()
-                    try:
-                        worker.send(task, *pairs[task])
-                    except OSError:
-                        results[task] = "error"
-                        self._replace(worker)
-            selector = selectors.DefaultSelector()
-            for worker in self.workers:
-                selector.register(worker.process.stdout, selectors.EVENT_READ, worker)
-            now = time.monotonic()
-            deadlines = [w.started_at + timeout - now for w in self.workers if w.task is not None]
-            wait = max(0.0, min(deadlines)) if deadlines else 0.5
-            events = selector.select(wait)
-            selector.close()
-            for key, _ in events:
-                worker = key.data
-                line = worker.process.stdout.readline()
-                if not line:
-                    if worker.task is not None:
-                        results[worker.task] = "error"
-                    self._replace(worker)
-                    continue
-                reply = json.loads(line)
-                if "ready" in reply:
-                    worker.ready = True
-                    continue
-                if worker.task is not None:
-                    results[worker.task] = reply["verdict"] if "verdict" in reply else "error"
-                    if "error" in reply:
-                        logger.debug("grader worker error: %s", reply["error"])
-                    worker.task = None
-            now = time.monotonic()
-            for worker in list(self.workers):
-                if worker.task is not None and now - worker.started_at > timeout:
-                    results[worker.task] = "timeout"
-                    self._replace(worker)
-            if not any(w.ready for w in self.workers) and time.monotonic() - pool_started > startup_limit:
-                raise RuntimeError(f"grader workers did not start within {startup_limit:.0f} s (python {sys.executable})")
-        return [r if r is not None else "error" for r in results]
 
 
 _POOL: _GraderPool | None = None

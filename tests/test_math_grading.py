@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -106,7 +108,8 @@ def test_labelled_set_is_graded_as_labelled():
     ("$\\boxed{[-2,7)}$", "[-2, 7]", False),
     ("$\\boxed{2^{100}+1}$", "2^{100}", False),
     ("$\\boxed{50\\%}$", "\\frac12", True),
-    ("$\\boxed{0.5}$", "50\\%", False),
+    ("$\\boxed{0.5}$", "50\\%", True),  # the one side with `%` may be read as a fraction
+    ("$\\boxed{5}$", "50\\%", False),
 ])
 def test_known_weaknesses(response, gold, expected):
     assert grade(response, gold) is expected
@@ -165,7 +168,7 @@ def test_every_math_gold_rejects_other_answers(all_math_rows):
         assert verdict is not True, (response, gold)
         if verdict is None:
             undecided.append((response, gold))
-    sample = random.Random(0).sample(undecided, min(150, len(undecided)))
+    sample = random.Random(0).sample(undecided, min(80, len(undecided)))
     report = GradingReport()
     verdicts = grade_many([r for r, _ in sample], [g for _, g in sample], report=report)
     assert [pair for pair, v in zip(sample, verdicts) if v] == []
@@ -231,3 +234,19 @@ def test_grade_many_rejects_bad_arguments():
 def test_grader_version_is_recorded():
     assert isinstance(math_grading.GRADER_VERSION, str) and math_grading.GRADER_VERSION
     json.dumps({"grader_version": math_grading.GRADER_VERSION})
+
+
+def test_pool_raises_when_workers_cannot_start(monkeypatch):
+    class BrokenWorker(math_grading._Worker):
+        def __init__(self) -> None:
+            self.process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, text=True)
+            self.ready, self.task, self.started_at = False, None, 0.0
+
+    monkeypatch.setattr(math_grading, "_Worker", BrokenWorker)
+    pool = math_grading._GraderPool(1)
+    try:
+        with pytest.raises(RuntimeError, match="exited 3 times before becoming ready"):
+            pool.run([("\\sqrt{2}", "2")], timeout=1.0)
+    finally:
+        pool.close()
