@@ -153,6 +153,7 @@ def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> No
     if accelerator.is_main_process:
         check_stage1_meta(path, run.apo)
         write_json_atomic(os.path.join(os.path.dirname(path), STAGE1_META_FILE), stage1_meta(run.apo))
+        drop_half_written_line(path)
     done = set(read_stage1_records(path, run.apo)) if os.path.isfile(path) else set()
     accelerator.wait_for_everyone()
     pending = [i for i, row in enumerate(rows) if row["id"] not in done]
@@ -171,6 +172,17 @@ def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> No
                 handle.flush()
                 os.fsync(handle.fileno())
     accelerator.wait_for_everyone()
+
+
+def drop_half_written_line(path: str) -> None:
+    """Cut a last line without its newline (a crash mid-append) so new records start on a fresh line."""
+    if not os.path.isfile(path):
+        return
+    with open(path, "rb+") as handle:
+        content = handle.read()
+        if content and not content.endswith(b"\n"):
+            logger.warning("%s: dropping a half-written last line before appending", path)
+            handle.truncate(content.rfind(b"\n") + 1)
 
 
 def read_stage1_records(path: str, apo) -> dict[str, dict]:

@@ -46,7 +46,7 @@ from math_grading import GradingReport, grade_many
 from model_loading import load_tokenizer
 from self_correction import generate
 from training_utils import (
-    CheckpointWriter, MetricsLogger, NonFiniteTrainingError, StopRequest, TrainerState, build_lr_scheduler,
+    CheckpointWriter, MetricsLogger, assert_ranks_in_sync, NonFiniteTrainingError, StopRequest, TrainerState, build_lr_scheduler,
     build_models, format_step_line, latest_or_none, load_training_state, plot_training_curves,
     prompt_indices_for_step, resolve_mixed_precision, resolve_resume_checkpoint, skip_model_weights_in_accelerate_state,
     step_seed, total_steps_for,
@@ -120,6 +120,7 @@ class Run:
     policy: torch.nn.Module
     ref_model: torch.nn.Module | None
     grading: GradingReport
+    correction: Any = None  # correction_training.CorrectionTrainingConfig when train_correction
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -155,7 +156,7 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
 
 
-def sample_episodes(run: Run, problems: list[str], golds: list[str], v_star: list[float], turn_baselines) -> dict:
+def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines) -> dict:
     """Self-correction episodes (PAG) turned into per-turn samples by correction_training
     (issue 6); advantages are role-normalised there and replace r - V* in the loss."""
     import correction_training
@@ -163,11 +164,12 @@ def sample_episodes(run: Run, problems: list[str], golds: list[str], v_star: lis
 
     start = time.perf_counter()
     run.policy.eval()
-    episodes = self_correction.run_episodes(run.unwrapped, run.tokenizer, problems, run.apo,
+    episodes = self_correction.run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
                                             unparsed_verdict_revises=False)
     generated = time.perf_counter()
     samples, turn_metrics = correction_training.correction_samples(
-        episodes, golds, v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo, run.grading)
+        episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
+        run.grading, problem_rows=rows)
     advantages = [float(a) for a in correction_training.role_normalized_advantages(samples)]
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
@@ -315,7 +317,7 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
     if apo.train_correction:
         import correction_training
 
-        turn_baselines = correction_training.TurnBaselines(apo, run.unwrapped.config.hidden_size)
+        turn_baselines = correction_training.TurnBaselines(apo, run.unwrapped.config.hidden_size, run.correction)
         accelerator.register_for_checkpointing(turn_baselines)
     skip_model_weights_in_accelerate_state(accelerator)
 
@@ -351,13 +353,14 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
             step_v_star = [v_star[i] for i in indices]
             timeouts_before = run.grading.timeouts
             if apo.train_correction:
-                rollout = sample_episodes(run, [train_rows[i]["problem"] for i in indices], golds, step_v_star,
-                                          turn_baselines)
+                rollout = sample_episodes(run, [train_rows[i] for i in indices], step_v_star, turn_baselines)
             else:
                 rollout = sample_attempts(run, [train_prompts[i] for i in indices], golds, step_v_star)
             update_started = time.perf_counter()
             update = update_policy(run, optimizer, scheduler, rollout["samples"], rollout["advantages"], state)
             finished = time.perf_counter()
+            if step == 0 or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+                assert_ranks_in_sync(run.policy, accelerator)
 
             state.step, state.prompts_seen = step + 1, (step + 1) * cfg.prompts_per_step
             state.epoch = state.prompts_seen // len(train_rows)
@@ -447,10 +450,15 @@ def step_record(run: Run, state: TrainerState, rollout: dict, update: dict, v_st
 
 # --- main ---
 
-def main(cfg: tuple[A_PO_Config, TrainConfig]) -> dict:
-    """Run the stages chosen by `train.stage`; returns a summary dict of paths and final metrics."""
-    apo, train = cfg
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision))
+def main(cfg: tuple) -> dict:
+    """Run the stages chosen by `train.stage` for cfg = (A_PO_Config, TrainConfig) or
+    (A_PO_Config, TrainConfig, CorrectionTrainingConfig); returns a summary dict of paths and
+    final metrics (accuracy before and after, value-head error, counts of dropped prompts)."""
+    apo, train = cfg[0], cfg[1]
+    correction = cfg[2] if len(cfg) > 2 else None
+    # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision), cpu=multi_cpu)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     summary: dict[str, Any] = {"output_dir": train.output_dir}
@@ -470,7 +478,7 @@ def main(cfg: tuple[A_PO_Config, TrainConfig]) -> dict:
     # --- models: policy (optionally LoRA) and the frozen reference ---
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
-    run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport())
+    run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), correction)
 
     # --- stage 1: V* from N reference samples, then the value head ---
     stage1_path = os.path.join(train.output_dir, stage1_values.STAGE1_FILE)
@@ -498,4 +506,6 @@ def main(cfg: tuple[A_PO_Config, TrainConfig]) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_config((A_PO_Config, TrainConfig)))
+    from correction_training import CorrectionTrainingConfig
+
+    main(parse_config((A_PO_Config, TrainConfig, CorrectionTrainingConfig)))

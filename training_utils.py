@@ -495,3 +495,19 @@ class CheckpointWriter:
     def save_final(self, state: TrainerState) -> str:
         """final/: the last policy, loadable with AutoModelForCausalLM.from_pretrained (LoRA merged)."""
         return self._save_model_folder("final", state)
+
+
+def assert_ranks_in_sync(model: torch.nn.Module, accelerator) -> None:
+    """Raise RuntimeError when the trainable parameters differ across processes (a broken
+    all-reduce or a rank that skipped a step). Compares a float64 checksum of every trainable
+    tensor; a no-op with one process."""
+    if accelerator.num_processes == 1:
+        return
+    from accelerate.utils import gather_object
+
+    checksum = [float(p.detach().double().sum()) + float(p.detach().double().abs().sum())
+                for p in model.parameters() if p.requires_grad]
+    every = gather_object([checksum])
+    if any(other != every[0] for other in every[1:]):
+        raise RuntimeError("trainable parameters differ across processes after an update; the processes are out "
+                           "of step (check that every rank ran the same number of optimizer steps)")
