@@ -44,8 +44,8 @@ Message = dict[str, str]
 Verdict = Literal["correct", "wrong"]
 
 # PAG's verdict: the phrase ends the response and occurs exactly once in it.
-_VERDICT_PHRASE = re.compile(r"The answer is (correct|wrong)")
-_VERDICT_AT_END = re.compile(r"The answer is (correct|wrong)$")
+_VERDICT_PHRASE = re.compile(r"The answer is (correct|wrong)\b")
+_VERDICT_AT_END = re.compile(r"\bThe answer is (correct|wrong)$")
 # Markdown and quoting a chat model wraps around its last sentence: **...**, $...$, '...'.
 _TRAILING_DECORATION = " \t\r\n*_$'\"`"
 
@@ -208,8 +208,9 @@ def parse_verdict(text: str) -> Verdict | None:
     and quoting a chat model wraps around its last sentence (`*`, `_`, `$`, quotes,
     backticks), ends with `The answer is correct` or `The answer is wrong` (a final period
     allowed, also inside the decoration: `**The answer is wrong.**`), and the phrase
-    `The answer is correct|wrong` occurs exactly once in the whole text. A text that names
-    both verdicts, repeats one, or ends elsewhere gives None. Case-sensitive, as in PAG.
+    `The answer is correct|wrong` occurs exactly once in the whole text (as whole words:
+    "The answer is correctly derived" does not count). A text that names both verdicts,
+    repeats one, or ends elsewhere gives None. Case-sensitive, as in PAG.
     """
     if len(_VERDICT_PHRASE.findall(text)) != 1:
         return None

@@ -90,6 +90,8 @@ def roles(episode):
     ("The answer is wrong. The answer is wrong.", None),  # repeated
     ("the answer is correct.", None),  # case-sensitive, as in PAG
     ("The answer is incorrect.", None),
+    ("The answer is correctly simplified in step 3. The answer is correct.", "correct"),  # whole words only
+    ("So The answer is wrongly... no. XThe answer is wrong", None),
     ("The answer is correct!", None),
     ("", None),
 ])
