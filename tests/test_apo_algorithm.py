@@ -243,6 +243,20 @@ def test_entropy_matches_the_distribution(embedded_tokenizer):
     assert float(result.entropy[0, 1]) == pytest.approx(float(-(log_probs.exp() * log_probs).sum()), rel=1e-4)
 
 
+def test_bfloat16_policy_gives_float32_logps_with_gradients(embedded_tokenizer):
+    model32 = build_tiny_policy(embedded_tokenizer, seed=10)
+    model16 = copy.deepcopy(model32).to(torch.bfloat16)
+    batch = fixed_batch()
+    inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
+    result = response_token_logps(model16, *inputs, with_entropy=True)
+    assert result.token_logps.dtype == torch.float32 and result.entropy.dtype == torch.float32
+    with torch.no_grad():
+        reference = sequence_logps(model32, *inputs)
+    assert torch.allclose(result.token_logps.sum(-1).detach(), reference, rtol=2e-2)
+    (result.token_logps.sum() - result.entropy.sum()).backward()
+    assert model16.lm_head.weight.grad is not None and torch.isfinite(model16.lm_head.weight.grad.float()).all()
+
+
 def test_logps_reject_right_padded_prompts_and_missing_mask(embedded_tokenizer):
     model = build_tiny_policy(embedded_tokenizer)
     ids = torch.tensor([[5, 6, EOS]])
