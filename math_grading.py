@@ -224,6 +224,15 @@ _TRAILING_UNITS_RE = re.compile(
     rf"(?:\^?\{{?\d\}}?)?\s*$")
 
 
+def _trailing_unit(answer: str) -> str | None:
+    """The unit word an answer ends in (`7\\text{ hours}` -> `hour`), singular, or None."""
+    match = _TRAILING_UNITS_RE.search(answer.strip().rstrip("."))
+    if not match:
+        return None
+    word = re.sub(r"\\(?:text|mbox|mathrm)|[{}\s^\d]", "", match.group(0)).lower()
+    return "inch" if word == "inches" else word.removesuffix("s")
+
+
 def _unwrap_text(s: str) -> str:
     """Replace `\\text{x}`, `\\textbf{x}`, `\\mbox{x}`, `\\mathrm{x}` by `x` (innermost first)."""
     pattern = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|textnormal|operatorname)\s*\{([^{}]*)\}")
@@ -472,6 +481,9 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
     matches the same multiset, bare or written `\\{a, b, c\\}` / `x=a, x=b`. Anything else is
     a leaf. Returns True/False, or None when `atom` could not decide a needed leaf.
     """
+    pred_unit, gold_unit = _trailing_unit(pred), _trailing_unit(gold)
+    if pred_unit and gold_unit and pred_unit != gold_unit:  # `5 hours` is not `5 minutes`
+        return False
     clock = r"\s*(?:\\text\{\s*)?\b[ap]\.?m\.?\}?\s*$"
     if re.search(clock, gold) and not re.search(clock, pred):  # `9:45` for `9:45 \text{ a.m.}`
         gold = re.sub(clock, "", gold)
@@ -587,6 +599,8 @@ def _numbers_close(a, b) -> bool | None:
         return None
     if a.free_symbols or b.free_symbols or not (a.is_number and b.is_number):
         return None
+    if a.has(sympy.oo, -sympy.oo, sympy.zoo) or b.has(sympy.oo, -sympy.oo, sympy.zoo):
+        return bool(a == b)  # a relative tolerance would call oo close to -oo
     if a.is_rational and b.is_rational:  # exact: 2^{100}+1 != 2^{100}
         difference = (a - b).doit()
         if isinstance(difference, sympy.Rational):
@@ -665,6 +679,9 @@ def grade_many(responses: Sequence[str], golds: Sequence[str], *, timeout: float
     verdicts: list[bool] = [False] * len(responses)
     slow: list[tuple[int, str, str]] = []
     for index, (response, gold) in enumerate(zip(responses, golds)):
+        if not isinstance(response, str) or not isinstance(gold, str):
+            raise TypeError(f"grade_many: pair {index} is ({type(response).__name__}, {type(gold).__name__}); "
+                            f"responses and golds must be str (decode token ids before grading)")
         report.graded += 1
         answer = extract_answer(response)
         if answer is None:

@@ -229,6 +229,8 @@ def test_grade_many_rejects_bad_arguments():
         grade_many(["1", "2"], ["1"])
     with pytest.raises(ValueError, match="timeout"):
         grade_many(["1"], ["1"], timeout=0)
+    with pytest.raises(TypeError, match="pair 1 is \\(NoneType, str\\)"):
+        grade_many(["1", None], ["1", "2"])
 
 
 def test_grader_version_is_recorded():
