@@ -1,0 +1,259 @@
+"""The human-readable side of an evaluation: results.md, the comparison table and the PNG plots.
+
+Everything here reads a metrics dict produced by eval_metrics.compute_metrics (plus the
+provenance block evaluate_apo adds); nothing is recomputed from generations. Percentages are
+printed with one decimal; "n/a" marks a rate whose denominator is empty. A run in oracle mode
+carries "oracle (upper bound)" in every title.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+HEADLINE = ("acc_t1", "acc_final", "improvement")
+COMPARED_ROWS = (
+    ("acc_t1", "Acc@t1 (first attempt)"),
+    ("acc_final", "Acc@final (final attempt)"),
+    ("improvement", "Improvement (final - first)"),
+    ("delta_i_to_c", "delta(i->c) fixed"),
+    ("delta_c_to_i", "delta(c->i) broken"),
+    ("verifier.accuracy", "Verifier accuracy"),
+    ("verifier.recall_on_correct", "Verifier recall on correct"),
+    ("verifier.recall_on_wrong", "Verifier recall on wrong"),
+    ("revision_rate", "Revision rate"),
+    ("truncation_rate", "Truncation rate (turns)"),
+)
+TRANSITION_COLOURS = {"stayed_right": "#4c9a2a", "fixed": "#9fd356", "broken": "#e4572e", "stayed_wrong": "#a0a0a0"}
+
+
+def pct(value: float | None, signed: bool = False) -> str:
+    """A rate as a percentage with one decimal; "n/a" for None."""
+    if value is None:
+        return "n/a"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def pct_unit(value: float | None) -> str:
+    """`12.3%`, or "n/a" for None."""
+    return "n/a" if value is None else f"{pct(value)}%"
+
+
+def _lookup(summary: dict, dotted: str) -> float | None:
+    value = summary
+    for part in dotted.split("."):
+        value = value[part]
+    return value
+
+
+def _ci(metrics: dict, name: str) -> str:
+    interval = metrics["overall"]["ci95"].get(name)
+    if interval is None:
+        return "n/a"
+    return f"[{pct(interval['low'])}, {pct(interval['high'])}]"
+
+
+def run_title(metrics: dict) -> str:
+    """`<model> | <mode label>`, e.g. `embedded | oracle (upper bound)`."""
+    model = metrics.get("provenance", {}).get("model", {}).get("name", "model")
+    return f"{model} | {metrics['mode_label']}"
+
+
+# --- results.md ---
+
+
+def results_markdown(metrics: dict) -> str:
+    """results.md: the seed's first/final/improvement table, then per type, per level, sampled
+    metrics, the verifier, transitions, truncation and what could not be graded."""
+    overall = metrics["overall"]
+    lines = [f"# Self-correction results: {run_title(metrics)}", ""]
+    lines += _provenance_lines(metrics)
+    lines += ["## First vs final attempt", "",
+              "| Metric | First Attempt | Final Attempt | Improvement |", "| --- | --- | --- | --- |",
+              f"| Accuracy (%) | {pct(overall['acc_t1'])} | {pct(overall['acc_final'])} | "
+              f"{pct(overall['improvement'], signed=True)} |",
+              f"| 95% interval | {_ci(metrics, 'acc_t1')} | {_ci(metrics, 'acc_final')} | {_ci(metrics, 'improvement')} |",
+              ""]
+    lines += ["## By MATH type", ""] + _group_table(metrics["by_type"], "Type") + [""]
+    lines += ["## By level", ""] + _group_table(metrics["by_level"], "Level") + [""]
+    if metrics["samples_per_problem"] > 1:
+        lines += _sampled_lines(metrics)
+    lines += _detail_lines(metrics)
+    return "\n".join(lines) + "\n"
+
+
+def _provenance_lines(metrics: dict) -> list[str]:
+    provenance = metrics.get("provenance")
+    if not provenance:
+        return []
+    sampling = provenance["sampling"]
+    decoding = "greedy" if sampling["temperature"] == 0 else f"temperature {sampling['temperature']}, top_p {sampling['top_p']}"
+    return [f"Model `{provenance['model']['name']}`, eval file `{provenance['eval_file']['path']}` "
+            f"(sha256 {provenance['eval_file']['sha256'][:12]}), {metrics['num_problems']} problems x "
+            f"{metrics['samples_per_problem']} samples, {decoding}, max_new_tokens {sampling['max_new_tokens']}, "
+            f"up to {sampling['max_correction_turns']} attempts, grader {provenance['grader_version']}.", ""]
+
+
+def _group_table(groups: dict, label: str) -> list[str]:
+    rows = [f"| {label} | n | Acc@t1 | Acc@final | Improvement | i->c | c->i | Verifier acc | Revision rate |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, s in groups.items():
+        rows.append(f"| {name} | {s['num_graded']} | {pct(s['acc_t1'])} | {pct(s['acc_final'])} | "
+                    f"{pct(s['improvement'], signed=True)} | {pct(s['delta_i_to_c'])} | {pct(s['delta_c_to_i'])} | "
+                    f"{pct(s['verifier']['accuracy'])} | {pct(s['revision_rate'])} |")
+    return rows
+
+
+def _sampled_lines(metrics: dict) -> list[str]:
+    n = metrics["samples_per_problem"]
+    ks = [str(k) for k in metrics["metric_settings"]["pass_k"]]
+    header = f"| Group | mean@{n} t1 | mean@{n} final | maj@{n} t1 | maj@{n} final | " + \
+        " | ".join(f"pass@{k} t1 | pass@{k} final" for k in ks) + " |"
+    rows = ["## Sampled metrics", "", "maj@n: answers with whitespace removed vote; ties go to the first "
+            "occurrence. pass@k: unbiased estimator of Chen et al. (2021).", "", header,
+            "|" + " --- |" * (5 + 2 * len(ks))]
+    groups = {"overall": metrics["overall"], **{f"type {k}": v for k, v in metrics["by_type"].items()},
+              **{f"level {k}": v for k, v in metrics["by_level"].items()}}
+    for name, s in groups.items():
+        sampled = s["sampled"]
+        cells = [pct(sampled["mean_at_n_t1"]), pct(sampled["mean_at_n_final"]), pct(sampled["maj_at_n_t1"]),
+                 pct(sampled["maj_at_n_final"])]
+        cells += [pct(sampled[f"pass_at_k_{w}"][k]) for k in ks for w in ("t1", "final")]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows + [""]
+
+
+def _detail_lines(metrics: dict) -> list[str]:
+    overall, verifier = metrics["overall"], metrics["overall"]["verifier"]
+    t = overall["transitions"]
+    lines = ["## Verifier", "",
+             f"{verifier['num_verifications']} verifications: accuracy {pct_unit(verifier['accuracy'])}, recall on "
+             f"correct answers {pct_unit(verifier['recall_on_correct'])}, recall on wrong answers "
+             f"{pct_unit(verifier['recall_on_wrong'])}, verdict parse failures {pct_unit(verifier['parse_failure_rate'])} "
+             "(an unparsed verdict counts as a verifier error).", "",
+             "## Transitions (first -> final)", "",
+             "| stayed right | fixed (i->c) | broken (c->i) | stayed wrong |", "| --- | --- | --- | --- |",
+             f"| {t['stayed_right']} | {t['fixed']} | {t['broken']} | {t['stayed_wrong']} |", "",
+             "## Answers, truncation and grading", "",
+             f"- No extractable answer (counted wrong): first attempt {overall['no_answer_t1']}, final "
+             f"{overall['no_answer_final']} of {overall['num_graded']} episodes.",
+             f"- Truncated at max_new_tokens: {pct_unit(overall['truncation_rate'])} of turns, "
+             f"{pct_unit(overall['attempt_truncation_rate'])} of attempts.",
+             f"- Ungradable gold answers (excluded from every rate): {metrics['ungradable']['count']}"
+             + (f" ({', '.join(metrics['ungradable']['ids'][:20])})" if metrics["ungradable"]["count"] else "") + "."]
+    report = metrics.get("provenance", {}).get("grading_report")
+    if report:
+        lines.append(f"- Grader: {report['graded']} graded, {report['timeouts']} timeouts and {report['errors']} "
+                     "errors (graded wrong).")
+    return lines + [""]
+
+
+# --- comparison ---
+
+
+def _intervals_disjoint(a: dict, b: dict, name: str) -> bool | None:
+    ia, ib = a["overall"]["ci95"].get(name), b["overall"]["ci95"].get(name)
+    if ia is None or ib is None:
+        return None
+    return ia["high"] < ib["low"] or ib["high"] < ia["low"]
+
+
+def comparison_markdown(runs: list[tuple[str, dict]]) -> str:
+    """Side-by-side table of runs (name, metrics); each later run is differenced against the first.
+
+    For Acc@t1, Acc@final and the improvement, "beyond CIs" marks a difference whose two 95%
+    intervals do not overlap (a conservative test; overlapping intervals do not prove equality).
+    """
+    if len(runs) < 2:
+        raise ValueError(f"a comparison needs at least 2 runs, got {len(runs)}")
+    base_name, base = runs[0]
+    header = "| Metric | " + " | ".join(f"{name} ({m['mode_label']})" for name, m in runs) + " | " + \
+        " | ".join(f"{name} - {base_name}" for name, _ in runs[1:]) + " |"
+    lines = ["# Comparison", "", header, "|" + " --- |" * (2 * len(runs))]
+    for key, label in COMPARED_ROWS:
+        values = [_lookup(m["overall"], key) for _, m in runs]
+        diffs = []
+        for (_, m), value in zip(runs[1:], values[1:]):
+            diff = None if value is None or values[0] is None else value - values[0]
+            cell = pct(diff, signed=True)
+            if key in HEADLINE and diff is not None:
+                disjoint = _intervals_disjoint(base, m, key)
+                cell += " (beyond CIs)" if disjoint else " (within CIs)"
+            diffs.append(cell)
+        lines.append(f"| {label} | " + " | ".join(pct(v) for v in values) + " | " + " | ".join(diffs) + " |")
+    lines += ["", "Differences in percentage points; \"beyond CIs\" = the two 95% intervals do not overlap.", ""]
+    lines += _comparability_notes(runs)
+    return "\n".join(lines) + "\n"
+
+
+def _comparability_notes(runs: list[tuple[str, dict]]) -> list[str]:
+    notes = []
+    shas = {m.get("provenance", {}).get("eval_file", {}).get("sha256") for _, m in runs}
+    if len(shas) > 1:
+        notes.append("- Warning: the runs were evaluated on different eval files (sha256 differs).")
+    counts = {(m["num_problems"], m["samples_per_problem"]) for _, m in runs}
+    if len(counts) > 1:
+        notes.append(f"- Warning: problem x sample counts differ between runs: {sorted(counts)}.")
+    if any(m["mode"] == "oracle" for _, m in runs):
+        notes.append("- Runs marked oracle (upper bound) retry only when the gold answer says wrong; they are not "
+                     "self-correction.")
+    return notes
+
+
+# --- plots ---
+
+
+def write_plots(metrics: dict, folder: str) -> list[str]:
+    """accuracy_by_level.png, accuracy_by_type.png and transitions.png in `folder`; returns their paths."""
+    title = run_title(metrics)
+    paths = [_accuracy_bars(metrics["by_level"], "Level", f"Accuracy by level\n{title}",
+                            os.path.join(folder, "accuracy_by_level.png")),
+             _accuracy_bars(metrics["by_type"], "MATH type", f"Accuracy by type\n{title}",
+                            os.path.join(folder, "accuracy_by_type.png")),
+             _transition_chart(metrics, f"First -> final attempt\n{title}", os.path.join(folder, "transitions.png"))]
+    return paths
+
+
+def _accuracy_bars(groups: dict, label: str, title: str, path: str) -> str:
+    names = list(groups)
+    first = [100 * (groups[g]["acc_t1"] or 0.0) for g in names]
+    final = [100 * (groups[g]["acc_final"] or 0.0) for g in names]
+    positions = range(len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names) + 2), 4.5))
+    ax.bar([p - 0.2 for p in positions], first, width=0.4, label="first attempt", color="#8fb3d9")
+    ax.bar([p + 0.2 for p in positions], final, width=0.4, label="final attempt", color="#1f5f99")
+    ax.set_xticks(list(positions), [f"{g}\n(n={groups[g]['num_graded']})" for g in names],
+                  rotation=30 if len(names) > 5 else 0, ha="right" if len(names) > 5 else "center")
+    ax.set_xlabel(label)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _transition_chart(metrics: dict, title: str, path: str) -> str:
+    groups = {"overall": metrics["overall"], **{f"level {k}": v for k, v in metrics["by_level"].items()}}
+    names = list(groups)[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 2))
+    left = [0.0] * len(names)
+    for kind, colour in TRANSITION_COLOURS.items():
+        shares = [100 * groups[g]["transitions"][kind] / groups[g]["num_graded"] if groups[g]["num_graded"] else 0.0
+                  for g in names]
+        ax.barh(names, shares, left=left, color=colour, label=kind.replace("_", " "))
+        left = [a + b for a, b in zip(left, shares)]
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of episodes (%)")
+    ax.set_title(title)
+    ax.legend(ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(names) < 4 else -0.12), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,555 @@
+"""Stage 3: evaluate self-correction on held-out MATH problems, with numbers a reviewer can recompute.
+
+Each problem (x each sample) runs one self-correction episode (self_correction.run_episodes,
+PAG protocol: attempt, verify, revise after "The answer is wrong", up to max_correction_turns
+attempts); every attempt is graded with math_grading. Output folder:
+
+  generations.jsonl   one record per problem x sample x turn (eval_metrics' schema), appended
+                      per finished chunk: a re-run with --resume true (default) continues
+  metrics.json        eval_metrics.compute_metrics(generations.jsonl) + a "provenance" block
+  results.md          first vs final attempt, then per type and per level tables
+  accuracy_by_level.png, accuracy_by_type.png, transitions.png
+  run_settings.json   the settings a resumed run must share with the interrupted one
+
+    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B-Instruct                  # greedy, MATH-500
+    python evaluate_apo.py --model outputs/train/final --num_samples 32 \\
+        --eval_temperature 0.6 --eval_top_p 0.95 --pass_k 1 8 32             # PAG's Avg@32 setting
+    python evaluate_apo.py --model embedded --limit 20 --eval_max_new_tokens 256  # CPU smoke test
+    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B-Instruct --models outputs/train/final \\
+        --output_dir outputs/eval_base_vs_trained    # several models: one subfolder each + comparison.md
+    python evaluate_apo.py --correction_mode oracle  # writes under <output_dir>/oracle_upper_bound/
+    python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
+
+Several models: `--model` is the first, `--models` adds more; each run goes to
+<output_dir>/<model name with / -> __>/ and <output_dir>/comparison.md compares them against
+the first. An oracle run (retry only when the gold answer says wrong) is an upper bound, not
+self-correction: its folder is named oracle_upper_bound and every title says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+
+import torch
+from tqdm.auto import tqdm
+
+from apo_config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
+from eval_metrics import episode_records, metrics_from_generations, mode_label, validate_record
+from eval_report import comparison_markdown, results_markdown, run_title, write_plots
+
+logger = logging.getLogger(__name__)
+
+EVAL_ROW_FIELDS = {"id": (str,), "problem": (str,), "answer": (str, type(None)), "type": (str,), "level": (int, type(None))}
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-verify", "sympy", "numpy")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+# settings a resumed run must share with the run it continues
+RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
+               "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt",
+               "unparsed_verdict_revises", "seed", "grader_version")
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate on, how to decode, and where the report goes."""
+
+    eval_file: str = field(default="math_eval_500.jsonl", metadata={"help": (
+        "JSONL of eval rows from prepare_data.py: id, problem, answer, type, level (int or null).")})
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Folder for generations, metrics, report and plots."})
+    models: list[str] = field(default_factory=list, metadata={"help": (
+        "Further models evaluated after --model, each into <output_dir>/<name>/, then compared in comparison.md.")})
+    limit: int = field(default=0, metadata={"help": "Evaluate only the first N problems (0 = all)."})
+    num_samples: int = field(default=1, metadata={"help": (
+        "Episodes per problem: 1 with greedy decoding; n > 1 (needs --eval_temperature > 0) gives mean@n, maj@n, pass@k.")})
+    eval_temperature: float = field(default=0.0, metadata={"help": (
+        "0 = greedy decoding; the sampled convention (PAG, Avg@32) is 0.6 with --eval_top_p 0.95.")})
+    eval_top_p: float = field(default=0.95, metadata={"help": "Nucleus top_p when eval_temperature > 0 (ignored by greedy)."})
+    eval_max_new_tokens: int = field(default=2048, metadata={"help": (
+        "Generation limit per turn (2048 suits Qwen2.5 on MATH); the truncation rate is reported.")})
+    eval_batch_size: int = field(default=64, metadata={"help": (
+        "Episodes per run_episodes call; also the resume granularity (generations.jsonl is appended per chunk).")})
+    pass_k: list[int] = field(default_factory=lambda: [1], metadata={"help": "k values of pass@k, each <= num_samples."})
+    bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap resamples for the 95 percent intervals."})
+    unparsed_verdict_revises: bool = field(default=True, metadata={"help": (
+        "Revise after an unparseable verdict (PAG's evaluation convention).")})
+    compare: list[str] = field(default_factory=list, metadata={"help": (
+        "metrics.json files to compare side by side (no evaluation is run); writes <output_dir>/comparison.md.")})
+    resume: bool = field(default=True, metadata={"help": (
+        "Continue an interrupted run in output_dir (same settings required); false refuses a non-empty folder.")})
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("limit", self.limit >= 0, "use 0 for all problems or a positive count"),
+            ("num_samples", self.num_samples >= 1, "use 1 (greedy) or more samples per problem"),
+            ("eval_temperature", self.eval_temperature >= 0, "use 0 for greedy or a positive temperature such as 0.6"),
+            ("eval_top_p", 0 < self.eval_top_p <= 1, "use a value in (0, 1] such as 0.95"),
+            ("eval_max_new_tokens", self.eval_max_new_tokens >= 1, "use a positive token count such as 2048"),
+            ("eval_batch_size", self.eval_batch_size >= 1, "use a positive number of episodes"),
+            ("bootstrap_resamples", self.bootstrap_resamples >= 100, "use 100 or more (default 2000)"),
+            ("num_samples", not (self.num_samples > 1 and self.eval_temperature == 0),
+             "greedy decoding gives identical samples; set --eval_temperature 0.6 --eval_top_p 0.95 for n > 1"),
+            ("pass_k", bool(self.pass_k) and all(1 <= k <= self.num_samples for k in self.pass_k),
+             f"give k values in 1..num_samples={self.num_samples}"),
+        ]
+        for name, ok, fix in checks:
+            if not ok:
+                raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} is invalid: {fix}.")
+
+
+def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
+    """Evaluate cfg.model (and eval_cfg.models); returns cfg.model's metrics (with provenance).
+
+    With eval_cfg.compare, only compares those metrics.json files and returns
+    {"runs": [paths], "markdown": table}.
+    """
+    # --- comparison of finished runs ---
+    if eval_cfg.compare:
+        return compare_runs(eval_cfg.compare, eval_cfg.output_dir)
+
+    # --- eval problems ---
+    rows = load_eval_rows(eval_cfg.eval_file, eval_cfg.limit)
+    models = [cfg.model] + list(eval_cfg.models)
+    if len(set(models)) != len(models):
+        raise ValueError(f"--model and --models name a model twice: {models}")
+
+    # --- one run per model ---
+    runs = {}
+    for model in models:
+        run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=cfg.correction_mode)
+        runs[model] = evaluate_model(dataclasses.replace(cfg, model=model), eval_cfg, rows, run_dir)
+
+    # --- comparison across models ---
+    if len(models) > 1:
+        table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
+        _write_text(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
+        print(table)
+    return runs[cfg.model]
+
+
+def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run_dir: str) -> dict:
+    """Generate (resuming), grade, then compute metrics from generations.jsonl alone and write the report."""
+    from math_grading import GRADER_VERSION, GradingReport
+
+    os.makedirs(run_dir, exist_ok=True)
+    generations_path = os.path.join(run_dir, "generations.jsonl")
+    settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
+
+    # --- resume: keep finished episodes, drop a partial chunk ---
+    finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, {row["id"] for row in rows})
+    work = [(row, sample) for row in rows for sample in range(eval_cfg.num_samples)]
+    todo = [(position, row, sample) for position, (row, sample) in enumerate(work) if (row["id"], sample) not in finished]
+    save_config(os.path.join(run_dir, "eval_config.json"), cfg, eval_cfg)
+
+    # --- generate and grade, appending per chunk ---
+    grading_report = GradingReport()
+    if todo:
+        generate_and_grade(cfg, eval_cfg, todo, generations_path, grading_report, total=len(work),
+                           done=len(work) - len(todo), running=finished)
+
+    # --- metrics from generations.jsonl alone ---
+    metrics = metrics_from_generations(generations_path, pass_k=tuple(eval_cfg.pass_k),
+                                       bootstrap_resamples=eval_cfg.bootstrap_resamples, bootstrap_seed=cfg.seed)
+    metrics["provenance"] = provenance(cfg, eval_cfg, settings, grading_report)
+    write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
+
+    # --- report: results.md and plots ---
+    _write_text(os.path.join(run_dir, "results.md"), results_markdown(metrics))
+    write_plots(metrics, run_dir)
+    print(summary_line(metrics))
+    return metrics
+
+
+# --- input ---
+
+
+def load_eval_rows(path: str, limit: int = 0) -> list[dict]:
+    """Eval rows of a prepare_data JSONL file (first `limit` when > 0).
+
+    Raises FileNotFoundError naming prepare_data.py, ValueError naming the file, line and
+    field for a bad row, a duplicated id, or an empty file.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"eval file {path!r} not found; write it with `python prepare_data.py` "
+                                "or pass --eval_file")
+    rows, seen = [], {}
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path} line {line_number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            _validate_row(row, where)
+            if row["id"] in seen:
+                raise ValueError(f"{where}: id {row['id']!r} already used on line {seen[row['id']]}")
+            seen[row["id"]] = line_number
+            rows.append(row)
+            if limit and len(rows) == limit:
+                break
+    if not rows:
+        raise ValueError(f"{path}: no eval rows (empty file)")
+    return rows
+
+
+def _validate_row(row: object, where: str) -> None:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for name, types in EVAL_ROW_FIELDS.items():
+        if name not in row:
+            raise ValueError(f"{where}: missing field {name!r} (eval rows need {sorted(EVAL_ROW_FIELDS)}; "
+                             "write them with prepare_data.py)")
+        value = row[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"{where}: field {name!r} is {value!r}, expected "
+                             + " or ".join("null" if t is type(None) else t.__name__ for t in types))
+
+
+def gold_is_gradable(gold: str | None) -> bool:
+    """A gold answer that is missing or blank cannot be graded; such problems are reported, not scored."""
+    return gold is not None and gold.strip() != ""
+
+
+# --- output folder and resume ---
+
+
+def run_folder(output_dir: str, model: str, *, several: bool, mode: str) -> str:
+    """output_dir, or output_dir/<model slug> when several models run; oracle runs go one level
+    deeper, into oracle_upper_bound/, so no file of an upper bound passes for self-correction."""
+    folder = os.path.join(output_dir, model_slug(model)) if several else output_dir
+    return os.path.join(folder, "oracle_upper_bound") if mode == "oracle" else folder
+
+
+def model_slug(model: str) -> str:
+    """File-system name of a model: `Qwen/Qwen2.5-1.5B-Instruct` -> `Qwen__Qwen2.5-1.5B-Instruct`."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model.strip("/").replace("/", "__")) or "model"
+
+
+def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) -> dict:
+    """The settings that decide the generations (compared on resume)."""
+    return {
+        "model": cfg.model, "eval_file": eval_cfg.eval_file, "eval_file_sha256": file_sha256(eval_cfg.eval_file),
+        "num_samples": eval_cfg.num_samples, "correction_mode": cfg.correction_mode,
+        "max_correction_turns": cfg.max_correction_turns, "temperature": eval_cfg.eval_temperature,
+        "top_p": eval_cfg.eval_top_p, "max_new_tokens": eval_cfg.eval_max_new_tokens,
+        "system_prompt": cfg.system_prompt, "verify_prompt": cfg.verify_prompt, "revise_prompt": cfg.revise_prompt,
+        "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises, "seed": cfg.seed,
+        "grader_version": grader_version, "dtype": cfg.dtype, "eval_batch_size": eval_cfg.eval_batch_size,
+    }
+
+
+def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[str]) -> set[tuple[str, int]]:
+    """Finished (id, sample) pairs already in run_dir/generations.jsonl.
+
+    A resumed run must match the saved run_settings.json on RESUME_KEYS (ValueError naming the
+    differing keys). Records of unfinished episodes (an interrupted chunk, a half-written last
+    line) are dropped and the file is rewritten atomically. Raises ValueError when resume is
+    False and the folder already holds generations, or when they name ids not in the eval file.
+    """
+    generations_path = os.path.join(run_dir, "generations.jsonl")
+    settings_path = os.path.join(run_dir, "run_settings.json")
+    has_generations = os.path.isfile(generations_path) and os.path.getsize(generations_path) > 0
+    if has_generations and not resume:
+        raise ValueError(f"{generations_path} exists; pass --resume true to continue it or choose another --output_dir")
+    if not has_generations:
+        write_json_atomic(settings_path, settings)
+        open(generations_path, "w").close()
+        return set()
+    if not os.path.isfile(settings_path):
+        raise ValueError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
+    with open(settings_path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
+    if differing:
+        details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {settings[k]!r}" for k in differing)
+        raise ValueError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")
+    kept, dropped = _finished_records(generations_path)
+    unknown = sorted({r["id"] for r in kept} - row_ids)
+    if unknown:
+        raise ValueError(f"{generations_path} holds ids not in the eval file (e.g. {unknown[:3]}); use another --output_dir")
+    if dropped:
+        logger.warning("resume: dropped %d records of unfinished episodes from %s", dropped, generations_path)
+        _rewrite_jsonl(generations_path, kept)
+    finished = {(r["id"], r["sample"]) for r in kept}
+    logger.info("resume: %d finished episodes in %s", len(finished), generations_path)
+    return finished
+
+
+def _finished_records(path: str) -> tuple[list[dict], int]:
+    """Records of complete episodes, and how many records were dropped. A last line cut off by an
+    interrupted write is dropped; any other unreadable line raises ValueError naming it."""
+    with open(path, encoding="utf-8") as handle:
+        lines = handle.read().split("\n")
+    records, dropped = [], 0
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        is_cut_last_line = line_number == len(lines)  # no newline after it
+        try:
+            record = json.loads(line)
+            validate_record(record, f"{path} line {line_number}")
+        except (json.JSONDecodeError, ValueError):
+            if is_cut_last_line:
+                dropped += 1
+                continue
+            raise
+        records.append(record)
+    counts: dict[tuple[str, int], int] = {}
+    for record in records:
+        counts[(record["id"], record["sample"])] = counts.get((record["id"], record["sample"]), 0) + 1
+    kept = [r for r in records if counts[(r["id"], r["sample"])] == r["episode_turns"]]
+    return kept, dropped + len(records) - len(kept)
+
+
+def _rewrite_jsonl(path: str, records: list[dict]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    os.replace(tmp, path)
+
+
+def _append_jsonl(path: str, records: list[dict]) -> None:
+    """Append one finished chunk in a single write, flushed to disk."""
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+# --- generation and grading ---
+
+
+def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[int, dict, int]],
+                       generations_path: str, grading_report, *, total: int, done: int,
+                       running: set[tuple[str, int]]) -> None:
+    """Run the episodes of `todo` (position, row, sample) in chunks of eval_batch_size, grade every
+    attempt and append each finished chunk to generations.jsonl. Chunk k is seeded with
+    cfg.seed + the position of its first episode, so a resumed sampled run draws the same samples."""
+    from model_loading import load_model, load_tokenizer
+    from self_correction import run_episodes
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir)
+    model = load_model(cfg.model, cfg.model_cache_dir, cfg.dtype, device)
+    tally = _RunningAccuracy.from_file(generations_path) if running else _RunningAccuracy()
+    bar = tqdm(total=total, initial=done, desc=f"eval {cfg.model}", unit="episode")
+    for start in range(0, len(todo), eval_cfg.eval_batch_size):
+        chunk = todo[start:start + eval_cfg.eval_batch_size]
+        golds = [row["answer"] for _, row, _ in chunk]
+        torch.manual_seed(cfg.seed + chunk[0][0])
+        judge = make_oracle_judge(golds, cfg) if cfg.correction_mode == "oracle" else None
+        episodes = run_episodes(model, tokenizer, [row["problem"] for _, row, _ in chunk], cfg,
+                                mode=cfg.correction_mode, oracle_judge=judge, temperature=eval_cfg.eval_temperature,
+                                top_p=eval_cfg.eval_top_p, max_new_tokens=eval_cfg.eval_max_new_tokens,
+                                unparsed_verdict_revises=eval_cfg.unparsed_verdict_revises)
+        records = grade_episodes(episodes, chunk, cfg, grading_report)
+        _append_jsonl(generations_path, records)
+        tally.add(records)
+        bar.update(len(chunk))
+        bar.set_postfix_str(tally.describe())
+    bar.close()
+
+
+def make_oracle_judge(golds: list[str | None], cfg: A_PO_Config):
+    """oracle_judge(problem_indices, attempt_texts) -> [is correct] for run_episodes' oracle mode (an
+    UPPER BOUND). The only place a gold answer is read before grading; an ungradable gold counts as
+    correct (no retry), and such problems are excluded from every rate anyway."""
+    from math_grading import grade_many
+
+    def judge(problem_indices: list[int], attempt_texts: list[str]) -> list[bool]:
+        verdicts = [True] * len(problem_indices)
+        gradable = [i for i, p in enumerate(problem_indices) if gold_is_gradable(golds[p])]
+        graded = grade_many([attempt_texts[i] for i in gradable], [golds[problem_indices[i]] for i in gradable],
+                            timeout=cfg.grading_timeout, num_workers=cfg.grading_workers)
+        for i, ok in zip(gradable, graded):
+            verdicts[i] = ok
+        return verdicts
+
+    return judge
+
+
+def grade_episodes(episodes: list, chunk: list[tuple[int, dict, int]], cfg: A_PO_Config, grading_report) -> list[dict]:
+    """Grade every attempt/revise turn against its gold (None where the gold is ungradable) and
+    turn the episodes into per-turn records."""
+    from math_grading import extract_answer, grade_many
+
+    texts, golds, owners = [], [], []
+    for index, (episode, (_, row, _)) in enumerate(zip(episodes, chunk)):
+        for turn in episode.attempts:
+            if gold_is_gradable(row["answer"]):
+                texts.append(turn.text)
+                golds.append(row["answer"])
+                owners.append(index)
+    verdicts = iter(grade_many(texts, golds, timeout=cfg.grading_timeout, num_workers=cfg.grading_workers,
+                               report=grading_report))
+    records = []
+    for episode, (_, row, sample) in zip(episodes, chunk):
+        gradable = gold_is_gradable(row["answer"])
+        correctness = [next(verdicts) if gradable else None for _ in episode.attempts]
+        records += episode_records(episode, problem_row=row, sample=sample, correctness=correctness,
+                                   mode=cfg.correction_mode,
+                                   extracted_answers=[extract_answer(t.text) for t in episode.attempts])
+    return records
+
+
+@dataclass
+class _RunningAccuracy:
+    """Acc@t1 / Acc@final over the episodes written so far, for the progress bar."""
+
+    episodes: int = 0
+    right_t1: int = 0
+    right_final: int = 0
+
+    def add(self, records: list[dict]) -> None:
+        firsts, finals = {}, {}
+        for r in records:
+            if r["role"] != "verify" and r["correct"] is not None:
+                key = (r["id"], r["sample"])
+                firsts.setdefault(key, r["correct"])
+                finals[key] = r["correct"]
+        self.episodes += len(firsts)
+        self.right_t1 += sum(firsts.values())
+        self.right_final += sum(finals.values())
+
+    @classmethod
+    def from_file(cls, path: str) -> "_RunningAccuracy":
+        tally = cls()
+        with open(path, encoding="utf-8") as handle:
+            tally.add(sorted((json.loads(line) for line in handle if line.strip()), key=lambda r: r["turn"]))
+        return tally
+
+    def describe(self) -> str:
+        if not self.episodes:
+            return "acc@t1 n/a acc@final n/a"
+        return f"acc@t1 {self.right_t1 / self.episodes:.3f} acc@final {self.right_final / self.episodes:.3f}"
+
+
+# --- provenance ---
+
+
+def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, grading_report) -> dict:
+    """Where the numbers come from: model identity, packages, prompts, sampling, seed, grader, eval file."""
+    return {
+        "model": model_identity(cfg.model, cfg.model_cache_dir),
+        "mode_label": mode_label(cfg.correction_mode),
+        "packages": {name: _package_version(name) for name in PACKAGES},
+        "prompts": {"system": cfg.system_prompt, "verify": cfg.verify_prompt, "revise": cfg.revise_prompt},
+        "sampling": {"temperature": eval_cfg.eval_temperature, "top_p": eval_cfg.eval_top_p,
+                     "max_new_tokens": eval_cfg.eval_max_new_tokens, "num_samples": eval_cfg.num_samples,
+                     "max_correction_turns": cfg.max_correction_turns,
+                     "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises},
+        "seed": cfg.seed,
+        "grader_version": settings["grader_version"],
+        "grading_report": dataclasses.asdict(grading_report),
+        "eval_file": {"path": eval_cfg.eval_file, "sha256": settings["eval_file_sha256"], "limit": eval_cfg.limit},
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "config": config_to_dict(cfg, eval_cfg),
+    }
+
+
+def model_identity(model: str, cache_dir: str) -> dict:
+    """The model's name, resolved folder, config name, hub commit (when cached from the hub) and a
+    sha256 fingerprint of its weight files' names and sizes."""
+    from model_loading import resolve_model_path
+
+    resolved = resolve_model_path(model, cache_dir)
+    folder = resolved if os.path.isdir(resolved) else _hub_snapshot_folder(resolved)
+    identity = {"name": model, "resolved": resolved, "hub_commit": None, "config_name_or_path": None,
+                "weights_fingerprint": None}
+    if folder is None:
+        return identity
+    parts = os.path.normpath(folder).split(os.sep)
+    if len(parts) >= 2 and parts[-2] == "snapshots":
+        identity["hub_commit"] = parts[-1]
+    config_path = os.path.join(folder, "config.json")
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as handle:
+            identity["config_name_or_path"] = json.load(handle).get("_name_or_path")
+    weights = sorted((name, os.path.getsize(os.path.join(folder, name))) for name in os.listdir(folder)
+                     if name.endswith(WEIGHT_SUFFIXES))
+    identity["weights_fingerprint"] = hashlib.sha256(json.dumps(weights).encode()).hexdigest()
+    identity["weight_files"] = [f"{name} ({size} bytes)" for name, size in weights]
+    return identity
+
+
+def _hub_snapshot_folder(repo_id: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    return os.path.dirname(cached) if isinstance(cached, str) else None
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --- summary and comparison ---
+
+
+def summary_line(metrics: dict) -> str:
+    """One fixed-format line with the headline numbers and the truncation rate."""
+    overall, ci = metrics["overall"], metrics["overall"]["ci95"]
+
+    def fmt(name: str) -> str:
+        value = overall[name]
+        if value is None:
+            return f"{name} n/a"
+        return f"{name} {value:.3f} [{ci[name]['low']:.3f}, {ci[name]['high']:.3f}]"
+
+    return (f"{run_title(metrics)} | {fmt('acc_t1')} | {fmt('acc_final')} | {fmt('improvement')} | "
+            f"truncated {overall['truncation_rate']:.1%} of turns | no answer {overall['no_answer_final']} | "
+            f"ungradable {metrics['ungradable']['count']}")
+
+
+def compare_runs(paths: list[str], output_dir: str) -> dict:
+    """Side-by-side comparison of metrics.json files, the first being the baseline; writes
+    <output_dir>/comparison.md. Raises FileNotFoundError / ValueError naming a bad file."""
+    runs = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--compare: {path!r} not found")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                metrics = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+        for key in ("overall", "mode", "mode_label", "num_problems", "samples_per_problem"):
+            if key not in metrics:
+                raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
+        runs.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or path, metrics))
+    table = comparison_markdown(runs)
+    _write_text(os.path.join(output_dir, "comparison.md"), table)
+    print(table)
+    return {"runs": list(paths), "markdown": table}
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main(*parse_config((A_PO_Config, EvalConfig)))
