@@ -6,7 +6,7 @@ answer the gold answer? Public: `last_boxed_content`, `extract_answer`, `grade`,
 
 Extraction (`extract_answer`), first rule that applies:
   1. the last top-level `\\boxed{...}` / `\\fbox{...}` / `\\boxed 2` (braces matched; a box cut
-     off by truncation is ignored); boxes separated only by `and` / `,` / `or` are one list
+     off by truncation is ignored); boxes separated only by `and` / `,` are one list
      (`$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`), otherwise the last box wins;
   2. the last explicit answer phrase: Minerva's "The final answer is X. I hope it is
      correct.", PRM800K's "# Answer\\n\\nX", "the answer is X", "Answer: X";
@@ -154,10 +154,12 @@ def top_level_boxes(text: str) -> list[tuple[str, int, int]]:
 
 
 def _final_boxed_answer(text: str) -> str | None:
-    """The last box, joined with the boxes just before it when only `and`/`,`/`or` separates them.
+    """The last box, joined with the boxes just before it when only `and` / `,` separates them.
 
-    `The roots are $\\boxed{2}$ and $\\boxed{-3}$.` -> `2, -3`; boxes in different sentences
-    are not joined (a corrected answer replaces the earlier one).
+    `The roots are $\\boxed{2}$ and $\\boxed{-3}$.` -> `2, -3`. Boxes in different sentences
+    are not joined (a corrected answer replaces the earlier one), nor boxes joined by `or`,
+    which MATH solutions use for the same answer in two forms (`\\boxed{15\\frac{39}{40}},$ or
+    $\\boxed{\\frac{639}{40}}`).
     """
     boxes = top_level_boxes(text)
     if not boxes:
@@ -165,7 +167,7 @@ def _final_boxed_answer(text: str) -> str | None:
     chosen = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         between = text[box[2] : chosen[0][1]]
-        if not re.fullmatch(r"[\s$,]*(?:and|or|,)?[\s$,]*", between):
+        if not re.fullmatch(r"[\s$,]*(?:and)?[\s$,]*", between):
             break
         chosen.insert(0, box)
     return ", ".join(_strip_delimiters(content) for content, _, _ in chosen)
