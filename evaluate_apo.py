@@ -137,6 +137,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     """Generate (resuming), grade, then compute metrics from generations.jsonl alone and write the report."""
     from math_grading import GRADER_VERSION, GradingReport
 
+    identity = model_identity(cfg.model, cfg.model_cache_dir)  # an unknown model fails here, before any file
     os.makedirs(run_dir, exist_ok=True)
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
@@ -156,7 +157,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     # --- metrics from generations.jsonl alone ---
     metrics = metrics_from_generations(generations_path, pass_k=tuple(eval_cfg.pass_k),
                                        bootstrap_resamples=eval_cfg.bootstrap_resamples, bootstrap_seed=cfg.seed)
-    metrics["provenance"] = provenance(cfg, eval_cfg, settings, grading_report)
+    metrics["provenance"] = provenance(cfg, eval_cfg, settings, identity, grading_report)
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
 
     # --- report: results.md and plots ---
@@ -443,10 +444,10 @@ class _RunningAccuracy:
 # --- provenance ---
 
 
-def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, grading_report) -> dict:
+def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity: dict, grading_report) -> dict:
     """Where the numbers come from: model identity, packages, prompts, sampling, seed, grader, eval file."""
     return {
-        "model": model_identity(cfg.model, cfg.model_cache_dir),
+        "model": identity,
         "mode_label": mode_label(cfg.correction_mode),
         "packages": {name: _package_version(name) for name in PACKAGES},
         "prompts": {"system": cfg.system_prompt, "verify": cfg.verify_prompt, "revise": cfg.revise_prompt},
