@@ -364,3 +364,12 @@ def test_config_validation():
         CorrectionTrainingConfig(collapse_window=8, collapse_min_verdicts=16)
     with pytest.raises(ValueError, match="turn_baseline_warmup"):
         CorrectionTrainingConfig(turn_baseline_warmup=0)
+
+
+def test_running_mean_mode_needs_no_hidden_states(episodes, embedded_tokenizer):
+    cfg = make_cfg()
+    baselines = TurnBaselines(cfg, 64, CorrectionTrainingConfig(turn_baseline="running_mean", turn_baseline_warmup=1))
+    samples, metrics = correction_samples(episodes, GOLDS, V_STAR, baselines, None, embedded_tokenizer, cfg)
+    assert len(samples) == sum(len(e.turns) for e in episodes)
+    assert not any(baselines.head_in_use.values())  # no head is fitted without hidden states
+    assert not any(key.startswith("turn_baseline_fit_loss") for key in metrics)
