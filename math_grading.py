@@ -244,9 +244,9 @@ _UNIT_WORDS = (  # bare words; inside \text{} the short `m`, `in` are units too
     "days?|weeks?|years?|mph|pounds?|ounces?|grams?|kg|liters?|gallons?|students?|people|ways|points?|"
     "marbles?|balls?"
 )
-_TRAILING_UNITS_RE = re.compile(
-    rf"(?<=[0-9}}\s])\s*(?:\\(?:text|mbox|mathrm)\{{\s*(?:{_UNIT_WORDS}|m|in)(?:\^?\d)?\s*\}}|(?:{_UNIT_WORDS}))"
-    rf"(?:\^?\{{?\d\}}?)?\s*$")
+_TRAILING_UNITS_RE = re.compile(  # after a number, any `\text{ words}` label counts: `18 \text{ integers}`
+    rf"(?<=[0-9}}\s])\s*(?:\\(?:text|mbox|mathrm)\{{\s*(?:{_UNIT_WORDS}|m|in|(?!and\b|or\b)[a-zA-Z]+(?: [a-zA-Z]+){{0,2}})"
+    rf"(?:\^\d)?\s*\}}|(?:{_UNIT_WORDS})|(?<=\d )(?!and\b|or\b)[a-zA-Z]{{3,}}(?: [a-zA-Z]+){{0,2}})(?:\^\{{?\d\}}?)?\s*$")
 
 
 def _trailing_unit(answer: str) -> str | None:
@@ -310,6 +310,7 @@ def normalize_answer(answer: str) -> str:
     s = re.sub(r"^\s*(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)", "", s)
     s = re.sub(r"(?<=[\w}\)\]])\s*,?\s*\b(?:and|or)\b\s*(?=[-\w\\(\[])", ",", s)
     s = _drop_spaces(s)
+    s = re.sub(r"(?i)(?<=\d)([ap])\.?m\.?$", lambda m: m.group(1).lower() + "m", s)  # 1:03PM -> 1:03pm
     s = _inequality_to_interval(s)
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "")
@@ -389,6 +390,9 @@ def _fast_atom(pred: str, gold: str) -> bool | None:
         return r_pred == r_gold
     if _is_word(gold) or _is_word(pred):
         return pred.casefold() == gold.casefold()
+    clock = r"\d{1,2}:\d{2}(?:[ap]m)?"
+    if re.fullmatch(clock, pred) or re.fullmatch(clock, gold):  # sympy would misread `1:03am`
+        return pred == gold
     return None
 
 
@@ -509,9 +513,9 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
     pred_unit, gold_unit = _trailing_unit(pred), _trailing_unit(gold)
     if pred_unit and gold_unit and pred_unit != gold_unit:  # `5 hours` is not `5 minutes`
         return False
-    clock = r"\s*(?:\\text\{\s*)?\b[ap]\.?m\.?\}?\s*$"
-    if re.search(clock, gold) and not re.search(clock, pred):  # `9:45` for `9:45 \text{ a.m.}`
-        gold = re.sub(clock, "", gold)
+    clock = r"(?i)\s*\b[ap]\.?m\.?\s*$"
+    if re.search(clock, _unwrap_text(gold)) and not re.search(clock, _unwrap_text(pred)):  # `9:45` for `9:45 a.m.`
+        gold = re.sub(clock, "", _unwrap_text(gold))
     percent = r"%\s*\}?\s*$"
     if re.search(percent, pred) and "%" not in gold:
         return _compare_percent(pred, gold, atom)
