@@ -23,7 +23,6 @@ This is the one import the pipeline needs:
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -56,7 +55,6 @@ __all__ = [
     "ValueHead", "fit_value_head", "evaluate_value_head", "PolicySample", "collate_samples", "reference_logps",
 ]
 
-logger = logging.getLogger(__name__)
 
 VALUE_HEAD_WEIGHTS = "value_head.safetensors"
 VALUE_HEAD_CONFIG = "value_head_config.json"
