@@ -81,7 +81,7 @@ def confusion(verdicts: list[bool], labels: list[bool]) -> dict[str, float]:
 def start_cold_pool(cfg: BenchGraderConfig) -> None:
     """A fresh, started worker pool and an empty normalisation cache, so timed runs start equal."""
     math_grading.shutdown_pool()
-    math_grading.normalize_answer.cache_clear()
+    math_grading._normalize_cached.cache_clear()
     math_grading.grade_many(["$\\boxed{x+1}$"], ["1+x"], timeout=cfg.timeout, num_workers=cfg.num_workers)
 
 

@@ -185,6 +185,9 @@ def test_every_math_gold_rejects_other_answers(all_math_rows):
     "\\boxed{3\x00}" + "\x00" * 1000,
     "\\boxed{\ud800 3}",
     "\\boxed{" + "\\frac{1}{" * 3000 + "2" + "}" * 3000 + "}",
+    "final answer is " * 800,  # many overlapping answer phrases
+    "the answer is " + " " * 11_000 + "3",
+    "\\boxed{1" + " " * 10_000 + "x}",
 ])
 def test_adversarial_inputs_return_a_verdict(response):
     report = GradingReport()
