@@ -134,9 +134,14 @@ def time_typical(cfg: BenchGraderConfig) -> dict[str, float]:
         answer = math_grading.extract_answer(solution)
         fast += answer is not None and math_grading._fast_verdict(answer, gold) is not None
     right = sum(math_grading.grade(s, g) for s, g in pairs[: len(rows)])
+    math_verify_ms = []
+    for solution, gold in pairs:
+        start = time.perf_counter()
+        math_verify_grade(solution, gold)
+        math_verify_ms.append(1000 * (time.perf_counter() - start))
     return {"pairs": len(pairs), "median_ms": statistics.median(milliseconds),
             "p90_ms": sorted(milliseconds)[int(0.9 * len(milliseconds))], "fast_path_fraction": fast / len(pairs),
-            "own_solution_accepted": right / len(rows)}
+            "own_solution_accepted": right / len(rows), "math_verify_median_ms": statistics.median(math_verify_ms)}
 
 
 def print_table(results: dict[str, dict], categories: dict[str, dict], typical: dict[str, float], n: int) -> None:
@@ -152,7 +157,8 @@ def print_table(results: dict[str, dict], categories: dict[str, dict], typical: 
         print(f"{category:<15} {row['n']:>4} {row['grade']:>7.3f} {row['math_verify']:>12.3f}")
     print(f"typical MATH response: median {typical['median_ms']:.2f} ms, p90 {typical['p90_ms']:.2f} ms over "
           f"{typical['pairs']} pairs, fast path {typical['fast_path_fraction']:.3f}, "
-          f"own solution accepted {typical['own_solution_accepted']:.3f}")
+          f"own solution accepted {typical['own_solution_accepted']:.3f}; plain math-verify median "
+          f"{typical['math_verify_median_ms']:.2f} ms")
 
 
 def main(cfg: BenchGraderConfig) -> dict:
