@@ -82,36 +82,34 @@ def sanitize_text(text: str) -> str:
     return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
-def _match_braces(text: str, open_index: int) -> int | None:
-    """Index just past the `}` closing the `{` at `open_index`, or None when unbalanced.
+def _closing_braces(text: str) -> dict[int, int]:
+    """Map each `{` index to the index just past its matching `}`, in one pass (unclosed ones absent).
 
-    Escaped braces `\\{`, `\\}` (and any `\\x`) are skipped, so `\\boxed{\\{1,2\\}}` works.
+    Escaped characters (`\\{`, `\\}`, `\\\\`) are skipped, so `\\boxed{\\{1,2\\}}` works.
     """
-    depth = 0
-    i = open_index
-    n = len(text)
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if ch == "\\":
             i += 2
             continue
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+            stack.append(i)
+        elif ch == "}" and stack:
+            closing[stack.pop()] = i + 1
         i += 1
-    return None
+    return closing
 
 
-def _boxed_at(text: str, start: int, end: int) -> tuple[str, int] | None:
+def _boxed_at(text: str, end: int, closing: dict[int, int]) -> tuple[str, int] | None:
     """Parse the box whose command ends at `end`: (content, index past it) or None."""
     j = end
     while j < len(text) and text[j] in " \t":
         j += 1
     if j < len(text) and text[j] == "{":
-        close = _match_braces(text, j)
+        close = closing.get(j)
         if close is None:
             return None
         return text[j + 1 : close - 1], close
@@ -141,11 +139,12 @@ def top_level_boxes(text: str) -> list[tuple[str, int, int]]:
     """Every complete top-level box in `text` as (content, start, end), in order."""
     boxes = []
     position = 0
+    closing = _closing_braces(text) if "{" in text else {}
     while True:
         match = _BOX_RE.search(text, position)
         if match is None:
             return boxes
-        parsed = _boxed_at(text, match.start(), match.end())
+        parsed = _boxed_at(text, match.end(), closing)
         if parsed is None:
             position = match.end()
             continue

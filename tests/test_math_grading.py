@@ -186,6 +186,7 @@ def test_every_math_gold_rejects_other_answers(all_math_rows):
     "\\boxed{\ud800 3}",
     "\\boxed{" + "\\frac{1}{" * 3000 + "2" + "}" * 3000 + "}",
     "final answer is " * 800,  # many overlapping answer phrases
+    "\\boxed{" * 1700,  # many unclosed boxes (one brace pass, not one scan per box)
     "the answer is " + " " * 11_000 + "3",
     "\\boxed{1" + " " * 10_000 + "x}",
 ])
