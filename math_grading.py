@@ -741,6 +741,11 @@ def grade_many(responses: Sequence[str], golds: Sequence[str], *, timeout: float
                 report.errors += 1
             else:
                 verdicts[index] = outcome
+        failed = outcomes.count("timeout") + outcomes.count("error")
+        if failed:
+            logger.warning("grade_many: %d of %d pairs graded False after a %.1f s timeout or a worker error "
+                           "(%d timeouts, %d errors)", failed, len(responses), timeout,
+                           outcomes.count("timeout"), outcomes.count("error"))
     report.correct += sum(verdicts)
     return verdicts
 
