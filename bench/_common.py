@@ -69,6 +69,21 @@ def machine_info() -> dict:
     }
 
 
+def set_torch_threads(threads: int) -> None:
+    """torch.set_num_threads(threads) when threads > 0 (0 keeps torch's default: one per core).
+
+    On a CPU shared with other busy processes, torch's OpenMP threads spin-wait for each other
+    at every parallel region, and a descheduled thread stalls the rest: measured here on
+    2 cores at load 16, one decoding step of a tiny model took 492 ms with 2 threads and
+    57 ms with 1. Benchmarks taken under such load use 1 thread and say so."""
+    import torch
+
+    if threads < 0:
+        raise ValueError(f"torch_threads={threads} must be 0 (torch's default) or a positive thread count")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 # --- peak resident memory ---
 
 class PeakRSS:
@@ -121,26 +136,29 @@ class PeakRSS:
 class GenerationStats:
     """What `model.generate` did: calls, sequences, tokens generated up to and including the
     first EOS (`generated_tokens`), decoded positions (rows x new columns, i.e. including the
-    padding after an early EOS in a batch: `decoded_positions`), and seconds inside generate."""
+    padding after an early EOS in a batch: `decoded_positions`), decoding steps (new columns
+    summed over calls: forward passes after the prefill, plus one), and seconds inside generate."""
 
     calls: int = 0
     sequences: int = 0
     generated_tokens: int = 0
     decoded_positions: int = 0
     seconds: float = 0.0
+    steps: int = 0
 
     def since(self, earlier: GenerationStats) -> GenerationStats:
         return GenerationStats(*(getattr(self, f) - getattr(earlier, f) for f in
-                                 ("calls", "sequences", "generated_tokens", "decoded_positions", "seconds")))
+                                 ("calls", "sequences", "generated_tokens", "decoded_positions", "seconds", "steps")))
 
     def snapshot(self) -> GenerationStats:
-        return GenerationStats(self.calls, self.sequences, self.generated_tokens, self.decoded_positions, self.seconds)
+        return GenerationStats(self.calls, self.sequences, self.generated_tokens, self.decoded_positions, self.seconds,
+                               self.steps)
 
     def as_dict(self) -> dict:
         padding = 1 - self.generated_tokens / self.decoded_positions if self.decoded_positions else 0.0
         return {"calls": self.calls, "sequences": self.sequences, "generated_tokens": self.generated_tokens,
                 "decoded_positions": self.decoded_positions, "padding_waste": round(padding, 4),
-                "generate_s": round(self.seconds, 3)}
+                "decoding_steps": self.steps, "generate_s": round(self.seconds, 3)}
 
 
 def _eos_ids(model, kwargs: dict) -> set[int]:
@@ -199,6 +217,7 @@ def count_generation() -> Iterator[dict[str, GenerationStats]]:
         stats.calls += 1
         stats.sequences += int(new.shape[0])
         stats.decoded_positions += int(new.numel())
+        stats.steps += int(new.shape[1])
         for row in new.tolist():
             stats.generated_tokens += next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
         return output

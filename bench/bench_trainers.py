@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _common import (  # noqa: E402
-    PeakRSS, count_generation, machine_info, markdown_table, python_argv, run_child,
+    PeakRSS, count_generation, machine_info, markdown_table, python_argv, run_child, set_torch_threads,
 )
 from apo_config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
 
@@ -92,6 +92,9 @@ class BenchTrainersConfig:
         "Scratch folder: data files, the tiny model, each trainer's output and log.")})
     output_json: str = field(default=os.path.join("runs", "bench_trainers.json"), metadata={
         "help": "Where the results JSON is written."})
+    torch_threads: int = field(default=0, metadata={"help": (
+        "torch threads in every child (0 = torch's default, one per core). Use 1 while other processes load the "
+        "CPU: OpenMP threads that wait for a descheduled sibling make every op slow (see _common.set_torch_threads).")})
     child_timeout_s: float = field(default=3600.0, metadata={"help": "A trainer still running after this is killed."})
 
     def __post_init__(self) -> None:
@@ -400,6 +403,7 @@ def run_as_child(name: str, spec_path: str, result_path: str) -> None:
     memory = PeakRSS()
     with open(spec_path, encoding="utf-8") as handle:
         spec = json.load(handle)
+    set_torch_threads(spec["torch_threads"])
     runners = {
         "initial_eval": child_initial_eval, "project_stage1": child_project_stage1,
         "trl_a2po_stage1": child_trl_a2po_stage1,
@@ -500,6 +504,7 @@ def main(cfg: BenchTrainersConfig) -> dict:
     if cfg.quick:
         cfg = quick_settings(cfg)
     os.makedirs(cfg.work_dir, exist_ok=True)
+    set_torch_threads(cfg.torch_threads)
 
     # --- inputs: data files and the policy every trainer loads ---
     train_file, eval_file = prepare_data(cfg)
