@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from tqdm.auto import tqdm
 
 import stage1_values
@@ -275,6 +275,20 @@ class _nullcontext:
         return False
 
 
+def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Config) -> None:
+    """DeepSpeed steps its optimizer inside every synced backward, so the trainer's own
+    micro-batch accumulation cannot run under it: require one micro-batch per optimizer step
+    and tell the engine its size. Raises ValueError naming the settings otherwise."""
+    per_step = cfg.prompts_per_step // (accelerator.num_processes * cfg.optimizer_steps_per_iteration)
+    if apo.train_correction or cfg.micro_batch_size < per_step:
+        raise ValueError(f"under DeepSpeed each optimizer step must be one micro-batch: set micro_batch_size >= "
+                         f"{per_step} (prompts_per_step / (num_processes x optimizer_steps_per_iteration)) and "
+                         "train_correction false, or use the DDP/FSDP configs, whose accumulation is the trainer's")
+    ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds_config["train_micro_batch_size_per_gpu"] = per_step
+    ds_config["gradient_accumulation_steps"] = 1
+
+
 # --- evaluation ---
 
 def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> dict:
@@ -311,6 +325,8 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
     optimizer = torch.optim.AdamW(trainable, lr=apo.policy_learning_rate, weight_decay=apo.weight_decay)
     scheduler = build_lr_scheduler(optimizer, apo.lr_scheduler, apo.warmup_steps,
                                    total_steps * cfg.optimizer_steps_per_iteration)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        configure_deepspeed(accelerator, cfg, apo)
     run.policy, optimizer = accelerator.prepare(run.policy, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     turn_baselines = None
@@ -474,6 +490,9 @@ def main(cfg: tuple) -> dict:
     eval_rows = stage1_values.read_rows(train.eval_file) if train.stage != "1" else []
     eval_rows = eval_rows[:train.eval_size] if train.eval_size else eval_rows
     eval_rows, eval_prompts, summary["dropped_long_eval_prompts"] = stage1_values.encode_problems(eval_rows, tokenizer, apo)
+    if train.stage != "1" and not eval_rows:
+        raise ValueError(f"{train.eval_file}: no held-out problem left (eval_size={train.eval_size}, "
+                         f"max_prompt_length={apo.max_prompt_length}); stage 2 needs some to measure accuracy")
 
     # --- models: policy (optionally LoRA) and the frozen reference ---
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None

@@ -323,6 +323,7 @@ def test_micro_batch_size_does_not_change_the_update(tiny_dir, data, tmp_path):
     assert_same_weights(weights(one["final_dir"]), weights(two["final_dir"]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_state_of_an_uninterrupted_run(tiny_dir, data, tmp_path, monkeypatch):
     seen: dict[str, list] = {"straight": [], "resumed": []}
     original = T.sample_attempts
