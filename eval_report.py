@@ -1,14 +1,17 @@
 """The human-readable side of an evaluation: results.md, the comparison table and the PNG plots.
 
-Everything here reads a metrics dict produced by eval_metrics.compute_metrics (plus the
-provenance block evaluate_apo adds); nothing is recomputed from generations. Percentages are
+Everything here reads metrics dicts (or metrics.json files for --compare) produced by
+eval_metrics.compute_metrics plus the provenance block evaluate_apo adds; nothing is
+recomputed from generations. Percentages are
 printed with one decimal; "n/a" marks a rate whose denominator is empty. A run in oracle mode
 carries "oracle (upper bound)" in every title.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
 import matplotlib
 
@@ -145,10 +148,10 @@ def _detail_lines(metrics: dict) -> list[str]:
              f"{pct_unit(overall['attempt_truncation_rate'])} of attempts.",
              f"- Ungradable gold answers (excluded from every rate): {metrics['ungradable']['count']}"
              + (f" ({', '.join(metrics['ungradable']['ids'][:20])})" if metrics["ungradable"]["count"] else "") + "."]
-    report = metrics.get("provenance", {}).get("grading_report")
+    report = metrics.get("provenance", {}).get("grading_report_this_invocation")
     if report:
-        lines.append(f"- Grader: {report['graded']} graded, {report['timeouts']} timeouts and {report['errors']} "
-                     "errors (graded wrong).")
+        lines.append(f"- Grader (this invocation): {report['graded']} graded, {report['timeouts']} timeouts and "
+                     f"{report['errors']} errors (graded wrong).")
     return lines + [""]
 
 
@@ -257,3 +260,52 @@ def _transition_chart(metrics: dict, title: str, path: str) -> str:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# --- summary line and comparison of finished runs ---
+
+
+def summary_line(metrics: dict) -> str:
+    """One fixed-format line with the headline numbers and the truncation rate."""
+    overall, ci = metrics["overall"], metrics["overall"]["ci95"]
+
+    def fmt(name: str) -> str:
+        value = overall[name]
+        if value is None:
+            return f"{name} n/a"
+        return f"{name} {value:.3f} [{ci[name]['low']:.3f}, {ci[name]['high']:.3f}]"
+
+    return (f"{run_title(metrics)} | {fmt('acc_t1')} | {fmt('acc_final')} | {fmt('improvement')} | "
+            f"truncated {overall['truncation_rate']:.1%} of turns | no answer {overall['no_answer_final']} | "
+            f"ungradable {metrics['ungradable']['count']}")
+
+
+def compare_runs(paths: list[str], output_dir: str) -> dict:
+    """Side-by-side comparison of metrics.json files, the first being the baseline; writes
+    <output_dir>/comparison.md. Raises FileNotFoundError / ValueError naming a bad file."""
+    runs = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--compare: {path!r} not found")
+        with open(path, encoding="utf-8") as handle:
+            try:
+                metrics = json.load(handle)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+        for key in ("overall", "mode", "mode_label", "num_problems", "samples_per_problem"):
+            if key not in metrics:
+                raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
+        runs.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or path, metrics))
+    table = comparison_markdown(runs)
+    write_text(os.path.join(output_dir, "comparison.md"), table)
+    return {"runs": list(paths), "markdown": table}
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically (temporary file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from apo_config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
 from eval_metrics import episode_records, metrics_from_generations, mode_label, validate_record
-from eval_report import comparison_markdown, results_markdown, run_title, write_plots
+from eval_report import compare_runs, comparison_markdown, results_markdown, summary_line, write_plots, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
                "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt",
-               "unparsed_verdict_revises", "seed", "grader_version")
+               "unparsed_verdict_revises", "seed", "grader_version", "dtype")
 
 
 @dataclass
@@ -111,7 +111,9 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     """
     # --- comparison of finished runs ---
     if eval_cfg.compare:
-        return compare_runs(eval_cfg.compare, eval_cfg.output_dir)
+        comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
+        print(comparison["markdown"])
+        return comparison
 
     # --- eval problems ---
     rows = load_eval_rows(eval_cfg.eval_file, eval_cfg.limit)
@@ -128,7 +130,7 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     # --- comparison across models ---
     if len(models) > 1:
         table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
-        _write_text(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
+        write_text(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
         print(table)
     return runs[cfg.model]
 
@@ -161,7 +163,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
 
     # --- report: results.md and plots ---
-    _write_text(os.path.join(run_dir, "results.md"), results_markdown(metrics))
+    write_text(os.path.join(run_dir, "results.md"), results_markdown(metrics))
     write_plots(metrics, run_dir)
     print(summary_line(metrics))
     return metrics
@@ -325,14 +327,6 @@ def _append_jsonl(path: str, records: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def _write_text(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 # --- generation and grading ---
 
 
@@ -457,7 +451,8 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
                      "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises},
         "seed": cfg.seed,
         "grader_version": settings["grader_version"],
-        "grading_report": dataclasses.asdict(grading_report),
+        # timeouts/errors of the grader in this invocation only (a resumed run's earlier part is not counted)
+        "grading_report_this_invocation": dataclasses.asdict(grading_report),
         "eval_file": {"path": eval_cfg.eval_file, "sha256": settings["eval_file_sha256"], "limit": eval_cfg.limit},
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "config": config_to_dict(cfg, eval_cfg),
@@ -509,46 +504,6 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-# --- summary and comparison ---
-
-
-def summary_line(metrics: dict) -> str:
-    """One fixed-format line with the headline numbers and the truncation rate."""
-    overall, ci = metrics["overall"], metrics["overall"]["ci95"]
-
-    def fmt(name: str) -> str:
-        value = overall[name]
-        if value is None:
-            return f"{name} n/a"
-        return f"{name} {value:.3f} [{ci[name]['low']:.3f}, {ci[name]['high']:.3f}]"
-
-    return (f"{run_title(metrics)} | {fmt('acc_t1')} | {fmt('acc_final')} | {fmt('improvement')} | "
-            f"truncated {overall['truncation_rate']:.1%} of turns | no answer {overall['no_answer_final']} | "
-            f"ungradable {metrics['ungradable']['count']}")
-
-
-def compare_runs(paths: list[str], output_dir: str) -> dict:
-    """Side-by-side comparison of metrics.json files, the first being the baseline; writes
-    <output_dir>/comparison.md. Raises FileNotFoundError / ValueError naming a bad file."""
-    runs = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--compare: {path!r} not found")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                metrics = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
-        for key in ("overall", "mode", "mode_label", "num_problems", "samples_per_problem"):
-            if key not in metrics:
-                raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
-        runs.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or path, metrics))
-    table = comparison_markdown(runs)
-    _write_text(os.path.join(output_dir, "comparison.md"), table)
-    print(table)
-    return {"runs": list(paths), "markdown": table}
 
 
 if __name__ == "__main__":
