@@ -311,6 +311,8 @@ def _normalize(answer: str) -> str:
                r"\\\1(\\frac{\2\\pi}{180})", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("°", "").replace("\\degree", "")
     s = re.sub(r"^\\mathbb\s*\{?R\}?$|^\\text\{all real numbers\}$|^all real numbers$", r"(-\\infty,\\infty)", s.strip())
+    s = re.sub(r"^\\mathbb\s*\{?R\}?\s*(?:\\setminus|\\backslash|-)\s*\\\{([^{}]+?)\\\}$", r"(-\\infty,\1)\\cup(\1,\\infty)", s)
+    s = re.sub(r"(?i)^(?:\\text\{\s*)?(?:the )?(?:final )?answer(?: is)?\s*:?\s*\}?\s*", "", s)  # \boxed{\text{The answer is } 7}
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\%", "").replace("%", "")
     s = _TRAILING_UNITS_RE.sub("", s)
@@ -339,7 +341,7 @@ _GREATER = {">": "(", "\\gt": "(", "\\ge": "[", "\\geq": "[", "\\geqslant": "["}
 
 def _inequality_to_interval(s: str) -> str:
     """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed)."""
-    op = r"(<|\\lt|\\leqslant|\\leq|\\le|>|\\gt|\\geqslant|\\geq|\\ge)(?![a-zA-Z])"
+    op = r"(<|>|(?:\\lt|\\leqslant|\\leq|\\le|\\gt|\\geqslant|\\geq|\\ge)(?![a-zA-Z]))"
     m = re.fullmatch(rf"([^<>=]+?){op}\s*[a-zA-Z]\s*{op}([^<>=]+)", s)
     if m and m.group(2) in _LESS and m.group(3) in _LESS:
         return f"{'[' if _LESS[m.group(2)] == ']' else '('}{m.group(1)},{m.group(4)}{_LESS[m.group(3)]}"
@@ -391,6 +393,11 @@ def _as_rational(s: str) -> Fraction | None:
     return None
 
 
+_NUMBER_WORDS = {word: value for value, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen twenty".split())}
+
+
 def _fast_atom(pred: str, gold: str) -> bool | None:
     """Decide one normalised atom pair without sympy when certain, else None."""
     if pred == gold:
@@ -398,6 +405,9 @@ def _fast_atom(pred: str, gold: str) -> bool | None:
     r_pred, r_gold = _as_rational(pred), _as_rational(gold)
     if r_pred is not None and r_gold is not None:
         return r_pred == r_gold
+    for word_side, number_side in ((pred, gold), (gold, pred)):  # `four` for `4`
+        if word_side.casefold() in _NUMBER_WORDS and _as_rational(number_side) is not None:
+            return _as_rational(number_side) == _NUMBER_WORDS[word_side.casefold()]
     if _is_word(gold) or _is_word(pred):
         return pred.casefold() == gold.casefold()
     clock = r"\d{1,2}:\d{2}(?:[ap]m)?"
