@@ -277,7 +277,8 @@ def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[
     kept, dropped = _finished_records(generations_path)
     unknown = sorted({r["id"] for r in kept} - row_ids)
     if unknown:
-        raise ValueError(f"{generations_path} holds ids not in the eval file (e.g. {unknown[:3]}); use another --output_dir")
+        raise ValueError(f"{generations_path} holds ids that are not among the {len(row_ids)} problems evaluated now "
+                         f"(e.g. {unknown[:3]}; a smaller --limit?); raise --limit or use another --output_dir")
     if dropped:
         logger.warning("resume: dropped %d records of unfinished episodes from %s", dropped, generations_path)
         _rewrite_jsonl(generations_path, kept)

@@ -100,6 +100,8 @@ def test_resume_after_an_interrupted_write_matches_an_uninterrupted_run(tiny_mod
         tiny_run(tiny_model_dir, eval_file, out, eval_batch_size=1, eval_max_new_tokens=7)
     with pytest.raises(ValueError, match="pass --resume true"):
         tiny_run(tiny_model_dir, eval_file, out, eval_batch_size=1, resume=False)
+    with pytest.raises(ValueError, match="a smaller --limit"):
+        tiny_run(tiny_model_dir, eval_file, out, eval_batch_size=1, limit=1)
 
 
 def test_oracle_runs_are_labelled_an_upper_bound(tiny_model_dir, eval_file, tmp_path):
