@@ -9,10 +9,14 @@ guard. What it proves on a CPU is the mechanics (every turn rewarded, baselined 
 the metrics moving with the policy), not that a 135M model learns to verify: that takes a
 GPU, a 1.5B instruct model and hundreds of iterations (PAG: 30.3% -> 81.7% verifier accuracy).
 
-    .venv/bin/python bench/bench_correction.py                                   # embedded model, CPU
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_correction.py                 # embedded model, CPU
     .venv/bin/python bench/bench_correction.py --max_steps 8 --policy_loss apo
     .venv/bin/python bench/bench_correction.py --model Qwen/Qwen2.5-1.5B-Instruct --num_problems 512 \\
         --prompts_per_step 64 --max_steps 50 --max_new_tokens 1024 --temperature 1.0 --top_p 1.0   # one GPU
+
+On a CPU shared by several jobs, OMP_NUM_THREADS=1 avoids thread oversubscription (measured
+here: stage 1 of 8 prompts x 2 samples took 44 s with it, and had not finished after 19 min
+without it at load average 15).
 
 Outputs under --output_dir: data/{train,eval}.jsonl, the trainer's outputs (metrics.jsonl,
 stage1_values.jsonl, checkpoints) and bench_correction.json (per-iteration metrics, settings).
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from apo_config import A_PO_Config, config_to_dict, parse_config, write_json_atomic  # noqa: E402
+from correction_training import CorrectionTrainingConfig  # noqa: E402
 from synthetic_math import generate_problems  # noqa: E402
 
 # Bench defaults, overridable by flags: the embedded model, short turns, mild sampling (a 135M
@@ -38,6 +43,8 @@ BENCH_DEFAULTS = [
     "--max_new_tokens", "48", "--temperature", "0.7", "--top_p", "0.95", "--num_value_samples", "2",
     "--policy_loss", "awr", "--policy_learning_rate", "1e-3", "--generation_batch_size", "8",
     "--grading_workers", "1", "--value_epochs", "2",
+    # a run of a few dozen verifications: heads and the collapse guard start early enough to be seen
+    "--turn_baseline_warmup", "8", "--collapse_window", "32", "--collapse_min_verdicts", "8",
 ]
 REPORTED = [
     "acc_t1", "acc_final", "delta_i_to_c", "delta_c_to_i", "verifier_accuracy", "verifier_recall_on_correct",
@@ -85,8 +92,8 @@ def format_row(record: dict) -> str:
     return f"step {record['step']} | " + " | ".join(cells)
 
 
-def main(cfg: tuple[A_PO_Config, BenchConfig]) -> dict:
-    apo, bench = cfg
+def main(cfg: tuple[A_PO_Config, BenchConfig, CorrectionTrainingConfig]) -> dict:
+    apo, bench, correction = cfg
     import train_math_apo
     from training_utils import read_metrics
 
@@ -100,19 +107,25 @@ def main(cfg: tuple[A_PO_Config, BenchConfig]) -> dict:
         micro_batch_size=bench.micro_batch_size, eval_every=0, eval_size=bench.num_eval_problems,
         eval_at_start=False, save_every=0, keep_checkpoints=1)
     started = time.perf_counter()
-    summary = train_math_apo.main((apo, train))
-    seconds = time.perf_counter() - started
-
-    # --- per-iteration verifier metrics ---
-    steps = [r for r in read_metrics(os.path.join(bench.output_dir, "metrics.jsonl")) if "acc_t1" in r]
-    for record in steps:
-        print(format_row(record))
-    result = {"settings": config_to_dict(apo, bench), "seconds": seconds, "steps": steps,
-              "trainer_summary": summary}
-    write_json_atomic(os.path.join(bench.output_dir, "bench_correction.json"), result)
-    print(f"{len(steps)} iterations in {seconds:.0f} s; written {os.path.join(bench.output_dir, 'bench_correction.json')}")
+    summary, error = None, None
+    try:
+        summary = train_math_apo.main((apo, train, correction))
+    except Exception as err:  # recorded with the iterations already logged, then re-raised
+        error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        # --- per-iteration verifier metrics ---
+        seconds = time.perf_counter() - started
+        steps = [r for r in read_metrics(os.path.join(bench.output_dir, "metrics.jsonl")) if "acc_t1" in r]
+        for record in steps:
+            print(format_row(record))
+        result = {"settings": config_to_dict(apo, bench, correction), "seconds": seconds, "steps": steps,
+                  "trainer_summary": summary, "trainer_error": error}
+        path = os.path.join(bench.output_dir, "bench_correction.json")
+        write_json_atomic(path, result)
+        print(f"{len(steps)} iterations in {seconds:.0f} s; written {path}" + (f"; the trainer failed: {error}" if error else ""))
     return result
 
 
 if __name__ == "__main__":
-    main(parse_config((A_PO_Config, BenchConfig), BENCH_DEFAULTS + sys.argv[1:]))
+    main(parse_config((A_PO_Config, BenchConfig, CorrectionTrainingConfig), BENCH_DEFAULTS + sys.argv[1:]))
