@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import grading_pool
 import math_grading
 from math_grading import GradingReport, extract_answer, grade, grade_many, last_boxed_content
 from tests.conftest import read_jsonl
@@ -209,7 +210,7 @@ def test_timeouts_are_counted_and_the_pool_survives():
     assert report.timeouts == 1 and report.graded == 2 and report.correct == 1
     # the killed worker was replaced: the next slow pair is graded by a live pool
     assert grade_many(["$\\boxed{2\\sqrt{3}}$"], ["\\sqrt{12}"], num_workers=2) == [True]
-    assert all(w.process.poll() is None for w in math_grading._POOL.workers)
+    assert all(w.process.poll() is None for w in grading_pool._POOL.workers)
 
 
 def test_report_counts_accumulate_across_calls():
@@ -243,14 +244,14 @@ def test_grader_version_is_recorded():
 
 
 def test_pool_raises_when_workers_cannot_start(monkeypatch):
-    class BrokenWorker(math_grading._Worker):
+    class BrokenWorker(grading_pool.Worker):
         def __init__(self) -> None:
             self.process = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], stdin=subprocess.PIPE,
                                             stdout=subprocess.PIPE, text=True)
             self.ready, self.task, self.started_at = False, None, 0.0
 
-    monkeypatch.setattr(math_grading, "_Worker", BrokenWorker)
-    pool = math_grading._GraderPool(1)
+    monkeypatch.setattr(grading_pool, "Worker", BrokenWorker)
+    pool = grading_pool.GraderPool(1)
     try:
         with pytest.raises(RuntimeError, match="exited 3 times before becoming ready"):
             pool.run([("\\sqrt{2}", "2")], timeout=1.0)
