@@ -427,7 +427,8 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
 
 def step_record(run: Run, state: TrainerState, rollout: dict, update: dict, v_star: list[float], started: float,
                 update_started: float, finished: float, grading_timeouts: int) -> dict:
-    """The metrics.jsonl record of one iteration, aggregated over all processes."""
+    """The metrics.jsonl record of one iteration, aggregated over all processes (per-sample
+    values pooled; the self-correction turn metrics are the mean of the per-process values)."""
     samples = rollout["samples"]
     local = {
         "rewards": [s.reward for s in samples if s.role == "attempt"], "v_star": v_star,

@@ -403,3 +403,81 @@ def test_two_processes_match_one_process(tiny_dir, data, tmp_path):
     assert one["loss"] == pytest.approx(two["loss"], rel=1e-5) and one["loss"] > 0
     assert one["grad_norm"] == pytest.approx(two["grad_norm"], rel=1e-5) and one["num_samples"] == two["num_samples"]
     assert_same_weights(weights(single["final_dir"]), weights(tmp_path / "ddp" / "final"), atol=1e-5)
+
+
+# --- proof that stage 2 learns ---
+
+LEGS = {"cats": "4", "birds": "2"}
+
+
+def legs_rows(numbers):
+    return [{"id": f"legs/{k}/{animal}", "problem": f"Question {k}: how many legs does one of the {animal} have?",
+             "answer": answer, "solution": f"The answer is $\\boxed{{{answer}}}$.", "type": "legs", "level": 1,
+             "source": "synthetic"} for k in numbers for animal, answer in LEGS.items()]
+
+
+def format_only_policy(tokenizer, rows, folder, steps, seed=0):
+    """The tiny Llama taught the answer FORMAT only: a bare digit then EOS, the digit drawn
+    independently of the question ("5" half of the time, else "2" or "4"). Its greedy answer
+    is then "5" everywhere (accuracy 0) while sampling finds the right digit ~25% of the time,
+    so any held-out gain afterwards comes from reward, not from this supervised step."""
+    import random
+
+    from self_correction import encode_chat
+
+    system = A_PO_Config().system_prompt
+    prompts = [encode_chat(tokenizer, stage1_values.problem_messages(r["problem"], system)) for r in rows]
+    model = build_tiny_policy(tokenizer, seed=seed).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    draw = random.Random(seed)
+    for _ in range(steps):
+        sequences, labels = [], []
+        for i in draw.sample(range(len(prompts)), 16):
+            digit = "5" if draw.random() < 0.5 else draw.choice(["2", "4"])
+            response = tokenizer.encode(digit, add_special_tokens=False) + [tokenizer.eos_token_id]
+            sequences.append(prompts[i] + response)
+            labels.append([-100] * len(prompts[i]) + response)
+        width = max(map(len, sequences))
+        pad = [width - len(s) for s in sequences]
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * p + s for p, s in zip(pad, sequences)])
+        label_ids = torch.tensor([[-100] * p + s for p, s in zip(pad, labels)])
+        attention = (torch.arange(width)[None] >= torch.tensor(pad)[:, None]).long()
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=label_ids).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+@pytest.mark.slow
+def test_stage2_raises_held_out_accuracy(embedded_tokenizer, tmp_path):
+    import random
+
+    numbers = random.Random(0).sample(range(1000), 40)
+    train_rows, eval_rows = legs_rows(numbers[:28]), legs_rows(numbers[28:])  # held-out question numbers
+    for name, rows in (("train", train_rows), ("eval", eval_rows)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    format_only_policy(embedded_tokenizer, train_rows, tmp_path / "policy", steps=40)
+    apo = A_PO_Config(model=str(tmp_path / "policy"), num_value_samples=4, max_new_tokens=4, generation_batch_size=64,
+                      use_lora=False, policy_learning_rate=3e-3, beta2=0.1, entropy_coef=0.0, value_epochs=5)
+    train = T.TrainConfig(data_file=str(tmp_path / "train.jsonl"), eval_file=str(tmp_path / "eval.jsonl"),
+                          output_dir=str(tmp_path / "out"), prompts_per_step=16, optimizer_steps_per_iteration=1,
+                          micro_batch_size=16, max_steps=16, eval_every=8, eval_size=0, save_every=0)
+    summary = T.main((apo, train))
+    # Same 24 held-out problems, greedy, before and after stage 2.
+    assert summary["final_accuracy"] >= summary["initial_accuracy"] + 0.25, summary
+
+
+def test_correction_training_plugs_into_the_same_update(tiny_dir, data, tmp_path):
+    from correction_training import CorrectionTrainingConfig
+
+    apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_correction_turns=2, max_steps=1,
+                          save_every=1, use_lora=True)
+    write_stage1(tmp_path, data["rows"], apo)
+    summary = T.main((apo, train, CorrectionTrainingConfig(turn_baseline_warmup=2, collapse_min_verdicts=2)))
+    record = [r for r in read_metrics(summary["metrics_file"]) if "loss" in r][0]
+    # Every first attempt is verified, so at least 2 samples per problem went through the update.
+    assert record["num_samples"] >= 8 and record["num_samples/verify"] >= 1
+    assert {"acc_t1", "acc_final", "verifier_accuracy"} <= set(record)
+    assert os.path.isfile(tmp_path / "checkpoint-1" / "accelerate_state" / "custom_checkpoint_1.pkl")  # baselines
