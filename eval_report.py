@@ -296,6 +296,8 @@ def compare_runs(paths: list[str], output_dir: str) -> dict:
             if key not in metrics:
                 raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
         runs.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or path, metrics))
+    if len({name for name, _ in runs}) < len(runs):  # e.g. two runs/eval/metrics.json: name them by folder path
+        runs = [(os.path.dirname(path) or path, metrics) for path, (_, metrics) in zip(paths, runs)]
     table = comparison_markdown(runs)
     write_text(os.path.join(output_dir, "comparison.md"), table)
     return {"runs": list(paths), "markdown": table}
