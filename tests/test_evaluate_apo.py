@@ -184,3 +184,20 @@ def test_embedded_model_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     recomputed = metrics_from_generations(str(tmp_path / "run" / "generations.jsonl"), **saved["metric_settings"])
     assert without_provenance(saved) == json.loads(json.dumps(recomputed))
+
+
+def test_comparison_flags_differences_beyond_the_intervals():
+    from eval_metrics import compute_metrics
+    from eval_report import comparison_markdown
+    from test_eval_metrics import complete, rec
+
+    def run(correct: bool) -> dict:
+        return compute_metrics(complete([rec(f"p{i}", 0, "attempt", correct=correct, answer="5") for i in range(10)]),
+                               bootstrap_resamples=200)
+
+    table = comparison_markdown([("base", run(False)), ("trained", run(True))])
+    # 0/10 vs 10/10: Wilson intervals [0, 27.8] and [72.2, 100] do not overlap
+    assert "| Acc@final (final attempt) | 0.0 | 100.0 | +100.0 (beyond CIs) |" in table
+    assert "| Improvement (final - first) | 0.0 | 0.0 | +0.0 (within CIs) |" in table
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        comparison_markdown([("base", run(False))])
