@@ -15,11 +15,14 @@ resumable checkpoints, metrics.jsonl and a learning-curve PNG.
     python train_math_apo.py --config configs/qwen2.5-1.5b-instruct_math.yaml --resume_from_checkpoint auto
     accelerate launch --config_file configs/accelerate_ddp.yaml train_math_apo.py \\
         --config configs/qwen2.5-1.5b-instruct_math.yaml
+    python -m torch.distributed.run --nproc_per_node 2 train_math_apo.py ...   # 2 CPU processes (gloo)
 
 Outputs under --output_dir: stage1_values.jsonl, value_head/, checkpoint-<step>/, best/
 (highest held-out accuracy), final/ (loads with AutoModelForCausalLM.from_pretrained),
 metrics.jsonl, training_curves.png. With `accelerate launch`, every process generates for
 its share of the prompts, gradients are all-reduced, and only the main process writes.
+The self-correction episodes of issue 6 (`--train_correction true`) go through the same
+update: correction_training turns each episode into per-turn samples and advantages.
 """
 
 from __future__ import annotations
