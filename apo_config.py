@@ -225,7 +225,10 @@ def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...]) -> list[str]:
         raise ValueError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
     argv: list[str] = []
     for key, value in values.items():
-        argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        if isinstance(value, list):  # list fields (nargs="+") take one argument per element
+            argv += [f"--{key}", *(str(item) for item in value)] if value else []
+        else:
+            argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv
 
 

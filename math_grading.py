@@ -210,7 +210,7 @@ def extract_answer(text: str) -> str | None:
     if boxed is not None:
         return _strip_delimiters(boxed) or None
     for pattern in _ANSWER_PATTERNS:
-        matches = list(pattern.finditer(text[-_PHRASE_WINDOW_CHARS:]))
+        matches = [m for m in pattern.finditer(text[-_PHRASE_WINDOW_CHARS:]) if not _is_verdict(m.group("ans"))]
         if matches:
             phrase = matches[-1].group("ans").strip()
             math_span = re.match(r"\$\$?((?:\\\$|[^$])+)\$|\\\((.+?)\\\)", phrase)
@@ -223,6 +223,14 @@ def extract_answer(text: str) -> str | None:
     if _looks_like_bare_answer(stripped):
         return _strip_delimiters(stripped) or None
     return None
+
+
+_VERDICT_WORDS = {"correct", "wrong", "incorrect"}
+
+
+def _is_verdict(phrase: str) -> bool:
+    """'The answer is correct.' is a self-verification verdict (PAG protocol), not an answer."""
+    return _strip_delimiters(phrase).strip("*'\" ").lower() in _VERDICT_WORDS
 
 
 def _looks_like_bare_answer(text: str) -> bool:

@@ -257,3 +257,9 @@ def test_pool_raises_when_workers_cannot_start(monkeypatch):
             pool.run([("\\sqrt{2}", "2")], timeout=1.0)
     finally:
         pool.close()
+
+
+def test_a_verification_verdict_is_not_an_answer():
+    assert extract_answer("All steps check out. The answer is correct.") is None
+    assert extract_answer("Step 2 is wrong. **The answer is wrong.**") is None
+    assert extract_answer("The answer is 7. Checking again, the answer is correct.") == "7"

@@ -1,0 +1,71 @@
+"""A_PO_Config and the shared defaults < YAML < flags parsing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from apo_algorithm import A_PO_Config
+from apo_config import parse_config, save_config
+
+
+@dataclass
+class _ScriptConfig:
+    data_file: str = field(default="math_prompts_responses.jsonl", metadata={"help": "training rows"})
+    epochs: int = field(default=1, metadata={"help": "passes"})
+    pass_k: list[int] = field(default_factory=lambda: [1], metadata={"help": "k values"})
+
+
+def test_the_seed_readme_example_works_as_written():
+    config = A_PO_Config(value_learning_rate=1e-4, policy_learning_rate=5e-5, max_correction_turns=3,
+                         advantage_clip=10.0)
+    assert (config.value_learning_rate, config.policy_learning_rate) == (1e-4, 5e-5)
+    assert (config.max_correction_turns, config.advantage_clip) == (3, 10.0)
+    # paper defaults (ALGORITHM.md): N = 8, beta1 = 0.5, beta2 = 1e-3, the A*-PO regression
+    assert (config.num_value_samples, config.beta1, config.beta2, config.policy_loss) == (8, 0.5, 1e-3, "apo")
+
+
+@pytest.mark.parametrize("kwargs, field_name", [
+    ({"beta2": 0.0}, "beta2"), ({"beta1": -1.0}, "beta1"), ({"top_p": 1.5}, "top_p"),
+    ({"max_correction_turns": 0}, "max_correction_turns"), ({"num_value_samples": 0}, "num_value_samples"),
+    ({"train_correction": True, "correction_mode": "oracle"}, "train_correction"),
+])
+def test_invalid_values_name_the_field_and_the_value(kwargs, field_name):
+    with pytest.raises(ValueError, match=rf"A_PO_Config\.{field_name}=.* is invalid: "):
+        A_PO_Config(**kwargs)
+
+
+def test_flags_override_yaml_which_overrides_defaults(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("beta2: 0.01\nuse_lora: false\nepochs: 5\ndata_file: from_yaml.jsonl\npass_k: [1, 8]\n")
+    apo, script = parse_config((A_PO_Config, _ScriptConfig),
+                               ["--config", str(run), "--epochs", "2", "--data_file", "math_subset.jsonl"])
+    assert apo.beta2 == 0.01 and apo.use_lora is False          # from the YAML
+    assert script.epochs == 2 and script.data_file == "math_subset.jsonl"  # flags win
+    assert script.pass_k == [1, 8]                              # YAML lists become one argument per item
+    assert apo.beta1 == 0.5                                     # default kept
+
+
+def test_unknown_keys_are_errors(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("beta_2: 0.01\n")
+    with pytest.raises(ValueError, match="unknown keys \\['beta_2'\\]"):
+        parse_config((A_PO_Config,), ["--config", str(run)])
+    with pytest.raises(ValueError, match="unknown command-line arguments: --epochz 3"):
+        parse_config((A_PO_Config, _ScriptConfig), ["--epochz", "3"])
+
+
+def test_choices_are_enforced_by_the_parser():
+    with pytest.raises(SystemExit):
+        parse_config((A_PO_Config,), ["--policy_loss", "ppo"])
+
+
+def test_save_config_writes_the_resolved_values(tmp_path):
+    apo, script = parse_config((A_PO_Config, _ScriptConfig), ["--beta2", "0.002", "--epochs", "3"])
+    path = tmp_path / "sub" / "config.json"
+    save_config(str(path), apo, script)
+    saved = json.loads(path.read_text())
+    assert saved["beta2"] == 0.002 and saved["epochs"] == 3 and saved["model"] == apo.model
+    assert not list(path.parent.glob(".tmp-*"))  # the temporary file was renamed, not left behind
