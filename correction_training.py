@@ -209,8 +209,8 @@ class TurnBaselines:
     [0, 1]. Until a group has observed `turn_baseline_warmup` outcomes its prediction is the
     mean of its buffered outcomes (PRIOR_OUTCOME = 0.5 before the first one); from then on
     a `ValueHead(hidden_size, cfg.value_head_hidden_size)` on the policy's hidden state at the
-    final prompt token, refitted after every batch on the buffer (AdamW at
-    cfg.value_learning_rate). The buffered hidden states come from the policy as it was when
+    final prompt token, started at the running mean (its output bias) and refitted after every
+    batch on the buffer (AdamW at cfg.value_learning_rate). The buffered hidden states come from the policy as it was when
     each batch was sampled; the buffer keeps the last `turn_baseline_buffer_size` per group.
 
     state_dict/load_state_dict carry the heads, which heads are in use, the counts, the
@@ -291,6 +291,8 @@ class TurnBaselines:
         buffered = len(self.features[group])
         features = torch.stack(list(self.features[group]))
         targets = torch.tensor(list(self.outcomes[group])[-buffered:], dtype=torch.float32)
+        if not self.head_in_use[group]:
+            _start_at_mean(self.heads[group], sum(self.outcomes[group]) / len(self.outcomes[group]))
         epoch_losses = fit_value_head(
             self.heads[group], features, targets, lr=self.cfg.value_learning_rate,
             epochs=self.settings.turn_baseline_epochs, batch_size=self.settings.turn_baseline_batch_size,
@@ -337,6 +339,15 @@ class TurnBaselines:
             self.features[group].clear()
         self.fits = int(state["fits"])
         self.collapse_guard.load_state_dict(state["collapse_guard"])
+
+
+@torch.no_grad()
+def _start_at_mean(head: ValueHead, mean: float) -> None:
+    """Set the output bias so that the head first predicts the group's running mean (its last
+    layer starts at zero, so it would predict 0.5): the hand-over from mean to head is smooth and
+    the online fit only has to learn how contexts differ from the mean."""
+    clipped = min(max(mean, 0.01), 0.99)
+    head.net[-1].bias.fill_(math.log(clipped / (1.0 - clipped)))
 
 
 @torch.no_grad()

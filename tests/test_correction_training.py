@@ -248,6 +248,8 @@ def test_value_head_after_warmup(episodes, policy, embedded_tokenizer):
         expected = [float(baselines.heads[baseline_group("verify", truth, True)](features[i:i + 1]))
                     for i, truth in enumerate(truths)]
     assert len(set(expected)) == len(expected)  # per-context values, not a group mean
+    # each head starts at its group's running mean (2/3 on right attempts, 2/5 on wrong ones)
+    assert expected == pytest.approx([2 / 3 if truth else 2 / 5 for truth in truths], abs=0.05)
     samples, metrics, _, _ = run_batch(episodes, policy, embedded_tokenizer, baselines=baselines)
     verify_samples = [s for s in samples if s.role == "verify"]
     assert [s.baseline for s in verify_samples] == pytest.approx(expected, abs=1e-5)
