@@ -97,8 +97,10 @@ class PeakRSS:
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self.process = psutil.Process()
-        self.current = "setup"
+        self.current = "outside phases"
         self.peaks: dict[str, float] = {}
+        self.started = time.perf_counter()
+        self.timeline: list[tuple[float, float]] = []  # (seconds since start, MiB), one sample per second
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -111,6 +113,9 @@ class PeakRSS:
     def _record(self) -> None:
         rss_mib = self.process.memory_info().rss / 2**20
         self.peaks[self.current] = max(self.peaks.get(self.current, 0.0), rss_mib)
+        elapsed = time.perf_counter() - self.started
+        if not self.timeline or elapsed - self.timeline[-1][0] >= 1.0:
+            self.timeline.append((round(elapsed, 1), round(rss_mib)))
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -123,11 +128,12 @@ class PeakRSS:
             self.current = previous
 
     def report(self) -> dict:
-        """{"ru_maxrss_mib": exact peak of this process, "sampled_peak_mib": {phase: MiB}}."""
+        """{"ru_maxrss_mib": exact peak of this process, "sampled_peak_mib": {phase: MiB},
+        "timeline": [(s, MiB)] once a second}."""
         self._stop.set()
         self._thread.join()
         return {"ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "sampled_peak_mib": {k: round(v, 1) for k, v in self.peaks.items()}}
+                "sampled_peak_mib": {k: round(v, 1) for k, v in self.peaks.items()}, "timeline": self.timeline}
 
 
 # --- generation counter ---

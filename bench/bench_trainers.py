@@ -27,7 +27,7 @@ problems and code for all: self_correction.generate + grade_many), and ratios to
 project's stage 2.
 
     .venv/bin/pip install -r bench/requirements-bench.txt      # trl, once
-    .venv/bin/python bench/bench_trainers.py                   # embedded model, ~15 min on 2 CPU cores
+    .venv/bin/python bench/bench_trainers.py                   # embedded model, 8 prompts, ~15 min on 2 CPU cores
     .venv/bin/python bench/bench_trainers.py --quick true      # tiny model, harness check, ~2 min
     .venv/bin/python bench/bench_trainers.py --trainers project_stage1,project_lora,trl_a2po
 """
@@ -55,6 +55,8 @@ logger = logging.getLogger("bench_trainers")
 
 TRAINERS = ("initial_eval", "project_stage1", "trl_a2po_stage1", "project_lora", "project_full", "trl_a2po",
             "trl_grpo8", "trl_grpo4")
+# Not a trainer: times the log-prob forward/backward variants on one micro-batch (see child_update_profile).
+EXTRA_CHILDREN = ("update_profile",)
 STAGE2_TRAINERS = ("project_lora", "project_full", "trl_a2po", "trl_grpo8", "trl_grpo4")
 MATH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "math")
 
@@ -72,20 +74,23 @@ class BenchTrainersConfig:
         "training and MATH-500 rows of those levels held out.")})
     math_dir: str = field(default=MATH_DIR, metadata={"help": "Folder with MATH train.jsonl and test500.jsonl."})
     levels: str = field(default="1,2", metadata={"help": "Comma-separated difficulty levels of the problems."})
-    num_train_prompts: int = field(default=16, metadata={"help": "Training prompts (one epoch of stage 2)."})
-    num_eval_prompts: int = field(default=16, metadata={"help": "Held-out problems for the greedy accuracy."})
-    prompts_per_step: int = field(default=8, metadata={"help": (
+    num_train_prompts: int = field(default=8, metadata={"help": "Training prompts (one epoch of stage 2)."})
+    num_eval_prompts: int = field(default=8, metadata={"help": "Held-out problems for the greedy accuracy."})
+    prompts_per_step: int = field(default=4, metadata={"help": (
         "Prompts per optimizer step for every trainer (GRPO: x num_generations completions per step).")})
-    micro_batch_size: int = field(default=8, metadata={"help": "Sequences per forward/backward pass."})
+    micro_batch_size: int = field(default=8, metadata={"help": (
+        "Most sequences per forward/backward pass; every trainer uses min(this, prompts_per_step), so A*-PO's "
+        "one-sample steps and GRPO's group steps run the same forward/backward shape.")})
     generation_batch_size: int = field(default=64, metadata={"help": "Project's sequences per generate call."})
-    max_new_tokens: int = field(default=96, metadata={"help": "Generation limit for training and evaluation."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation limit for training and evaluation."})
     num_value_samples: int = field(default=8, metadata={"help": "Stage-1 samples per prompt (N) for V*."})
     lora_learning_rate: float = field(default=1e-5, metadata={"help": "Project LoRA learning rate (its default)."})
     full_learning_rate: float = field(default=1e-6, metadata={"help": (
         "Learning rate of every full fine-tuning run (project full, TRL A2PO and GRPO; the A*-PO paper's 1e-6).")})
     trainers: str = field(default=",".join(TRAINERS), metadata={"help": (
         f"Comma-separated subset of {', '.join(TRAINERS)} (project_lora/full need project_stage1 in the same "
-        "work_dir, trl_a2po too).")})
+        "work_dir, trl_a2po too), or update_profile: the stage-2 log-prob forward/backward variants timed on one "
+        "micro-batch.")})
     grading_workers: int = field(default=2, metadata={"help": "Grader worker processes (every trainer)."})
     seed: int = field(default=42, metadata={"help": "Seed of data, sampling and initialisation (every trainer)."})
     work_dir: str = field(default=os.path.join("runs", "bench_trainers"), metadata={"help": (
@@ -98,20 +103,25 @@ class BenchTrainersConfig:
     child_timeout_s: float = field(default=3600.0, metadata={"help": "A trainer still running after this is killed."})
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.trainer_list if t not in TRAINERS]
+        unknown = [t for t in self.trainer_list if t not in TRAINERS + EXTRA_CHILDREN]
         if unknown:
-            raise ValueError(f"BenchTrainersConfig.trainers has unknown names {unknown}; choose from {list(TRAINERS)}")
+            raise ValueError(f"BenchTrainersConfig.trainers has unknown names {unknown}; choose from "
+                             f"{list(TRAINERS + EXTRA_CHILDREN)}")
         if self.num_train_prompts % self.prompts_per_step:
             raise ValueError(f"BenchTrainersConfig.num_train_prompts={self.num_train_prompts} must be a multiple of "
                              f"prompts_per_step={self.prompts_per_step} (whole optimizer steps for every trainer)")
-        for group in (8, 4):
-            if (self.prompts_per_step * group) % self.micro_batch_size:
-                raise ValueError(f"prompts_per_step x {group} must be a multiple of micro_batch_size="
-                                 f"{self.micro_batch_size} (GRPO's gradient accumulation)")
+        if self.prompts_per_step % self.sequences_per_pass:
+            raise ValueError(f"BenchTrainersConfig.prompts_per_step={self.prompts_per_step} must be a multiple of "
+                             f"micro_batch_size={self.micro_batch_size} when larger (whole micro-batches per step)")
 
     @property
     def trainer_list(self) -> list[str]:
         return [t.strip() for t in self.trainers.split(",") if t.strip()]
+
+    @property
+    def sequences_per_pass(self) -> int:
+        """Sequences per forward/backward pass for every trainer."""
+        return min(self.micro_batch_size, self.prompts_per_step)
 
     @property
     def level_list(self) -> list[int]:
@@ -166,10 +176,10 @@ def prepare_data(cfg: BenchTrainersConfig) -> tuple[str, str]:
 
 
 def prepare_model(cfg: BenchTrainersConfig) -> str:
-    """The --model value every trainer loads: cfg.model, or (--quick) a tiny random Llama over the
-    embedded tokenizer saved under work_dir with that tokenizer."""
+    """The model folder every trainer loads: cfg.model's folder without a `quantization_config`
+    (see `plain_model_folder`), or (--quick) a tiny random Llama over the embedded tokenizer."""
     if not cfg.quick:
-        return cfg.model
+        return plain_model_folder(cfg.model, os.path.join(cfg.work_dir, "policy"))
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -187,6 +197,33 @@ def prepare_model(cfg: BenchTrainersConfig) -> str:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return folder
+
+
+def plain_model_folder(model: str, folder: str) -> str:
+    """A folder that loads like `model` but whose config.json has no `quantization_config`.
+
+    The embedded model is converted from GGUF to float32 safetensors, yet its config.json keeps
+    the GGUF `quantization_config`, so transformers flags the loaded model `is_quantized` and
+    the HF Trainer under TRL refuses to fine-tune it ("purely quantized models"). The weights
+    are plain float32 either way; this folder links them and drops the stale entry, and every
+    trainer (this project's too) loads it, so all train the same policy."""
+    from model_loading import resolve_model_path
+
+    source = resolve_model_path(model)
+    if not os.path.isdir(source):
+        raise ValueError(f"--model {model!r} resolves to {source!r}, not a local folder; the benchmark needs "
+                         "'embedded' or a save_pretrained folder")
+    if os.path.isdir(folder):
+        shutil.rmtree(folder)
+    os.makedirs(folder)
+    for name in os.listdir(source):
+        if name != "config.json":
+            os.symlink(os.path.abspath(os.path.join(source, name)), os.path.join(folder, name))
+    with open(os.path.join(source, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    config.pop("quantization_config", None)
+    write_json_atomic(os.path.join(folder, "config.json"), config)
     return folder
 
 
@@ -221,7 +258,7 @@ def project_configs(spec: dict, stage: str, use_lora: bool, output_dir: str):
                       grading_workers=spec["grading_workers"], seed=spec["seed"], filter_all_incorrect=False)
     train = TrainConfig(data_file=spec["train_file"], eval_file=spec["eval_file"], output_dir=output_dir, stage=stage,
                         epochs=1.0, prompts_per_step=spec["prompts_per_step"], optimizer_steps_per_iteration=1,
-                        micro_batch_size=spec["micro_batch_size"], stage1_batch_size=spec["prompts_per_step"],
+                        micro_batch_size=spec["sequences_per_pass"], stage1_batch_size=spec["prompts_per_step"],
                         eval_every=0, eval_size=spec["num_eval_prompts"], eval_at_start=False, save_every=0,
                         keep_checkpoints=1, mixed_precision="no")
     return apo, train
@@ -329,8 +366,8 @@ def child_trl_a2po_stage1(spec: dict, memory: PeakRSS) -> dict:
 
     model, tokenizer = load_policy(spec)
     reward = TimedReward(spec["grading_workers"])
-    args = A2POConfig(**trl_common_args(spec, spec["output_dir"]), per_device_train_batch_size=spec["prompts_per_step"],
-                      gradient_accumulation_steps=1, num_value_samples=spec["num_value_samples"],
+    args = A2POConfig(**trl_common_args(spec, spec["output_dir"]), per_device_train_batch_size=spec["sequences_per_pass"],
+                      gradient_accumulation_steps=spec["prompts_per_step"] // spec["sequences_per_pass"], num_value_samples=spec["num_value_samples"],
                       filter_all_incorrect=False, top_k=None)
     trainer = A2POTrainer(model=model, reward_funcs=reward, args=args,
                           train_dataset=trl_dataset(read_jsonl(spec["train_file"])), processing_class=tokenizer)
@@ -350,8 +387,8 @@ def child_trl_a2po(spec: dict, memory: PeakRSS) -> dict:
     rows = read_jsonl(spec["train_file"])
     model, tokenizer = load_policy(spec)
     reward = TimedReward(spec["grading_workers"])
-    args = A2POConfig(**trl_common_args(spec, spec["output_dir"]), per_device_train_batch_size=spec["prompts_per_step"],
-                      gradient_accumulation_steps=1, num_value_samples=spec["num_value_samples"],
+    args = A2POConfig(**trl_common_args(spec, spec["output_dir"]), per_device_train_batch_size=spec["sequences_per_pass"],
+                      gradient_accumulation_steps=spec["prompts_per_step"] // spec["sequences_per_pass"], num_value_samples=spec["num_value_samples"],
                       filter_all_incorrect=False, top_k=None)
     dataset = trl_dataset(rows)
     trainer = A2POTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
@@ -370,8 +407,8 @@ def child_trl_grpo(spec: dict, memory: PeakRSS, group: int) -> dict:
     model, tokenizer = load_policy(spec)
     reward = TimedReward(spec["grading_workers"])
     args = GRPOConfig(**trl_common_args(spec, spec["output_dir"]), num_generations=group,
-                      per_device_train_batch_size=spec["micro_batch_size"],
-                      gradient_accumulation_steps=spec["prompts_per_step"] * group // spec["micro_batch_size"],
+                      per_device_train_batch_size=spec["sequences_per_pass"],
+                      gradient_accumulation_steps=spec["prompts_per_step"] * group // spec["sequences_per_pass"],
                       top_k=0, log_completions=False)
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args,
                           train_dataset=trl_dataset(read_jsonl(spec["train_file"])), processing_class=tokenizer)
@@ -397,6 +434,72 @@ def train_trl(trainer, reward: TimedReward, memory: PeakRSS, spec: dict) -> dict
             "train_reward_mean": sum(rewards) / len(rewards) if rewards else None, **accuracy}
 
 
+def child_update_profile(spec: dict, memory: PeakRSS, repeats: int = 3) -> dict:
+    """Best-of-`repeats` seconds of the stage-2 log-prob computation on one micro-batch of
+    sampled responses (full fine-tuning, forward + backward, no optimizer step):
+
+    project        apo_algorithm.response_token_logps(with_entropy=True): what update_policy runs
+                   (per-row float32 log-softmax, recomputed in backward by a checkpoint)
+    no_entropy     the same with with_entropy=False
+    plain          one model call with logits_to_keep, log_softmax over the whole (B, R, V)
+                   block and a gather, no checkpoint (TRL A2PO's _get_sequence_logps)
+    reference      the project's no-grad reference pass (apo_algorithm.sequence_logps)
+    """
+    import torch
+
+    from apo_algorithm import response_token_logps, sequence_logps
+    from self_correction import encode_chat, generate
+    from stage1_values import problem_messages
+
+    model, tokenizer = load_policy(spec)
+    rows = read_jsonl(spec["train_file"])[:spec["sequences_per_pass"]]
+    prompts = [encode_chat(tokenizer, problem_messages(r["problem"], SYSTEM_PROMPT)) for r in rows]
+    torch.manual_seed(spec["seed"])
+    generations = generate(model, tokenizer, prompts, max_new_tokens=spec["max_new_tokens"], temperature=1.0,
+                           top_p=1.0, batch_size=len(prompts))
+    from apo_algorithm import PolicySample, collate_samples
+
+    batch = collate_samples([PolicySample(g.prompt_ids, g.response_ids, 0.0, 0.0, "attempt", g.truncated)
+                             for g in generations], tokenizer.pad_token_id)
+    inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
+
+    def project(with_entropy: bool):
+        out = response_token_logps(model, *inputs, with_entropy=with_entropy)
+        loss = out.token_logps.sum(dim=-1).pow(2).mean()
+        if with_entropy:
+            loss = loss - 1e-3 * (out.entropy.sum() / out.response_mask.sum())
+        loss.backward()
+
+    def plain():
+        ids = torch.cat([batch["prompt_ids"], batch["response_ids"]], dim=1)
+        mask = torch.cat([batch["prompt_mask"], batch["response_mask"]], dim=1)
+        width = batch["response_ids"].shape[1]
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
+        logps = torch.gather(logits.log_softmax(-1), -1, batch["response_ids"].unsqueeze(-1)).squeeze(-1)
+        ((logps * batch["response_mask"]).sum(dim=-1).pow(2).mean()).backward()
+
+    def reference():
+        with torch.no_grad():
+            sequence_logps(model, *inputs)
+
+    variants = {"project": lambda: project(True), "no_entropy": lambda: project(False), "plain": plain,
+                "reference": reference}
+    model.train()
+    seconds = {}
+    for name, run in variants.items():
+        best = float("inf")
+        with memory.phase(name):
+            for _ in range(repeats):
+                model.zero_grad(set_to_none=True)
+                started = time.perf_counter()
+                run()
+                best = min(best, time.perf_counter() - started)
+        seconds[name] = best
+    return {"seconds": seconds, "batch_shape": {"prompt": list(batch["prompt_ids"].shape),
+                                                "response": list(batch["response_ids"].shape)},
+            "response_tokens": int(batch["response_mask"].sum())}
+
+
 def run_as_child(name: str, spec_path: str, result_path: str) -> None:
     """Entry point of one child process: run trainer `name`, write its JSON result."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -411,6 +514,7 @@ def run_as_child(name: str, spec_path: str, result_path: str) -> None:
         "project_full": lambda s, m: child_project_stage2(s, m, use_lora=False),
         "trl_a2po": child_trl_a2po,
         "trl_grpo8": lambda s, m: child_trl_grpo(s, m, 8), "trl_grpo4": lambda s, m: child_trl_grpo(s, m, 4),
+        "update_profile": child_update_profile,
     }
     result = runners[name](spec, memory)
     result["memory"] = memory.report()
@@ -433,7 +537,8 @@ def trainer_spec(cfg: BenchTrainersConfig, name: str, model: str, train_file: st
                                         "add it to --trainers")
             copy = shutil.copytree if os.path.isdir(source) else shutil.copy
             copy(source, os.path.join(output_dir, item))
-    spec = {**asdict(cfg), "model": model, "train_file": train_file, "eval_file": eval_file,
+    spec = {**asdict(cfg), "sequences_per_pass": cfg.sequences_per_pass, "model": model, "train_file": train_file,
+            "eval_file": eval_file,
             "output_dir": output_dir, "stage1_file": os.path.join(stage1_dir, "stage1_values.jsonl")}
     if name == "trl_a2po" and not os.path.isfile(spec["stage1_file"]):
         raise FileNotFoundError(f"{spec['stage1_file']} not found: trl_a2po takes V* from project_stage1; "
@@ -457,6 +562,8 @@ def summarise(name: str, child, cfg: BenchTrainersConfig) -> dict:
         row["decoded_positions"] = result["generation"]["decoded_positions"]
     if name == "initial_eval":
         row["eval_accuracy"] = result.get("eval_accuracy")
+    if name == "update_profile":
+        row["update_profile_s"] = result.get("seconds")
     return row
 
 
