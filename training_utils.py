@@ -429,21 +429,6 @@ def load_training_state(accelerator, resume_dir: str) -> TrainerState:
     return TrainerState.load(os.path.join(resume_dir, TRAINER_STATE_FILE))
 
 
-def drop_gguf_marker(model: torch.nn.Module) -> None:
-    """Let `save_pretrained` write a model loaded from a GGUF conversion.
-
-    The embedded model's converted folder still names `quantization_config: gguf` in its
-    config.json although its weights are plain de-quantized tensors, and transformers refuses
-    to save a model with a GGUF quantizer attached. Only that marker is dropped; any other
-    quantizer (a real one) is left alone and still refuses.
-    """
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None and type(quantizer).__name__ == "GgufHfQuantizer":
-        model.hf_quantizer = None
-        if getattr(model.config, "quantization_config", None) is not None:
-            del model.config.quantization_config
-
-
 class CheckpointWriter:
     """Writes checkpoint-<step>/, best/ and final/ of a run; every process calls every method
     (the writes are collective under FSDP/DeepSpeed), only the main process touches files."""
@@ -461,13 +446,11 @@ class CheckpointWriter:
                 if with_adapter:
                     unwrapped.save_pretrained(os.path.join(os.path.dirname(folder), "adapter"))
                 merged = copy.deepcopy(unwrapped).merge_and_unload()
-                drop_gguf_marker(merged)
                 merged.save_pretrained(folder)
                 del merged
         else:
             state_dict = accelerator.get_state_dict(run.policy)
             if accelerator.is_main_process:
-                drop_gguf_marker(unwrapped)
                 unwrapped.save_pretrained(folder, state_dict=state_dict)
         if accelerator.is_main_process:
             run.tokenizer.save_pretrained(folder)
