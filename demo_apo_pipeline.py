@@ -58,7 +58,7 @@ DEMO_OUTPUTS = ("data", "train", "eval_before_training", "eval_after_training", 
                 SUMMARY_FILE)
 # --quick: the value each size takes when it was left at its default.
 QUICK_SIZES = {"train_prompts": 8, "eval_problems": 8, "num_value_samples": 2, "stage2_steps": 2,
-               "prompts_per_step": 4, "max_new_tokens": 24, "max_correction_turns": 2, "examples_shown": 2}
+               "prompts_per_step": 4, "max_new_tokens": 32, "max_correction_turns": 2, "examples_shown": 2}
 WRAP = 100
 
 
@@ -83,20 +83,25 @@ class DemoConfig:
     synthetic_levels: str = field(default="1", metadata=_help(
         "--source synthetic: comma-separated levels 1-5 (level 1, single-digit arithmetic, is what a 135M model "
         "can partly solve; higher levels give it almost no reward to learn from)."))
-    synthetic_types: str = field(default="all", metadata=_help(
-        "--source synthetic: comma-separated problem types or 'all' (see synthetic_math.SYNTHETIC_TYPES)."))
-    train_prompts: int = field(default=64, metadata=_help(
+    synthetic_types: str = field(default="arithmetic", metadata=_help(
+        "--source synthetic: comma-separated problem types or 'all' (see synthetic_math.SYNTHETIC_TYPES). "
+        "The embedded model's sampled pass rate is about 12% on level-1 arithmetic and near 0 on the other types."))
+    train_prompts: int = field(default=32, metadata=_help(
         "Training prompts (a stratified subset of the training file): stage 1 samples each N times."))
-    eval_problems: int = field(default=64, metadata=_help(
+    eval_problems: int = field(default=16, metadata=_help(
         "Held-out problems evaluated before and after training (never trained on)."))
 
     # --- algorithm ---
     num_value_samples: int = field(default=4, metadata=_help("N, stage-1 samples per prompt for V* (paper: 8)."))
-    stage2_steps: int = field(default=12, metadata=_help("Stage-2 iterations."))
-    prompts_per_step: int = field(default=16, metadata=_help(
+    stage2_steps: int = field(default=8, metadata=_help("Stage-2 iterations."))
+    prompts_per_step: int = field(default=8, metadata=_help(
         "Prompts per stage-2 iteration, one sample each, split into 2 optimizer steps (paper: 256)."))
     max_new_tokens: int = field(default=96, metadata=_help(
         "Generation limit per turn, in training and evaluation (a truncated answer gets reward 0)."))
+    temperature: float = field(default=0.6, metadata=_help(
+        "Sampling temperature of the stage-1 and stage-2 rollouts. The paper samples at 1.0; the 135M model then "
+        "writes near-random text that is never right, so the demo samples at 0.6 (evaluation stays greedy)."))
+    top_p: float = field(default=0.95, metadata=_help("Nucleus top_p of the rollouts (paper: 1.0)."))
     policy_loss: Literal["apo", "awr"] = field(default="apo", metadata=_help(
         "'apo' = A*-PO least-squares regression; 'awr' = advantage-weighted LM loss."))
     policy_learning_rate: float = field(default=1e-4, metadata=_help(
@@ -134,14 +139,14 @@ class DemoConfig:
 
 # --- printing ---
 
-def say(text: str = "") -> None:
-    """Print `text` as wrapped paragraphs (blank lines separate them)."""
+def say(text: str) -> None:
+    """Print `text` as wrapped paragraphs (blank lines separate them), with a blank line before."""
     paragraphs = textwrap.dedent(text).strip("\n").split("\n\n")
-    print("\n\n".join(textwrap.fill(" ".join(p.split()), WRAP) for p in paragraphs) if text else "")
+    print("\n" + "\n\n".join(textwrap.fill(" ".join(p.split()), WRAP) for p in paragraphs) + "\n", flush=True)
 
 
 def heading(number: int, title: str) -> None:
-    print(f"\n\nStep {number} of 6: {title}\n", flush=True)
+    print(f"\n\nStep {number} of 6: {title}", flush=True)
 
 
 # --- output folder ---
@@ -172,7 +177,7 @@ def data_config(cfg: DemoConfig, folder: str) -> prepare_data.DataConfig:
     return prepare_data.DataConfig(
         source=cfg.source, train_path=cfg.train_path, math500_path=cfg.math500_path, output_dir=folder,
         subset_size=cfg.train_prompts, seed=cfg.seed, tokenizer=cfg.model, model_cache_dir=cfg.model_cache_dir,
-        synthetic_train_size=max(4 * cfg.train_prompts, 200), synthetic_eval_size=cfg.eval_problems,
+        synthetic_train_size=2 * cfg.train_prompts, synthetic_eval_size=cfg.eval_problems,
         synthetic_levels=cfg.synthetic_levels, synthetic_types=cfg.synthetic_types)
 
 
@@ -180,7 +185,7 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
     return A_PO_Config(
         model=model, model_cache_dir=cfg.model_cache_dir, num_value_samples=cfg.num_value_samples,
         policy_loss=cfg.policy_loss, beta2=cfg.beta2, policy_learning_rate=cfg.policy_learning_rate,
-        use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, max_correction_turns=cfg.max_correction_turns,
+        use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, max_correction_turns=cfg.max_correction_turns,
         correction_mode="self_verify", seed=cfg.seed)
 
 
@@ -327,7 +332,6 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         files: all usable training problems, a subset of {cfg.train_prompts} stratified by type and level (what we
         train on), and the held-out set we evaluate on. Below is its inspection: counts per type and level, and
         the prompt lengths in tokens.""")
-    print()
     clock = time.perf_counter()
     data = prepare_data.main(data_config(cfg, paths["data"]))
     seconds["prepare_data"] = time.perf_counter() - clock
@@ -344,7 +348,6 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         it writes a revision, up to {cfg.max_correction_turns} attempts. The gold answer is only used to grade,
         never shown to the model. Acc@t1 is the share right at the first attempt, Acc@final at the last one;
         brackets are 95% confidence intervals, which at this size are wide.""")
-    print()
     clock = time.perf_counter()
     before = evaluate_apo.main(algorithm_config(cfg, cfg.model), eval_config(cfg, data.eval_file,
                                                                               paths["eval_before_training"]))
@@ -354,7 +357,8 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     heading(3, "A*-PO stage 1: estimate V* from the reference policy (train_math_apo.py --stage 1)")
     say(f"""
         For each of the {data.num_subset} training prompts, the untrained model (the reference policy) answers
-        N = {cfg.num_value_samples} times at temperature 1, and each answer gets reward 1 if its final answer is
+        N = {cfg.num_value_samples} times (sampling at temperature {cfg.temperature:g}, top_p {cfg.top_p:g}; the
+        paper uses 1.0, at which this small model rarely writes anything right), and each answer gets reward 1 if its final answer is
         right, else 0. V* = beta1 * log(mean(exp(r / beta1))) with beta1 = 0.5 turns the N rewards into the value
         of the best policy near the reference one: 0 when every sample failed, 1 when all succeeded, and above the
         plain pass rate in between (one right answer out of {cfg.num_value_samples} gives V* =
@@ -363,14 +367,13 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     clock = time.perf_counter()
     stage1 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "1")))
     seconds["stage1"] = time.perf_counter() - clock
-    print()
     stage1_stats = show_stage1_examples(stage1["stage1_values"], prepare_data_rows(data.subset_file),
                                         cfg.examples_shown)
     head = stage1["value_head_metrics"] or {}
     held = head.get("held_out")
     if held:
         print(f"  value head on its held-out prompts: mse {held['mse']:.4f}, mae {held['mae']:.4f}, "
-              f"correlation with V* {held['corr']}")
+              f"correlation with V* {'n/a' if held['corr'] is None else format(held['corr'], '.3f')}")
     say("""
         A prompt whose samples all failed has V* = 0 and, in stage 2, a wrong answer there costs nothing
         while a right one is a large positive surprise. Prompts with V* near 1 are already solved.""")
@@ -386,7 +389,6 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         step's samples that were right, v* the mean V* of its prompts, and acc the trainer's own greedy check on
         {max(1, cfg.eval_problems // 4)} held-out problems (measured at the end only). With few prompts per step the
         reward jumps around; the held-out evaluation of step 5 is the measurement.""")
-    print()
     clock = time.perf_counter()
     stage2 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "2")))
     seconds["stage2"] = time.perf_counter() - clock
@@ -398,7 +400,6 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     say(f"""
         The same {eval_problems} problems, the same greedy self-correction episodes, now with the trained policy
         saved in {stage2['final_dir']}/ (LoRA merged into the weights, loadable with from_pretrained).""")
-    print()
     clock = time.perf_counter()
     after = evaluate_apo.main(algorithm_config(cfg, stage2["final_dir"]),
                               eval_config(cfg, data.eval_file, paths["eval_after_training"]))
@@ -441,8 +442,8 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     print("\nthe real setting, Qwen2.5-1.5B-Instruct on MATH on a GPU:\n")
     print(textwrap.indent(next_commands(), "  "))
     say("""
-        The paper trains on all of MATH for 25 epochs with 256 prompts per step; --epochs 2 above is a first run
-        of a few GPU hours with transformers generation. Add --num_samples 32 --eval_temperature 0.6 --eval_top_p
+        The paper trains for 25 epochs of MATH, 256 prompts per step, with vLLM rollouts on 4 H100s. Start with
+        --epochs 2 above, read the ms/step of the step lines, and plan longer runs from that. Add --num_samples 32 --eval_temperature 0.6 --eval_top_p
         0.95 --pass_k 1 8 32 to evaluate_apo.py for PAG's Avg@32 numbers.""")
 
     seconds["total"] = time.perf_counter() - started
