@@ -191,6 +191,9 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser(dataclass_types)
     parser.add_argument("--config", default=None, help="YAML file of field: value pairs; command-line flags override it.")
+    for action in parser._actions:  # help texts are prose ("50% of ..."), not argparse format strings
+        if action.help and "%(" not in action.help:
+            action.help = action.help.replace("%", "%%")
     config_path, argv = _pop_config_flag(argv)
     yaml_argv: list[str] = []
     if config_path is not None:

@@ -16,6 +16,7 @@ class _ScriptConfig:
     data_file: str = field(default="math_prompts_responses.jsonl", metadata={"help": "training rows"})
     epochs: int = field(default=1, metadata={"help": "passes"})
     pass_k: list[int] = field(default_factory=lambda: [1], metadata={"help": "k values"})
+    share: float = field(default=0.5, metadata={"help": "share of problems, e.g. 0.5 = 50% of them"})
 
 
 def test_the_seed_readme_example_works_as_written():
@@ -69,3 +70,11 @@ def test_save_config_writes_the_resolved_values(tmp_path):
     saved = json.loads(path.read_text())
     assert saved["beta2"] == 0.002 and saved["epochs"] == 3 and saved["model"] == apo.model
     assert not list(path.parent.glob(".tmp-*"))  # the temporary file was renamed, not left behind
+
+
+def test_help_lists_every_field_even_with_a_percent_sign_in_its_help(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config((A_PO_Config, _ScriptConfig), ["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert "50% of them" in shown and "--beta2" in shown and "(default: 0.001)" in shown
