@@ -19,6 +19,11 @@ Trainers (in run order):
                     project_stage1's file (same V* as the project; stage 1 is timed apart above)
   trl_grpo8         GRPOTrainer, num_generations 8 (TRL defaults otherwise: beta 0, no reference)
   trl_grpo4         GRPOTrainer, num_generations 4
+  update_profile    (on request only) the stage-2 log-prob forward/backward variants on one micro-batch
+
+Every trainer loads the same model folder: --model's folder with its files linked and the
+stale GGUF `quantization_config` of the converted embedded model left out of config.json
+(TRL's Trainer refuses a model flagged quantized; see plain_model_folder).
 
 Per trainer: wall-clock of the training loop per training prompt, generated tokens (up to
 EOS, counted by one wrapper around GenerationMixin.generate for every trainer), decoded
@@ -27,7 +32,8 @@ problems and code for all: self_correction.generate + grade_many), and ratios to
 project's stage 2.
 
     .venv/bin/pip install -r bench/requirements-bench.txt      # trl, once
-    .venv/bin/python bench/bench_trainers.py                   # embedded model, 8 prompts, ~15 min on 2 CPU cores
+    .venv/bin/python bench/bench_trainers.py                   # embedded model, 8 prompts, ~10-15 min on 2 CPU cores
+    .venv/bin/python bench/bench_trainers.py --torch_threads 1 # the same on a CPU other processes are using
     .venv/bin/python bench/bench_trainers.py --quick true      # tiny model, harness check, ~2 min
     .venv/bin/python bench/bench_trainers.py --trainers project_stage1,project_lora,trl_a2po
 """
