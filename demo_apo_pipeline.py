@@ -421,11 +421,11 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
           f"{accuracy['problems'] - accuracy['gained'] - accuracy['lost']} unchanged "
           f"(exact sign test p = {accuracy['p_value']:.3f})\n")
     say(verdict)
-    learned = ("and, in this run, that the policy learned from its own graded samples" if effect else
+    learned = (" and, in this run, that the policy learned from its own graded samples" if effect else
                "; this run did not show that the policy learned")
     say(f"""
         What this shows and what it does not: a 135M model on synthetic problems shows that every stage of the
-        pipeline works {learned}. It says nothing about the size of the gain A*-PO gives Qwen2.5-1.5B-Instruct on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for
+        pipeline works{learned}. It says nothing about the size of the gain A*-PO gives Qwen2.5-1.5B-Instruct on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for
         base Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s). Self-correction numbers of a 135M model
         mostly measure how often it fails to state a verdict, which counts as 'wrong' and triggers a revision.""")
     files = {
