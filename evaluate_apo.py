@@ -12,10 +12,10 @@ attempts); every attempt is graded with math_grading. Output folder:
   run_settings.json   the settings a resumed run must share with the interrupted one
 
     python evaluate_apo.py --model Qwen/Qwen2.5-1.5B-Instruct                  # greedy, MATH-500
-    python evaluate_apo.py --model outputs/train/final --num_samples 32 \\
+    python evaluate_apo.py --model outputs/apo/final --num_samples 32 \\
         --eval_temperature 0.6 --eval_top_p 0.95 --pass_k 1 8 32             # PAG's Avg@32 setting
     python evaluate_apo.py --model embedded --limit 20 --eval_max_new_tokens 256  # CPU smoke test
-    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B-Instruct --models outputs/train/final \\
+    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B-Instruct --models outputs/apo/final \\
         --output_dir outputs/eval_base_vs_trained    # several models: one subfolder each + comparison.md
     python evaluate_apo.py --correction_mode oracle  # writes under <output_dir>/oracle_upper_bound/
     python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
