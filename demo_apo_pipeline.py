@@ -259,6 +259,11 @@ def effect_verdict(accuracy: dict[str, Any], boxed: dict[str, Any]) -> tuple[boo
                       "attempts with a \\boxed{} answer rose and the two 95% intervals do not overlap. Accuracy "
                       f"moved by {accuracy['gained']} gained vs {accuracy['lost']} lost problems "
                       f"(p = {accuracy['p_value']:.3f}), which alone would not be distinguishable from noise.")
+    if accuracy["lost"] > accuracy["gained"] and accuracy["p_value"] < 0.05:
+        return False, (f"Training made held-out accuracy WORSE beyond noise: {accuracy['lost']} problems became "
+                       f"wrong and {accuracy['gained']} became right (sign test p = {accuracy['p_value']:.3f}). "
+                       "The policy was damaged, typically by too large a --policy_learning_rate for this many "
+                       "steps; lower it before adding steps.")
     return False, ("This run shows NO held-out effect beyond noise: accuracy moved by "
                    f"{accuracy['gained']} gained vs {accuracy['lost']} lost problems (p = {accuracy['p_value']:.3f}) "
                    "and the boxed-answer intervals overlap. The pipeline ran end to end, but this budget was too "

@@ -143,3 +143,11 @@ def test_quick_demo_end_to_end_with_a_tiny_model(tiny_dir, tmp_path, capsys):
 def test_quick_demo_end_to_end_with_the_embedded_model(tmp_path):
     summary = demo.main(demo.DemoConfig(quick=True, output_dir=str(tmp_path / "demo")))
     check_run(summary, tmp_path / "demo", demo.QUICK_SIZES["eval_problems"])
+
+
+def test_a_significant_loss_is_reported_as_damage_not_as_no_effect():
+    worse = {"problems": 32, "gained": 0, "lost": 6, "p_value": demo.sign_test_p(0, 6)}
+    flat = {"before_low": 0.0, "before_high": 0.1, "after_low": 0.0, "after_high": 0.1}
+    effect, text = demo.effect_verdict(worse, flat)
+    assert effect is False
+    assert "WORSE beyond noise" in text and "p = 0.031" in text and "NO held-out effect" not in text
