@@ -60,6 +60,11 @@ def test_sign_test_hand_values():
     assert demo.sign_test_p(3, 3) == 1.0
 
 
+def test_format_p_never_prints_zero():
+    assert demo.format_p(demo.sign_test_p(0, 6)) == "p = 0.031"
+    assert demo.format_p(demo.sign_test_p(17, 1)) == "p < 0.001"     # 2 * 19 / 2^18 = 0.00014
+
+
 def _attempt(problem_id, correct, text):
     return {"id": problem_id, "role": "attempt", "attempt_index": 0, "correct": correct, "text": text}
 
@@ -81,6 +86,17 @@ def test_one_right_v_star_matches_the_reference_numbers():
     # docs: with 1 of 8 right V* = 0.2935; 2 of 8 (the same ratio as 1 of 4) gives 0.4772
     assert demo.one_right_v_star(8) == pytest.approx(0.2935, abs=1e-4)
     assert demo.one_right_v_star(4) == pytest.approx(0.4772, abs=1e-4)
+
+
+def test_step4_explains_the_loss_the_run_uses():
+    (apo,) = parse_config((demo.DemoConfig,), ["--beta2", "0.25", "--policy_learning_rate", "2e-4"])
+    text = demo.stage2_explanation(apo)
+    assert "regresses beta2 * log(pi(y|x) / pi_ref(y|x))" in text and "beta2 0.25" in text and "2e-04" not in text
+    assert "learning rate 0.0002" in text and "advantage-weighted" not in text
+    (awr,) = parse_config((demo.DemoConfig,), ["--policy_loss", "awr"])
+    text = demo.stage2_explanation(awr)
+    assert "advantage-weighted LM loss" in text and "regresses" not in text and "mean squared error" not in text
+    assert demo.STAGE2_KIND["awr"] != demo.STAGE2_KIND["apo"]
 
 
 # --- output folder ---
