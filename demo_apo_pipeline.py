@@ -29,7 +29,6 @@ eval_after_training/, comparison.md, demo_config.json, demo_summary.json.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -46,8 +45,9 @@ import prepare_data
 import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo_config import A_PO_Config, parse_config, save_config, write_json_atomic
-from eval_metrics import wilson_interval
+from eval_metrics import read_records, wilson_interval
 from math_grading import last_boxed_content
+from stage1_values import read_stage1_records
 
 logger = logging.getLogger("demo_apo_pipeline")
 
@@ -216,9 +216,7 @@ def eval_config(cfg: DemoConfig, eval_file: str, folder: str) -> evaluate_apo.Ev
 
 def first_attempts(generations_path: str) -> dict[str, dict]:
     """id -> the first-attempt record of each episode in an evaluate_apo generations.jsonl."""
-    with open(generations_path, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    return {r["id"]: r for r in records if r["role"] == "attempt" and r["attempt_index"] == 0}
+    return {r["id"]: r for r in read_records(generations_path) if r["role"] == "attempt" and r["attempt_index"] == 0}
 
 
 def boxed_share(attempts: dict[str, dict]) -> tuple[int, int]:
@@ -281,11 +279,10 @@ def effect_verdict(accuracy: dict[str, Any], boxed: dict[str, Any]) -> tuple[boo
                    "small to show learning; try more --stage2_steps and --train_prompts.")
 
 
-def show_stage1_examples(stage1_path: str, rows: list[dict], count: int) -> dict[str, Any]:
-    """Print `count` prompts with their N rewards and V* (a mix of outcomes first) and the
-    distribution of correct samples per prompt; return that distribution."""
-    with open(stage1_path, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
+def show_stage1_examples(records: list[dict], rows: list[dict], count: int) -> dict[str, Any]:
+    """Print `count` of the stage-1 `records` (stage1_values.jsonl lines) with their N rewards and
+    V*, a mix of outcomes first, and the distribution of correct samples per prompt; return that
+    distribution."""
     by_id = {row["id"]: row for row in rows}
     n = len(records[0]["rewards"])
     correct = [int(sum(r["rewards"])) for r in records]
@@ -412,7 +409,8 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     clock = time.perf_counter()
     stage1 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "1")))
     seconds["stage1"] = time.perf_counter() - clock
-    stage1_stats = show_stage1_examples(stage1["stage1_values"], prepare_data_rows(data.subset_file),
+    stage1_records = read_stage1_records(stage1["stage1_values"], algorithm_config(cfg, cfg.model))
+    stage1_stats = show_stage1_examples(list(stage1_records.values()), evaluate_apo.load_eval_rows(data.subset_file),
                                         cfg.examples_shown)
     head = stage1["value_head_metrics"] or {}
     held = head.get("held_out")
@@ -499,11 +497,6 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     }
     write_json_atomic(paths[SUMMARY_FILE], summary)
     return summary
-
-
-def prepare_data_rows(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def boxed_summary(before: dict[str, dict], after: dict[str, dict]) -> dict[str, Any]:

@@ -38,13 +38,14 @@ A rate with an empty denominator is null, not 0.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from jsonl_io import read_json_lines
 
 ATTEMPT_ROLES = ("attempt", "revise")
 VERIFY_ROLE = "verify"
@@ -149,17 +150,12 @@ def validate_record(record: Any, where: str) -> None:
 def read_records(path: str) -> list[dict]:
     """Read and validate a generations.jsonl file; errors name the file, the line and the field."""
     records = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            validate_record(record, where)
-            records.append(record)
+    for line in read_json_lines(path):
+        where = f"{path} line {line.number}"
+        if line.error:
+            raise ValueError(f"{where}: not valid JSON ({line.error})")
+        validate_record(line.value, where)
+        records.append(line.value)
     if not records:
         raise ValueError(f"{path}: no records (empty file)")
     return records

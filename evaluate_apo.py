@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from apo_config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
 from eval_metrics import episode_records, metrics_from_generations, mode_label, validate_record
 from eval_report import compare_runs, comparison_markdown, results_markdown, summary_line, write_plots, write_text
+from jsonl_io import read_json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -182,22 +183,18 @@ def load_eval_rows(path: str, limit: int = 0) -> list[dict]:
         raise FileNotFoundError(f"eval file {path!r} not found; write it with `python prepare_data.py` "
                                 "or pass --eval_file")
     rows, seen = [], {}
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path} line {line_number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
-            _validate_row(row, where)
-            if row["id"] in seen:
-                raise ValueError(f"{where}: id {row['id']!r} already used on line {seen[row['id']]}")
-            seen[row["id"]] = line_number
-            rows.append(row)
-            if limit and len(rows) == limit:
-                break
+    for line in read_json_lines(path):
+        where = f"{path} line {line.number}"
+        if line.error:
+            raise ValueError(f"{where}: not valid JSON ({line.error})")
+        row = line.value
+        _validate_row(row, where)
+        if row["id"] in seen:
+            raise ValueError(f"{where}: id {row['id']!r} already used on line {seen[row['id']]}")
+        seen[row["id"]] = line.number
+        rows.append(row)
+        if limit and len(rows) == limit:
+            break
     if not rows:
         raise ValueError(f"{path}: no eval rows (empty file)")
     return rows

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apo_config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
+from jsonl_io import read_json_lines
 from math_grading import last_boxed_content
 from synthetic_math import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
 
@@ -168,20 +169,14 @@ def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
     """One JSON object per line; blank lines are ignored. A malformed line raises DataFormatError
     naming the file, the line number and the parser's reason (or is recorded in `skipped`)."""
     rows: list[RawRow] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_number}"
-            try:
-                record = json.loads(line.rstrip("\r\n"))
-            except json.JSONDecodeError as err:
-                _invalid(f"{where}: malformed JSON ({err.msg} at column {err.colno})", skipped)
-                continue
-            if not isinstance(record, dict):
-                _invalid(f"{where}: expected a JSON object, got {type(record).__name__}", skipped)
-                continue
-            rows.append((record, where))
+    for line in read_json_lines(path):
+        where = f"{path}, line {line.number}"
+        if line.error:
+            _invalid(f"{where}: malformed JSON ({line.error})", skipped)
+        elif not isinstance(line.value, dict):
+            _invalid(f"{where}: expected a JSON object, got {type(line.value).__name__}", skipped)
+        else:
+            rows.append((line.value, where))
     return rows
 
 
