@@ -463,8 +463,11 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
                "; this run did not show that the policy learned")
     say(f"""
         What this shows and what it does not: a 135M model on synthetic problems shows that every stage of the
-        pipeline works{learned}. It says nothing about the size of the gain A*-PO gives Qwen2.5-1.5B-Instruct on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for
-        base Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s). Self-correction numbers of a 135M model
+        pipeline works{learned}. At this size ({cfg.stage2_steps * cfg.prompts_per_step} stage-2 rollouts,
+        few of them right) whether a run learns depends on its seed: docs/demo_transcript.md compares five seeds of
+        the defaults. It says nothing about the size of the
+        gain A*-PO gives Qwen2.5-1.5B-Instruct on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for base
+        Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s). Self-correction numbers of a 135M model
         mostly measure how often it fails to state a verdict, which counts as 'wrong' and triggers a revision.""")
     files = {
         "data": [data.train_file, data.subset_file, data.eval_file],
