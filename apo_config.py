@@ -41,6 +41,9 @@ VERIFY_PROMPT = (
 REVISE_PROMPT = (
     "You indicated that your previous answer was wrong. Please provide the correct solution to the math problem."
 )
+# 'oracle' mode has no verify turn, so the model indicated nothing: the retry says what the oracle knows
+# (this attempt is wrong), never what the right answer is.
+ORACLE_REVISE_PROMPT = "Your previous answer is wrong. Please provide the correct solution to the math problem."
 
 
 def _help(text: str) -> dict[str, str]:
@@ -139,6 +142,9 @@ class A_PO_Config:
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata=_help("System prompt of every episode."))
     verify_prompt: str = field(default=VERIFY_PROMPT, metadata=_help("User turn asking the model to check its answer."))
     revise_prompt: str = field(default=REVISE_PROMPT, metadata=_help("User turn asking for a revision after 'wrong'."))
+    oracle_revise_prompt: str = field(default=ORACLE_REVISE_PROMPT, metadata=_help(
+        "'oracle' mode only: the user turn after an attempt the gold answer grades wrong (it says the attempt is "
+        "wrong, never what the right answer is)."))
 
     # --- grading and reproducibility ---
     grading_timeout: float = field(default=2.0, metadata=_help(

@@ -53,7 +53,7 @@ PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-v
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
-               "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt",
+               "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt", "oracle_revise_prompt",
                "unparsed_verdict_revises", "seed", "grader_version", "dtype")
 
 
@@ -241,6 +241,7 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
         "max_correction_turns": cfg.max_correction_turns, "temperature": eval_cfg.eval_temperature,
         "top_p": eval_cfg.eval_top_p, "max_new_tokens": eval_cfg.eval_max_new_tokens,
         "system_prompt": cfg.system_prompt, "verify_prompt": cfg.verify_prompt, "revise_prompt": cfg.revise_prompt,
+        "oracle_revise_prompt": cfg.oracle_revise_prompt,
         "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises, "seed": cfg.seed,
         "grader_version": grader_version, "dtype": cfg.dtype, "eval_batch_size": eval_cfg.eval_batch_size,
     }
@@ -442,7 +443,8 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
         "model": identity,
         "mode_label": mode_label(cfg.correction_mode),
         "packages": {name: _package_version(name) for name in PACKAGES},
-        "prompts": {"system": cfg.system_prompt, "verify": cfg.verify_prompt, "revise": cfg.revise_prompt},
+        "prompts": {"system": cfg.system_prompt, "verify": cfg.verify_prompt, "revise": cfg.revise_prompt,
+                    "oracle_revise": cfg.oracle_revise_prompt},
         "sampling": {"temperature": eval_cfg.eval_temperature, "top_p": eval_cfg.eval_top_p,
                      "max_new_tokens": eval_cfg.eval_max_new_tokens, "num_samples": eval_cfg.num_samples,
                      "max_correction_turns": cfg.max_correction_turns,

@@ -13,9 +13,10 @@ Modes (`A_PO_Config.correction_mode`):
   * `self_verify`: the protocol above. Only problem texts reach `run_episodes`, so the gold
     answer cannot reach the model.
   * `none`: the first attempt only.
-  * `oracle`: no verify turns; retry with the revise prompt only where `oracle_judge` (a
-    closure over the gold answers) says the attempt is wrong. This is an UPPER BOUND, not
-    self-correction.
+  * `oracle`: no verify turns; retry with `oracle_revise_prompt` ("Your previous answer is
+    wrong. ...") only where `oracle_judge` (a closure over the gold answers) says the attempt
+    is wrong. The model learns that the attempt is wrong, never the answer. This is an UPPER
+    BOUND, not self-correction.
 
 All turns of all problems advance together: one batched `generate` call per turn index.
 
@@ -344,8 +345,9 @@ def run_episodes(
                 raise ValueError(f"oracle_judge returned {len(judged)} verdicts for {len(active)} attempts")
             retry = [not bool(correct) for correct in judged]
         active = [index for index, again in zip(active, retry) if again]
+        revise_prompt = cfg.oracle_revise_prompt if mode == "oracle" else cfg.revise_prompt
         for index in active:
-            contexts[index].append({"role": "user", "content": cfg.revise_prompt})
+            contexts[index].append({"role": "user", "content": revise_prompt})
     if budget.exceeded:
         logger.warning("%d of %d turn prompts exceeded max_prompt_length + turns * max_new_tokens; they were "
                        "generated from the full context and are flagged over_length_budget", budget.exceeded,

@@ -57,7 +57,7 @@ def scripted(tokenizer, cfg: A_PO_Config, script: dict[str, dict[str, list[str]]
 
     def respond(prompt_text: str) -> str:
         problem = problem_of(prompt_text)
-        attempt = prompt_text.count(cfg.revise_prompt)
+        attempt = prompt_text.count(cfg.revise_prompt) + prompt_text.count(cfg.oracle_revise_prompt)
         if last_user_message(prompt_text) == cfg.verify_prompt:
             return script[problem]["verdicts"][attempt]
         return script[problem]["attempts"][attempt]
@@ -225,8 +225,10 @@ def test_oracle_mode_retries_only_where_the_judge_says_wrong(embedded_tokenizer)
     # the judge sees each attempt but the last possible one, with problem indices
     assert judged == [([0, 1, 2], ["right", "wrong", "wrong"]), ([1, 2], ["still wrong", "right"])]
     assert not any(cfg.verify_prompt in prompt for prompt in model.prompts)
+    # no verify turn, so the retry must not claim the model "indicated" anything
     assert episodes[1].turns[1].messages[-2:] == [{"role": "assistant", "content": "wrong"},
-                                                   {"role": "user", "content": cfg.revise_prompt}]
+                                                   {"role": "user", "content": cfg.oracle_revise_prompt}]
+    assert not any(cfg.revise_prompt in prompt for prompt in model.prompts)
 
 
 def test_episode_argument_errors(embedded_tokenizer):
