@@ -111,8 +111,9 @@ class DemoConfig:
     beta2: float = field(default=0.1, metadata=_help(
         "beta2 of the A*-PO regression, the strength of the pull towards the reference policy: the loss stops "
         "pushing once log(pi/pi_ref) of an answer reaches its advantage / beta2. The paper's 1e-3 (with full "
-        "fine-tuning at learning rate 1e-6) puts that point hundreds of nats away; with LoRA at 3e-4 the 135M "
-        "model gets there within a few steps and is damaged, so the demo bounds it at about 10 nats with 0.1."))
+        "fine-tuning at learning rate 1e-6) puts that point hundreds of nats away, so with LoRA at 3e-4 the pushes "
+        "on the 135M model's many wrong answers never stop and damaged it within a few steps; 0.1 stops them at "
+        "about 10 nats."))
     use_lora: bool = field(default=True, metadata=_help("Train LoRA adapters (rank 16) instead of all weights."))
     max_correction_turns: int = field(default=2, metadata=_help(
         "Attempts per held-out problem: 1 = first attempt only, 2 = one verify-and-revise round."))
