@@ -34,8 +34,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from apo_config import A_PO_Config, write_json_atomic
-from self_correction import (
+from apo.config import A_PO_Config, write_json_atomic
+from apo.episodes import (
     CORRECTION_MODES,
     Episode,
     Generation,

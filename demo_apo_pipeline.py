@@ -44,10 +44,10 @@ import evaluate_apo
 import prepare_data
 import train_math_apo
 from apo_algorithm import estimate_optimal_value
-from apo_config import A_PO_Config, parse_config, save_config, write_json_atomic
-from eval_metrics import read_records, wilson_interval
-from math_grading import last_boxed_content
-from stage1_values import read_stage1_records
+from apo.config import A_PO_Config, parse_config, save_config, write_json_atomic
+from apo.metrics import read_records, wilson_interval
+from apo.grading import last_boxed_content
+from apo.stage1 import read_stage1_records
 
 logger = logging.getLogger("demo_apo_pipeline")
 
@@ -76,7 +76,7 @@ class DemoConfig:
     model_cache_dir: str = field(default=os.path.join("~", ".cache", "apo_math", "models"), metadata=_help(
         "Where the embedded model is converted once."))
     source: Literal["synthetic", "local", "hub"] = field(default="synthetic", metadata=_help(
-        "'synthetic' = offline generated problems (synthetic_math.py); 'local' = MATH files (--train_path, "
+        "'synthetic' = offline generated problems (apo/synthetic.py); 'local' = MATH files (--train_path, "
         "--math500_path); 'hub' = MATH and MATH-500 from the Hugging Face hub."))
     train_path: str = field(default="", metadata=_help("--source local: MATH training problems (.jsonl, ...)."))
     math500_path: str = field(default="", metadata=_help("--source local: MATH-500 (.jsonl, ...)."))
@@ -84,7 +84,7 @@ class DemoConfig:
         "--source synthetic: comma-separated levels 1-5 (level 1, single-digit arithmetic, is what a 135M model "
         "can partly solve; higher levels give it almost no reward to learn from)."))
     synthetic_types: str = field(default="arithmetic", metadata=_help(
-        "--source synthetic: comma-separated problem types or 'all' (see synthetic_math.SYNTHETIC_TYPES). "
+        "--source synthetic: comma-separated problem types or 'all' (see apo.synthetic.SYNTHETIC_TYPES). "
         "The embedded model's sampled pass rate is about 12% on level-1 arithmetic and near 0 on the other types."))
     train_prompts: int = field(default=32, metadata=_help(
         "Training prompts (a stratified subset of the training file): stage 1 samples each N times."))

@@ -1,12 +1,12 @@
 """Stage 3: evaluate self-correction on held-out MATH problems, with numbers a reviewer can recompute.
 
-Each problem (x each sample) runs one self-correction episode (self_correction.run_episodes,
+Each problem (x each sample) runs one self-correction episode (apo.episodes.run_episodes,
 PAG protocol: attempt, verify, revise after "The answer is wrong", up to max_correction_turns
-attempts); every attempt is graded with math_grading. Output folder:
+attempts); every attempt is graded with apo.grading. Output folder:
 
-  generations.jsonl   one record per problem x sample x turn (eval_metrics' schema), appended
+  generations.jsonl   one record per problem x sample x turn (apo.metrics' schema), appended
                       per finished chunk: a re-run with --resume true (default) continues
-  metrics.json        eval_metrics.compute_metrics(generations.jsonl) + a "provenance" block
+  metrics.json        apo.metrics.compute_metrics(generations.jsonl) + a "provenance" block
   results.md          first vs final attempt, then per type and per level tables
   accuracy_by_level.png, accuracy_by_type.png, transitions.png
   run_settings.json   the settings a resumed run must share with the interrupted one
@@ -41,10 +41,10 @@ from importlib import metadata
 import torch
 from tqdm.auto import tqdm
 
-from apo_config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
-from eval_metrics import episode_records, metrics_from_generations, mode_label, validate_record
-from eval_report import compare_runs, comparison_markdown, results_markdown, summary_line, write_plots, write_text
-from jsonl_io import read_json_lines
+from apo.config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
+from apo.metrics import episode_records, metrics_from_generations, mode_label, validate_record
+from apo.report import compare_runs, comparison_markdown, results_markdown, summary_line, write_plots, write_text
+from apo.records import read_json_lines
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
 
 def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run_dir: str) -> dict:
     """Generate (resuming), grade, then compute metrics from generations.jsonl alone and write the report."""
-    from math_grading import GRADER_VERSION, GradingReport
+    from apo.grading import GRADER_VERSION, GradingReport
 
     identity = model_identity(cfg.model, cfg.model_cache_dir)  # an unknown model fails here, before any file
     os.makedirs(run_dir, exist_ok=True)
@@ -335,8 +335,8 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
     """Run the episodes of `todo` (position, row, sample) in chunks of eval_batch_size, grade every
     attempt and append each finished chunk to generations.jsonl. Chunk k is seeded with
     cfg.seed + the position of its first episode, so a resumed sampled run draws the same samples."""
-    from model_loading import load_model, load_tokenizer
-    from self_correction import run_episodes
+    from apo.models import load_model, load_tokenizer
+    from apo.episodes import run_episodes
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir)
@@ -364,7 +364,7 @@ def make_oracle_judge(golds: list[str | None], cfg: A_PO_Config):
     """oracle_judge(problem_indices, attempt_texts) -> [is correct] for run_episodes' oracle mode (an
     UPPER BOUND). The only place a gold answer is read before grading; an ungradable gold counts as
     correct (no retry), and such problems are excluded from every rate anyway."""
-    from math_grading import grade_many
+    from apo.grading import grade_many
 
     def judge(problem_indices: list[int], attempt_texts: list[str]) -> list[bool]:
         verdicts = [True] * len(problem_indices)
@@ -381,7 +381,7 @@ def make_oracle_judge(golds: list[str | None], cfg: A_PO_Config):
 def grade_episodes(episodes: list, chunk: list[tuple[int, dict, int]], cfg: A_PO_Config, grading_report) -> list[dict]:
     """Grade every attempt/revise turn against its gold (None where the gold is ungradable) and
     turn the episodes into per-turn records."""
-    from math_grading import extract_answer, grade_many
+    from apo.grading import extract_answer, grade_many
 
     texts, golds, owners = [], [], []
     for index, (episode, (_, row, _)) in enumerate(zip(episodes, chunk)):
@@ -462,7 +462,7 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
 def model_identity(model: str, cache_dir: str) -> dict:
     """The model's name, resolved folder, config name, hub commit (when cached from the hub) and a
     sha256 fingerprint of its weight files' names and sizes."""
-    from model_loading import resolve_model_path
+    from apo.models import resolve_model_path
 
     resolved = resolve_model_path(model, cache_dir)
     folder = resolved if os.path.isdir(resolved) else _hub_snapshot_folder(resolved)

@@ -16,7 +16,7 @@ math_subset.jsonl` works next):
 
 Each row is {"id", "problem", "solution", "answer", "type", "level", "source"} (docs/ARCHITECTURE.md):
 `id` is MATH's unique_id where the source has one, else a hash of the problem text; `answer` is
-the content of the solution's last \\boxed{} (math_grading.last_boxed_content); `level` is 1-5
+the content of the solution's last \\boxed{} (apo.grading.last_boxed_content); `level` is 1-5
 or null for MATH's two "Level ?" rows.
 
 Rules applied on the way: MATH-500 problems are removed from the training files by unique_id
@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apo_config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
-from jsonl_io import read_json_lines
-from math_grading import last_boxed_content
-from synthetic_math import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
+from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
+from apo.records import read_json_lines
+from apo.grading import last_boxed_content
+from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
@@ -62,7 +62,7 @@ class DataConfig:
 
     source: Literal["hub", "local", "synthetic"] = field(default="hub", metadata=_help(
         "'hub' = datasets.load_dataset(--hub_dataset) plus --math500_dataset; 'local' = --train_path and "
-        "--math500_path; 'synthetic' = the project's offline generator (synthetic_math.py), never MATH."))
+        "--math500_path; 'synthetic' = the project's offline generator (apo/synthetic.py), never MATH."))
     hub_dataset: str = field(default="qwedsacf/competition_math", metadata=_help(
         "Hub dataset with MATH problems (fields problem, level, type, solution): qwedsacf/competition_math "
         "(all 12,500 problems in its train split) or EleutherAI/hendrycks_math (train/test, one config per subject)."))
@@ -89,7 +89,7 @@ class DataConfig:
         "Tokenizer for the prompt-length report (chat template with the system prompt): a hub id, a local "
         "folder, 'embedded' (SmolLM2-135M-Instruct), or 'none' to skip the report."))
     model_cache_dir: str = field(default=os.path.join("~", ".cache", "apo_math", "models"), metadata=_help(
-        "Where the embedded model is converted once (see model_loading.py)."))
+        "Where the embedded model is converted once (see apo/models.py)."))
     max_prompt_length: int = field(default=512, metadata=_help(
         "Only reported: how many prompts exceed this many tokens (training drops them, see A_PO_Config)."))
     inspect_only: bool = field(default=False, metadata=_help("Print the inspection and write nothing."))
@@ -535,7 +535,7 @@ def main(cfg: DataConfig) -> PreparedData:
     if cfg.source == "synthetic":
         train_rows, eval_rows = synthetic_sets(cfg)
         train_report.rows_read, eval_report.rows_read = len(train_rows), len(eval_rows)
-        print(f"source: synthetic_math.py (seed {cfg.seed}, levels {cfg.synthetic_levels}, types "
+        print(f"source: apo/synthetic.py (seed {cfg.seed}, levels {cfg.synthetic_levels}, types "
               f"{cfg.synthetic_types}); these are NOT MATH problems and are labelled source='synthetic'")
     else:
         train_raw, eval_raw = load_sources(cfg, train_report, eval_report)
@@ -594,7 +594,7 @@ def main(cfg: DataConfig) -> PreparedData:
 
 def load_report_tokenizer(cfg: DataConfig):
     """The --tokenizer for the prompt-length report, loaded before any data so a bad id fails at once."""
-    from model_loading import ModelNotAvailableError, load_tokenizer
+    from apo.models import ModelNotAvailableError, load_tokenizer
 
     try:
         return load_tokenizer(cfg.tokenizer, cfg.model_cache_dir)

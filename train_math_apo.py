@@ -22,11 +22,12 @@ Outputs under --output_dir: stage1_values.jsonl, value_head/, checkpoint-<step>/
 metrics.jsonl, training_curves.png. With `accelerate launch`, every process generates for
 its share of the prompts, gradients are all-reduced, and only the main process writes.
 The self-correction episodes of issue 6 (`--train_correction true`) go through the same
-update: correction_training turns each episode into per-turn samples and advantages.
+update: apo.correction turns each episode into per-turn samples and advantages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -38,24 +39,58 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
-import stage1_values
 from apo_algorithm import (
-    PolicySample, ValueHead, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
+    PolicySample, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
     response_token_logps,
 )
-from apo_config import A_PO_Config, _require, parse_config, save_config
-from math_grading import GradingReport, grade_many
-from model_loading import load_tokenizer
-from self_correction import generate
-from training_utils import (
-    CheckpointWriter, MetricsLogger, assert_ranks_in_sync, NonFiniteTrainingError, StopRequest, TrainerState, build_lr_scheduler,
-    build_models, format_step_line, latest_or_none, load_training_state, plot_training_curves,
-    prompt_indices_for_step, resolve_mixed_precision, resolve_resume_checkpoint, skip_model_weights_in_accelerate_state,
-    step_seed, total_steps_for,
+from apo import correction, stage1
+from apo.checkpoints import (
+    CheckpointWriter, TrainerState, latest_or_none, load_training_state, resolve_resume_checkpoint,
+    skip_model_weights_in_accelerate_state,
 )
+from apo.config import A_PO_Config, _require, parse_config, save_config
+from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
+from apo.episodes import generate, run_episodes
+from apo.grading import GradingReport, grade_many
+from apo.models import build_models, load_tokenizer, resolve_mixed_precision
+from apo.stop_signal import StopRequest
+from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
 
 logger = logging.getLogger("train_math_apo")
+
+# transformers' schedule names for A_PO_Config.lr_scheduler (each with linear warmup over warmup_steps).
+LR_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Raised when max_nonfinite_steps iterations in a row had a NaN/inf loss or gradient."""
+
+
+def assert_ranks_in_sync(model: torch.nn.Module, accelerator) -> None:
+    """Raise RuntimeError when the trainable parameters differ across processes (a broken
+    all-reduce or a rank that skipped a step). Compares a float64 checksum of every trainable
+    tensor; a no-op with one process."""
+    if accelerator.num_processes == 1:
+        return
+    checksum = [float(p.detach().double().sum()) + float(p.detach().double().abs().sum())
+                for p in model.parameters() if p.requires_grad]
+    every = gather_object([checksum])
+    if any(other != every[0] for other in every[1:]):
+        raise RuntimeError("trainable parameters differ across processes after an update; the processes are out "
+                           "of step (check that every rank ran the same number of optimizer steps)")
+
+
+def lr_scheduler_for(optimizer: torch.optim.Optimizer, apo: A_PO_Config, total_optimizer_steps: int):
+    """transformers.get_scheduler for apo.lr_scheduler; step it once per optimizer step.
+
+    The warmup is transformers': the factor before optimizer step s < warmup_steps is
+    s / warmup_steps (0 at the first step), then 1 (constant) or a half cosine / a line to 0
+    at `total_optimizer_steps`.
+    """
+    return get_scheduler(LR_SCHEDULES[apo.lr_scheduler], optimizer, num_warmup_steps=apo.warmup_steps,
+                         num_training_steps=total_optimizer_steps)
 
 
 @dataclass
@@ -160,20 +195,17 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
 
 
 def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines) -> dict:
-    """Self-correction episodes (PAG) turned into per-turn samples by correction_training
+    """Self-correction episodes (PAG) turned into per-turn samples by apo.correction
     (issue 6); advantages are role-normalised there and replace r - V* in the loss."""
-    import correction_training
-    import self_correction
-
     start = time.perf_counter()
     run.policy.eval()
-    episodes = self_correction.run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
-                                            unparsed_verdict_revises=False)
+    episodes = run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
+                            unparsed_verdict_revises=False)
     generated = time.perf_counter()
-    samples, turn_metrics = correction_training.correction_samples(
+    samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
-    advantages = [float(a) for a in correction_training.role_normalized_advantages(samples)]
+    advantages = [float(a) for a in correction.role_normalized_advantages(samples)]
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
@@ -228,7 +260,7 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             ref_logps = reference_logps(run.unwrapped, run.ref_model, batch)
             totals["scoring_s"] += time.perf_counter() - started
             sync = index == parts - 1
-            with (accelerator.no_sync(run.policy) if not sync else _nullcontext()):
+            with (accelerator.no_sync(run.policy) if not sync else contextlib.nullcontext()):
                 out = response_token_logps(run.policy, batch["prompt_ids"], batch["prompt_mask"],
                                            batch["response_ids"], batch["response_mask"], with_entropy=True)
                 policy_logps = out.token_logps.sum(dim=-1)  # (B,)
@@ -268,14 +300,6 @@ def awr_chunk_loss(token_logps: torch.Tensor, response_mask: torch.Tensor, weigh
     mask = response_mask.to(token_logps.dtype)
     token_nll = -(token_logps * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
     return (weights * token_nll).mean()
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Config) -> None:
@@ -326,17 +350,14 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
     total_steps = total_steps_for(len(train_rows), cfg.prompts_per_step, cfg.epochs, cfg.max_steps)
     trainable = [p for p in run.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=apo.policy_learning_rate, weight_decay=apo.weight_decay)
-    scheduler = build_lr_scheduler(optimizer, apo.lr_scheduler, apo.warmup_steps,
-                                   total_steps * cfg.optimizer_steps_per_iteration)
+    scheduler = lr_scheduler_for(optimizer, apo, total_steps * cfg.optimizer_steps_per_iteration)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         configure_deepspeed(accelerator, cfg, apo)
     run.policy, optimizer = accelerator.prepare(run.policy, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     turn_baselines = None
     if apo.train_correction:
-        import correction_training
-
-        turn_baselines = correction_training.TurnBaselines(apo, run.unwrapped.config.hidden_size, run.correction)
+        turn_baselines = correction.TurnBaselines(apo, run.unwrapped.config.hidden_size, run.correction)
         accelerator.register_for_checkpointing(turn_baselines)
     skip_model_weights_in_accelerate_state(accelerator)
 
@@ -488,12 +509,12 @@ def main(cfg: tuple) -> dict:
 
     # --- data: training prompts and the held-out slice ---
     tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
-    all_rows = stage1_values.read_rows(train.data_file)
+    all_rows = stage1.read_rows(train.data_file)
     train_rows = all_rows[:train.max_train_prompts] if train.max_train_prompts else all_rows
-    train_rows, train_prompts, summary["dropped_long_prompts"] = stage1_values.encode_problems(train_rows, tokenizer, apo)
-    eval_rows = stage1_values.read_rows(train.eval_file) if train.stage != "1" else []
+    train_rows, train_prompts, summary["dropped_long_prompts"] = stage1.encode_problems(train_rows, tokenizer, apo)
+    eval_rows = stage1.read_rows(train.eval_file) if train.stage != "1" else []
     eval_rows = eval_rows[:train.eval_size] if train.eval_size else eval_rows
-    eval_rows, eval_prompts, summary["dropped_long_eval_prompts"] = stage1_values.encode_problems(eval_rows, tokenizer, apo)
+    eval_rows, eval_prompts, summary["dropped_long_eval_prompts"] = stage1.encode_problems(eval_rows, tokenizer, apo)
     if train.stage != "1" and not eval_rows:
         raise ValueError(f"{train.eval_file}: no held-out problem left (eval_size={train.eval_size}, "
                          f"max_prompt_length={apo.max_prompt_length}); stage 2 needs some to measure accuracy")
@@ -504,18 +525,18 @@ def main(cfg: tuple) -> dict:
     run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), correction)
 
     # --- stage 1: V* from N reference samples, then the value head ---
-    stage1_path = os.path.join(train.output_dir, stage1_values.STAGE1_FILE)
+    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
     if train.stage in ("all", "1"):
-        stage1_values.run_stage1(run, train_rows, train_prompts, stage1_path)
-    records = stage1_values.load_stage1(stage1_path, {r["id"] for r in all_rows}, [r["id"] for r in train_rows], apo)
+        stage1.run_stage1(run, train_rows, train_prompts, stage1_path)
+    records = stage1.load_stage1(stage1_path, {r["id"] for r in all_rows}, [r["id"] for r in train_rows], apo)
     summary["stage1_values"] = stage1_path
-    value_head, summary["value_head_metrics"] = stage1_values.ensure_value_head(run, train_rows, train_prompts, records)
-    summary["value_head"] = os.path.join(train.output_dir, stage1_values.VALUE_HEAD_DIR)
+    value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, train_rows, train_prompts, records)
+    summary["value_head"] = os.path.join(train.output_dir, stage1.VALUE_HEAD_DIR)
     if train.stage == "1":
         return summary
 
     # --- stage 2: online A*-PO ---
-    keep, v_star, counts = stage1_values.stage2_baselines(run, train_rows, train_prompts, records, value_head)
+    keep, v_star, counts = stage1.stage2_baselines(run, train_rows, train_prompts, records, value_head)
     summary.update(counts)
     train_rows = [train_rows[i] for i in keep]
     train_prompts = [train_prompts[i] for i in keep]
@@ -529,6 +550,5 @@ def main(cfg: tuple) -> dict:
 
 
 if __name__ == "__main__":
-    from correction_training import CorrectionTrainingConfig
 
-    main(parse_config((A_PO_Config, TrainConfig, CorrectionTrainingConfig)))
+    main(parse_config((A_PO_Config, TrainConfig, correction.CorrectionTrainingConfig)))

@@ -1,9 +1,9 @@
 """Benchmark: a small end-to-end self-correction training run, with the verifier metrics per iteration.
 
-It writes synthetic MATH-style problems (synthetic_math, labelled synthetic), runs
+It writes synthetic MATH-style problems (apo.synthetic, labelled synthetic), runs
 train_math_apo.main with --train_correction (stage 1 V*, then stage 2 on whole PAG episodes:
 attempt, verify, revise after "wrong"), and prints and saves, per iteration, the metrics that
-correction_training logs: Acc@t1, Acc@final, the transitions, the verifier's accuracy and
+apo.correction logs: Acc@t1, Acc@final, the transitions, the verifier's accuracy and
 recalls, the verdict parse-failure and revision rates, the per-role rewards and the collapse
 guard. What it proves on a CPU is the mechanics (every turn rewarded, baselined and trained,
 the metrics moving with the policy), not that a 135M model learns to verify: that takes a
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from apo_config import A_PO_Config, config_to_dict, parse_config, write_json_atomic  # noqa: E402
-from correction_training import CorrectionTrainingConfig  # noqa: E402
-from synthetic_math import generate_problems  # noqa: E402
+from apo.config import A_PO_Config, config_to_dict, parse_config, write_json_atomic  # noqa: E402
+from apo.correction import CorrectionTrainingConfig  # noqa: E402
+from apo.synthetic import generate_problems  # noqa: E402
 
 # Bench defaults, overridable by flags: the embedded model, short turns, mild sampling (a 135M
 # model at temperature 1.0 mostly produces noise), a large LoRA step so that a few iterations move it.
@@ -95,7 +95,7 @@ def format_row(record: dict) -> str:
 def main(cfg: tuple[A_PO_Config, BenchConfig, CorrectionTrainingConfig]) -> dict:
     apo, bench, correction = cfg
     import train_math_apo
-    from training_utils import read_metrics
+    from apo.training_log import read_metrics
 
     # --- data ---
     train_file, eval_file = write_problems(bench, apo.seed)

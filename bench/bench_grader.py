@@ -1,4 +1,4 @@
-"""Benchmark math_grading.grade against plain math-verify on the hand-labelled set.
+"""Benchmark apo.grading.grade against plain math-verify on the hand-labelled set.
 
 Reports, for each grader in one run: accuracy, false-positive rate (accepted wrong answers /
 all wrong pairs), false-negative rate (rejected right answers / all right pairs) and pairs per
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from apo_config import parse_config, write_json_atomic  # noqa: E402
-import math_grading  # noqa: E402
+from apo.config import parse_config, write_json_atomic  # noqa: E402
+from apo import grading  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -80,9 +80,9 @@ def confusion(verdicts: list[bool], labels: list[bool]) -> dict[str, float]:
 
 def start_cold_pool(cfg: BenchGraderConfig) -> None:
     """A fresh, started worker pool and an empty normalisation cache, so timed runs start equal."""
-    math_grading.shutdown_pool()
-    math_grading._normalize_cached.cache_clear()
-    math_grading.grade_many(["$\\boxed{x+1}$"], ["1+x"], timeout=cfg.timeout, num_workers=cfg.num_workers)
+    grading.shutdown_pool()
+    grading._normalize_cached.cache_clear()
+    grading.grade_many(["$\\boxed{x+1}$"], ["1+x"], timeout=cfg.timeout, num_workers=cfg.num_workers)
 
 
 def time_labelled(rows: list[dict], cfg: BenchGraderConfig) -> dict[str, dict]:
@@ -91,14 +91,14 @@ def time_labelled(rows: list[dict], cfg: BenchGraderConfig) -> dict[str, dict]:
     labels = [bool(r["label"]) for r in rows]
     results = {}
     start_cold_pool(cfg)
-    report = math_grading.GradingReport()
+    report = grading.GradingReport()
     start = time.perf_counter()
-    verdicts = math_grading.grade_many(responses, golds, timeout=cfg.timeout, num_workers=cfg.num_workers, report=report)
+    verdicts = grading.grade_many(responses, golds, timeout=cfg.timeout, num_workers=cfg.num_workers, report=report)
     seconds = time.perf_counter() - start
     results["grade_many"] = {"verdicts": verdicts, "seconds": seconds, "report": vars(report)}
     start_cold_pool(cfg)
     start = time.perf_counter()
-    verdicts = [math_grading.grade(r, g) for r, g in zip(responses, golds)]
+    verdicts = [grading.grade(r, g) for r, g in zip(responses, golds)]
     results["grade"] = {"verdicts": verdicts, "seconds": time.perf_counter() - start}
     start = time.perf_counter()
     verdicts = [math_verify_grade(r, g) for r, g in zip(responses, golds)]
@@ -129,11 +129,11 @@ def time_typical(cfg: BenchGraderConfig) -> dict[str, float]:
     milliseconds, fast = [], 0
     for solution, gold in pairs:
         start = time.perf_counter()
-        math_grading.grade(solution, gold)
+        grading.grade(solution, gold)
         milliseconds.append(1000 * (time.perf_counter() - start))
-        answer = math_grading.extract_answer(solution)
-        fast += answer is not None and math_grading._fast_verdict(answer, gold) is not None
-    right = sum(math_grading.grade(s, g) for s, g in pairs[: len(rows)])
+        answer = grading.extract_answer(solution)
+        fast += answer is not None and grading._fast_verdict(answer, gold) is not None
+    right = sum(grading.grade(s, g) for s, g in pairs[: len(rows)])
     math_verify_ms = []
     for solution, gold in pairs:
         start = time.perf_counter()
@@ -176,7 +176,7 @@ def main(cfg: BenchGraderConfig) -> dict:
     for row in disagreements:
         print(f"WRONG grade={row['grade']} label={row['label']} [{row['category']}] gold={row['gold']!r} "
               f"response={row['response'][-90:]!r}")
-    summary = {"grader_version": math_grading.GRADER_VERSION, "labelled_pairs": len(rows),
+    summary = {"grader_version": grading.GRADER_VERSION, "labelled_pairs": len(rows),
                "graders": {name: {k: v for k, v in r.items() if k != "verdicts"} for name, r in results.items()},
                "categories": categories, "typical_math_response": typical, "disagreements": disagreements,
                "config": vars(cfg)}

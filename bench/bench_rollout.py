@@ -6,7 +6,7 @@ synthetic Level 1-2 problems, or MATH rows), same settings (greedy by default, s
 method decodes the same tokens up to batching numerics; the tokens actually generated are
 reported per method):
 
-  project     self_correction.generate(batch_size=B): prompts sorted by length, left-padded
+  project     apo.episodes.generate(batch_size=B): prompts sorted by length, left-padded
               chunks of B, cut at the first EOS (what stage 1, stage 2 and evaluation call)
   per_prompt  a loop of model.generate on one prompt at a time (no padding at all)
   one_call    one model.generate call on all prompts, left-padded, in input order
@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from _common import count_generation, machine_info, markdown_table, set_torch_threads  # noqa: E402
-from apo_config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
+from apo.config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("bench_rollout")
 METHODS = ("project", "per_prompt", "one_call")
@@ -52,7 +52,7 @@ class BenchRolloutConfig:
     model: str = field(default="embedded", metadata={"help": "'embedded' or a local save_pretrained folder."})
     quick: bool = field(default=False, metadata={"help": "A tiny random 2-layer Llama over the embedded vocabulary."})
     data: Literal["synthetic", "math"] = field(default="synthetic", metadata={"help": (
-        "'synthetic' = synthetic_math Level 1-2 problems; 'math' = the first MATH-500 rows.")})
+        "'synthetic' = apo.synthetic Level 1-2 problems; 'math' = the first MATH-500 rows.")})
     math_file: str = field(default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
                                                 "shared", "data", "math", "test500.jsonl"),
                            metadata={"help": "MATH JSONL used with --data math."})
@@ -87,10 +87,10 @@ def load_inputs(cfg: BenchRolloutConfig):
     """(model, tokenizer, prompt id lists)."""
     import json
 
-    import synthetic_math
-    from model_loading import load_model, load_tokenizer
-    from self_correction import encode_chat
-    from stage1_values import problem_messages
+    import apo.synthetic as synthetic_math
+    from apo.models import load_model, load_tokenizer
+    from apo.episodes import encode_chat
+    from apo.stage1 import problem_messages
 
     tokenizer = load_tokenizer("embedded" if cfg.quick else cfg.model)
     if cfg.quick:
@@ -113,7 +113,7 @@ def load_inputs(cfg: BenchRolloutConfig):
 # --- the three generation paths ---
 
 def run_project(model, tokenizer, prompts, cfg: BenchRolloutConfig) -> None:
-    from self_correction import generate
+    from apo.episodes import generate
 
     generate(model, tokenizer, prompts, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=1.0,
              batch_size=cfg.batch_size)
@@ -122,7 +122,7 @@ def run_project(model, tokenizer, prompts, cfg: BenchRolloutConfig) -> None:
 def plain_generate(model, tokenizer, batch: list[list[int]], cfg: BenchRolloutConfig) -> None:
     """model.generate on a left-padded batch with the project's sampling settings (no top-k,
     no repetition penalty) and the same EOS ids, so only the batching differs."""
-    from self_correction import eos_token_ids, left_pad, sampling_kwargs
+    from apo.episodes import eos_token_ids, left_pad, sampling_kwargs
 
     ids, mask = left_pad(batch, tokenizer.pad_token_id)
     with torch.no_grad():

@@ -1,8 +1,8 @@
 """This project's A*-PO stage 2 against TRL's A2POTrainer and GRPOTrainer, on the same work.
 
 Same policy (the embedded SmolLM2-135M-Instruct, or a tiny random Llama over its vocabulary
-with --quick), same prompts (synthetic Level 1-2 problems from synthetic_math, or MATH Level
-1-2 rows with --data math), same reward (math_grading.grade_many), same number of training
+with --quick), same prompts (synthetic Level 1-2 problems from apo.synthetic, or MATH Level
+1-2 rows with --data math), same reward (apo.grading.grade_many), same number of training
 prompts, same sampling (temperature 1.0, top_p 1.0, no top-k, max_new_tokens), same optimizer
 settings (AdamW, weight decay 0.01, clip 1.0, constant lr), float32 on CPU, no gradient
 checkpointing. Each trainer runs in its own child process, so its peak resident memory is its
@@ -28,7 +28,7 @@ stale GGUF `quantization_config` of the converted embedded model left out of con
 Per trainer: wall-clock of the training loop per training prompt, generated tokens (up to
 EOS, counted by one wrapper around GenerationMixin.generate for every trainer), decoded
 positions (padding included), peak RSS, greedy held-out accuracy after the run (the same
-problems and code for all: self_correction.generate + grade_many), and ratios to this
+problems and code for all: apo.episodes.generate + grade_many), and ratios to this
 project's stage 2.
 
     .venv/bin/pip install -r bench/requirements-bench.txt      # trl, once
@@ -55,7 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     PeakRSS, count_generation, machine_info, markdown_table, python_argv, run_child, set_torch_threads,
 )
-from apo_config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
+from apo.config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("bench_trainers")
 
@@ -76,7 +76,7 @@ class BenchTrainersConfig:
     quick: bool = field(default=False, metadata={"help": (
         "Harness check: a tiny random 2-layer Llama over the embedded vocabulary, 8 prompts, 16 new tokens.")})
     data: Literal["synthetic", "math"] = field(default="synthetic", metadata={"help": (
-        "'synthetic' = synthetic_math problems of --levels; 'math' = MATH train rows of those levels for "
+        "'synthetic' = apo.synthetic problems of --levels; 'math' = MATH train rows of those levels for "
         "training and MATH-500 rows of those levels held out.")})
     math_dir: str = field(default=MATH_DIR, metadata={"help": "Folder with MATH train.jsonl and test500.jsonl."})
     levels: str = field(default="1,2", metadata={"help": "Comma-separated difficulty levels of the problems."})
@@ -166,8 +166,7 @@ def math_rows(path: str, levels: list[int], count: int) -> list[dict]:
 
 def prepare_data(cfg: BenchTrainersConfig) -> tuple[str, str]:
     """Write train.jsonl and eval.jsonl under work_dir; returns their paths."""
-    import synthetic_math
-
+    import apo.synthetic as synthetic_math
     if cfg.data == "synthetic":
         rows = synthetic_math.generate_problems(cfg.num_train_prompts + cfg.num_eval_prompts, seed=cfg.seed,
                                                 levels=cfg.level_list)
@@ -189,7 +188,7 @@ def prepare_model(cfg: BenchTrainersConfig) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from model_loading import load_tokenizer
+    from apo.models import load_tokenizer
 
     folder = os.path.join(cfg.work_dir, "tiny_model")
     tokenizer = load_tokenizer("embedded")
@@ -214,7 +213,7 @@ def plain_model_folder(model: str, folder: str) -> str:
     the HF Trainer under TRL refuses to fine-tune it ("purely quantized models"). The weights
     are plain float32 either way; this folder links them and drops the stale entry, and every
     trainer (this project's too) loads it, so all train the same policy."""
-    from model_loading import resolve_model_path
+    from apo.models import resolve_model_path
 
     source = resolve_model_path(model)
     if not os.path.isdir(source):
@@ -237,10 +236,10 @@ def plain_model_folder(model: str, folder: str) -> str:
 
 def heldout_accuracy(model, tokenizer, rows: list[dict], spec: dict) -> dict:
     """Greedy first-attempt accuracy on `rows`, exactly as train_math_apo.evaluate_accuracy
-    computes it (self_correction.generate at temperature 0, graded by grade_many)."""
-    from math_grading import grade_many
-    from self_correction import encode_chat, generate
-    from stage1_values import problem_messages
+    computes it (apo.episodes.generate at temperature 0, graded by grade_many)."""
+    from apo.grading import grade_many
+    from apo.episodes import encode_chat, generate
+    from apo.stage1 import problem_messages
 
     model.eval()
     prompts = [encode_chat(tokenizer, problem_messages(r["problem"], SYSTEM_PROMPT)) for r in rows]
@@ -254,7 +253,7 @@ def heldout_accuracy(model, tokenizer, rows: list[dict], spec: dict) -> dict:
 
 def project_configs(spec: dict, stage: str, use_lora: bool, output_dir: str):
     """(A_PO_Config, TrainConfig) of this project's run on the benchmark's work."""
-    from apo_config import A_PO_Config
+    from apo.config import A_PO_Config
     from train_math_apo import TrainConfig
 
     apo = A_PO_Config(model=spec["model"], use_lora=use_lora,
@@ -284,7 +283,7 @@ def trl_dataset(rows: list[dict]):
 
 
 class TimedReward:
-    """TRL reward function: 1.0 when math_grading.grade_many accepts the completion, else 0.0;
+    """TRL reward function: 1.0 when apo.grading.grade_many accepts the completion, else 0.0;
     accumulates its own seconds. Completions arrive as strings (A2PO) or as assistant
     message lists (GRPO with conversational prompts)."""
 
@@ -295,7 +294,7 @@ class TimedReward:
         self.seconds = 0.0
 
     def __call__(self, prompts, completions, answer, **kwargs) -> list[float]:
-        from math_grading import grade_many
+        from apo.grading import grade_many
 
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         started = time.perf_counter()
@@ -316,7 +315,7 @@ def trl_common_args(spec: dict, output_dir: str) -> dict:
 
 
 def load_policy(spec: dict):
-    from model_loading import load_model, load_tokenizer
+    from apo.models import load_model, load_tokenizer
 
     return load_model(spec["model"], dtype="float32"), load_tokenizer(spec["model"])
 
@@ -454,8 +453,8 @@ def child_update_profile(spec: dict, memory: PeakRSS, repeats: int = 3) -> dict:
     import torch
 
     from apo_algorithm import response_token_logps, sequence_logps
-    from self_correction import encode_chat, generate
-    from stage1_values import problem_messages
+    from apo.episodes import encode_chat, generate
+    from apo.stage1 import problem_messages
 
     model, tokenizer = load_policy(spec)
     rows = read_jsonl(spec["train_file"])[:spec["sequences_per_pass"]]

@@ -41,7 +41,7 @@ def math500_rows(math_dir: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def embedded_tokenizer():
     """The embedded SmolLM2 tokenizer (left padding, chat template)."""
-    from model_loading import load_tokenizer
+    from apo.models import load_tokenizer
 
     return load_tokenizer("embedded")
 

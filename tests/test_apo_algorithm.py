@@ -37,9 +37,8 @@ def test_reexports_config_and_episode_api():
     cfg = A_PO_Config(value_learning_rate=1e-4, policy_learning_rate=5e-5, max_correction_turns=3,
                       advantage_clip=10.0)
     assert cfg.max_correction_turns == 3
-    import self_correction
-
-    assert run_episodes is self_correction.run_episodes
+    from apo import episodes
+    assert run_episodes is episodes.run_episodes
 
 
 # --- V* ---

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import demo_apo_pipeline as demo
-from apo_config import parse_config
+from apo.config import parse_config
 from conftest import REPO_ROOT, build_tiny_policy
 
 

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 import evaluate_apo as ea
-from apo_config import A_PO_Config
+from apo.config import A_PO_Config
 from conftest import REPO_ROOT, build_tiny_policy
-from eval_metrics import metrics_from_generations
-from synthetic_math import generate_problems
+from apo.metrics import metrics_from_generations
+from apo.synthetic import generate_problems
 
 
 def write_rows(path, rows) -> str:
@@ -151,7 +151,7 @@ def test_bad_eval_files_name_the_file_line_and_field(tmp_path):
 
 def test_unknown_model_is_a_clear_error(eval_file, tmp_path, monkeypatch):
     from huggingface_hub import constants
-    from model_loading import ModelNotAvailableError
+    from apo.models import ModelNotAvailableError
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelNotAvailableError, match="no-such-org/no-such-model"):
@@ -187,9 +187,9 @@ def test_embedded_model_end_to_end(tmp_path):
 
 
 def test_comparison_flags_differences_beyond_the_intervals():
-    from eval_metrics import compute_metrics
-    from eval_report import comparison_markdown
-    from test_eval_metrics import complete, rec
+    from apo.metrics import compute_metrics
+    from apo.report import comparison_markdown
+    from test_metrics import complete, rec
 
     def run(correct: bool) -> dict:
         return compute_metrics(complete([rec(f"p{i}", 0, "attempt", correct=correct, answer="5") for i in range(10)]),

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import prepare_data
-from math_grading import last_boxed_content
+from apo.grading import last_boxed_content
 from prepare_data import (
     CleaningReport, DataConfig, DataFormatError, clean_rows, exclude_eval_problems, main, normalise_text,
     parse_level, read_hub, read_json_list, read_jsonl, read_local, stratified_subset, to_row, write_jsonl_atomic,

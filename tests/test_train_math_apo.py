@@ -1,4 +1,4 @@
-"""Tests of the A*-PO trainer (train_math_apo.py, stage1_values.py, training_utils.py).
+"""Tests of the A*-PO trainer (train_math_apo.py, stage1.py, apo/checkpoints.py).
 
 Fast loops use the tiny in-process Llama of conftest, saved as a model folder with the
 embedded tokenizer, on synthetic Level-1 problems; a hand-written stage1_values.jsonl gives
@@ -21,16 +21,16 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import stage1_values
-import synthetic_math
+from apo import stage1
+import apo.synthetic as synthetic_math
 import train_math_apo as T
 from apo_algorithm import advantage_weighted_loss, advantage_weights, estimate_optimal_value
-from apo_config import A_PO_Config, parse_config
+from apo.config import A_PO_Config, parse_config
 from conftest import REPO_ROOT, build_tiny_policy
-from training_utils import (
-    MetricsLogger, NonFiniteTrainingError, lr_factor, plot_training_curves, prompt_indices_for_step, read_metrics,
-    resolve_resume_checkpoint, rotate_checkpoints, staged_folder, total_steps_for,
-)
+from apo.checkpoints import resolve_resume_checkpoint, rotate_checkpoints, staged_folder
+from apo.data_order import prompt_indices_for_step, total_steps_for
+from apo.training_log import MetricsLogger, plot_training_curves, read_metrics
+from train_math_apo import NonFiniteTrainingError, lr_scheduler_for
 
 APO_FIELDS = {f.name for f in dataclasses.fields(A_PO_Config)}
 # Stage-1 rewards cycled over the training prompts: V* = 0, 0.2935... (beta1 0.5 of [0, 1]), 1.
@@ -72,18 +72,18 @@ def make_cfg(tiny_dir, data, output_dir, **overrides):
 def write_stage1(output_dir, rows, apo, rewards=STAGE1_REWARDS):
     """A stage1_values.jsonl (and its meta file) as stage 1 would write it, with chosen rewards."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, stage1_values.STAGE1_FILE), "w") as handle:
+    with open(os.path.join(output_dir, stage1.STAGE1_FILE), "w") as handle:
         for i, row in enumerate(rows):
             r = rewards[i % len(rewards)]
             handle.write(json.dumps({"id": row["id"], "rewards": r, "v_star": float(estimate_optimal_value(r, 0.5)),
                                      "response_lengths": [4] * len(r)}) + "\n")
-    with open(os.path.join(output_dir, stage1_values.STAGE1_META_FILE), "w") as handle:
-        json.dump(stage1_values.stage1_meta(apo), handle)
+    with open(os.path.join(output_dir, stage1.STAGE1_META_FILE), "w") as handle:
+        json.dump(stage1.stage1_meta(apo), handle)
 
 
 def run_stage2(tiny_dir, data, output_dir, **overrides):
     cfg = make_cfg(tiny_dir, data, output_dir, **overrides)
-    if not os.path.isfile(os.path.join(output_dir, stage1_values.STAGE1_FILE)):
+    if not os.path.isfile(os.path.join(output_dir, stage1.STAGE1_FILE)):
         write_stage1(output_dir, data["rows"], cfg[0])
     return T.main(cfg)
 
@@ -125,13 +125,23 @@ def test_readme_commands_and_shipped_configs_parse():
 
 # --- schedules, data order, files ---
 
-def test_lr_factor_hand_values():
-    assert [lr_factor(s, "constant", 2, 10) for s in range(4)] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
-    assert lr_factor(5, "cosine", 0, 10) == pytest.approx(0.5)
-    assert lr_factor(10, "cosine", 0, 10) == pytest.approx(0.0)
-    assert lr_factor(7, "linear", 2, 12) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="constant, cosine, linear"):
-        lr_factor(0, "step", 0, 10)
+def _lr_factors(kind: str, warmup: int, total: int, steps: int) -> list[float]:
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_scheduler_for(optimizer, A_PO_Config(lr_scheduler=kind, warmup_steps=warmup), total)
+    factors = []
+    for _ in range(steps):
+        factors.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
+def test_lr_schedules_hand_values():
+    assert _lr_factors("constant", 2, 10, 4) == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    assert _lr_factors("constant", 0, 10, 3) == pytest.approx([1.0, 1.0, 1.0])
+    assert _lr_factors("cosine", 0, 10, 11)[5] == pytest.approx(0.5)
+    assert _lr_factors("cosine", 0, 10, 11)[10] == pytest.approx(0.0)
+    assert _lr_factors("linear", 2, 12, 8)[7] == pytest.approx(0.5)
 
 
 def test_prompt_order_is_a_permutation_per_epoch_and_deterministic():
@@ -192,23 +202,23 @@ def test_read_rows_names_file_line_and_field(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps({"id": "a", "problem": "p", "answer": "1"}) + "\n{oops\n")
     with pytest.raises(ValueError, match=r"rows.jsonl:2: not valid JSON"):
-        stage1_values.read_rows(str(path))
+        stage1.read_rows(str(path))
     path.write_text(json.dumps({"id": "a", "problem": "p"}) + "\n")
     with pytest.raises(ValueError, match=r"rows.jsonl:1: field 'answer'"):
-        stage1_values.read_rows(str(path))
+        stage1.read_rows(str(path))
     with pytest.raises(FileNotFoundError, match="prepare_data.py"):
-        stage1_values.read_rows(str(tmp_path / "missing.jsonl"))
+        stage1.read_rows(str(tmp_path / "missing.jsonl"))
 
 
 def test_long_prompts_are_dropped_and_counted(embedded_tokenizer, data):
-    from self_correction import encode_chat
+    from apo.episodes import encode_chat
 
     apo = A_PO_Config()
-    lengths = [len(encode_chat(embedded_tokenizer, stage1_values.problem_messages(r["problem"], apo.system_prompt)))
+    lengths = [len(encode_chat(embedded_tokenizer, stage1.problem_messages(r["problem"], apo.system_prompt)))
                for r in data["rows"]]
     limit = sorted(lengths)[len(lengths) // 2]
     apo = A_PO_Config(max_prompt_length=limit)
-    kept, prompts, dropped = stage1_values.encode_problems(data["rows"], embedded_tokenizer, apo)
+    kept, prompts, dropped = stage1.encode_problems(data["rows"], embedded_tokenizer, apo)
     assert dropped == sum(length > limit for length in lengths) > 0
     assert len(kept) == len(prompts) == len(lengths) - dropped
     assert all(len(p) <= limit for p in prompts)
@@ -423,10 +433,10 @@ def format_only_policy(tokenizer, rows, folder, steps, seed=0):
     so any held-out gain afterwards comes from reward, not from this supervised step."""
     import random
 
-    from self_correction import encode_chat
+    from apo.episodes import encode_chat
 
     system = A_PO_Config().system_prompt
-    prompts = [encode_chat(tokenizer, stage1_values.problem_messages(r["problem"], system)) for r in rows]
+    prompts = [encode_chat(tokenizer, stage1.problem_messages(r["problem"], system)) for r in rows]
     model = build_tiny_policy(tokenizer, seed=seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     draw = random.Random(seed)
@@ -470,7 +480,7 @@ def test_stage2_raises_held_out_accuracy(embedded_tokenizer, tmp_path):
 
 
 def test_correction_training_plugs_into_the_same_update(tiny_dir, data, tmp_path):
-    from correction_training import CorrectionTrainingConfig
+    from apo.correction import CorrectionTrainingConfig
 
     apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_correction_turns=2, max_steps=1,
                           save_every=1, use_lora=True)

@@ -1,4 +1,4 @@
-"""A*-PO stage 1 and its hand-off file: training prompts, V* from N reference samples, the value head.
+"""A*-PO stage 1 for train_math_apo.py: training prompts, V* from N reference samples, the value head.
 
 Used by train_math_apo.py (`--stage 1` or `--stage all`). For every training prompt, N
 responses of the reference policy are sampled, graded (a truncated response scores 0) and
@@ -29,10 +29,11 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
-from apo_config import write_json_atomic
-from math_grading import grade_many
-from self_correction import encode_chat, generate, left_pad
-from training_utils import staged_folder, step_seed
+from apo.config import write_json_atomic
+from apo.grading import grade_many
+from apo.episodes import encode_chat, generate, left_pad
+from apo.checkpoints import staged_folder
+from apo.data_order import step_seed
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
-"""Tests of jsonl_io.read_json_lines: blank lines skipped, line numbers kept, bad JSON reported."""
+"""Tests of apo.records.read_json_lines: blank lines skipped, line numbers kept, bad JSON reported."""
 
 from __future__ import annotations
 
-from jsonl_io import JsonLine, read_json_lines
+from apo.records import JsonLine, read_json_lines
 
 
 def test_lines_are_numbered_as_in_the_file_and_bad_json_is_reported_not_raised(tmp_path):

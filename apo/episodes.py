@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
-    from apo_config import A_PO_Config
+    from apo.config import A_PO_Config
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from jsonl_io import read_json_lines
+from apo.records import read_json_lines
 
 ATTEMPT_ROLES = ("attempt", "revise")
 VERIFY_ROLE = "verify"
@@ -85,11 +85,11 @@ def episode_records(
     mode: str,
     extracted_answers: Sequence[str | None] | None = None,
 ) -> list[dict]:
-    """Per-turn records of one self_correction.Episode.
+    """Per-turn records of one apo.episodes.Episode.
 
     `correctness[i]` grades the i-th attempt/revise turn of `episode.turns` (None when the gold
     answer cannot be graded); `extracted_answers[i]` is its extracted answer (computed with
-    math_grading.extract_answer when not given). A verify turn's `checked_attempt_correct`
+    apo.grading.extract_answer when not given). A verify turn's `checked_attempt_correct`
     is the correctness of the latest attempt before it. Raises ValueError when the counts do
     not match the episode.
     """
@@ -98,7 +98,7 @@ def episode_records(
         raise ValueError(f"problem {problem_row.get('id')!r}: {len(correctness)} correctness values "
                          f"for {len(attempt_turns)} attempt/revise turns")
     if extracted_answers is None:
-        from math_grading import extract_answer
+        from apo.grading import extract_answer
 
         extracted_answers = [extract_answer(t.text) for t in attempt_turns]
     if len(extracted_answers) != len(attempt_turns):

@@ -1,4 +1,4 @@
-"""eval_metrics on hand-built records: transitions, verifier, pass@k, maj@n ties, groups, intervals."""
+"""apo.metrics on hand-built records: transitions, verifier, pass@k, maj@n ties, groups, intervals."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import eval_metrics as em
+import apo.metrics as em
 
 
 def rec(pid, turn, role, *, sample=0, correct=None, answer=None, verdict=None, parsed=None, checked=None,

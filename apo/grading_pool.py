@@ -1,8 +1,8 @@
-"""The worker-process pool behind `math_grading.grade_many`: per-pair wall-clock timeouts.
+"""The worker-process pool behind `apo.grading.grade_many`: per-pair wall-clock timeouts.
 
 math-verify's own timeout uses `signal.alarm`, which only works in the main thread, and a
 sympy simplification can run for minutes; so pairs that the fast path cannot decide run in
-worker subprocesses that speak JSON lines (`math_grading._worker_main`), each pair under a
+worker subprocesses that speak JSON lines (`apo.grading._worker_main`), each pair under a
 wall-clock limit. A worker that runs past it is killed and replaced; the pool, and the
 caller, go on. One pool per process, created on first use and re-created after a fork
 (`accelerate launch` ranks each get their own) or a change of size; killed at exit.
@@ -27,8 +27,8 @@ class Worker:
     """One grading subprocess speaking JSON lines on stdin/stdout."""
 
     def __init__(self) -> None:
-        here = os.path.dirname(os.path.abspath(__file__))
-        code = f"import sys; sys.path.insert(0, {here!r}); import math_grading; math_grading._worker_main()"
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the folder that holds apo/
+        code = f"import sys; sys.path.insert(0, {root!r}); from apo import grading; grading._worker_main()"
         self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, encoding="utf-8", bufsize=1)
         self.ready = False
@@ -104,7 +104,7 @@ class GraderPool:
                 self._expire(results, timeout)
                 if not any(w.ready for w in self.workers) and time.monotonic() - started > self.startup_limit_s:
                     raise RuntimeError(f"no grader worker became ready within {self.startup_limit_s:.0f} s; check that "
-                                       f"{sys.executable} -c 'import math_grading; math_grading._worker_main()' starts")
+                                       f"{sys.executable} -c 'from apo import grading; grading._worker_main()' starts")
             return [r if r is not None else "error" for r in results]
 
     def _assign(self, queue: list[int], pairs: list[tuple[str, str]], results: list) -> None:
@@ -159,8 +159,8 @@ class GraderPool:
         self.startup_deaths += 1
         if self.startup_deaths >= self.max_startup_deaths:
             raise RuntimeError(f"grader workers exited {self.startup_deaths} times before becoming ready (exit code "
-                               f"{worker.process.poll()}); run {sys.executable} -c 'import math_grading; "
-                               f"math_grading._worker_main()' to see the error")
+                               f"{worker.process.poll()}); run {sys.executable} -c 'from apo import grading; "
+                               f"grading._worker_main()' to see the error")
 
     def _replace(self, worker: Worker) -> None:
         worker.kill()

@@ -1,6 +1,6 @@
 """Reading JSONL files: the one loop every stage's reader shares.
 
-Each reader (prepare_data's raw rows, evaluate_apo's eval rows, eval_metrics' generation
+Each reader (prepare_data's raw rows, evaluate_apo's eval rows, apo.metrics' generation
 records) validates its own fields and decides what a malformed line means; this module only
 walks the file, skips blank lines and parses each of the others.
 """

@@ -1,4 +1,4 @@
-"""Tests for math_grading: the hand-labelled set, every real MATH gold answer against itself
+"""Tests for apo.grading: the hand-labelled set, every real MATH gold answer against itself
 (rewritten) and against other problems' answers, box extraction on all 12,500 MATH solutions,
 adversarial inputs, and the worker pool's timeouts."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import grading_pool
-import math_grading
-from math_grading import GradingReport, extract_answer, grade, grade_many, last_boxed_content
+from apo import grading_pool
+from apo import grading
+from apo.grading import GradingReport, extract_answer, grade, grade_many, last_boxed_content
 from tests.conftest import read_jsonl
 
 LABELLED_SET = Path(__file__).resolve().parents[1] / "bench" / "grader_labelled_set.jsonl"
@@ -136,7 +136,7 @@ def test_every_math_gold_matches_itself_rewritten(all_math_rows):
             continue
         for response in _rewrites(gold):
             answer = extract_answer(response)
-            if answer is None or math_grading._fast_verdict(answer, gold) is not True:
+            if answer is None or grading._fast_verdict(answer, gold) is not True:
                 failures.append((row["unique_id"], gold, response))
     assert failures == []
 
@@ -149,10 +149,10 @@ def _other_answer_pairs(rows: list[dict]) -> list[tuple[str, str]]:
         gold = row["answer"]
         if not other.strip():
             continue
-        n_gold, n_other = math_grading.normalize_answer(gold), math_grading.normalize_answer(other)
+        n_gold, n_other = grading.normalize_answer(gold), grading.normalize_answer(other)
         if not n_gold or n_gold == n_other:
             continue
-        value_gold, value_other = math_grading._as_rational(n_gold), math_grading._as_rational(n_other)
+        value_gold, value_other = grading._as_rational(n_gold), grading._as_rational(n_other)
         if value_gold is not None and value_gold == value_other:
             continue
         pairs.append((f"The answer is $\\boxed{{{other}}}$.", gold))
@@ -165,7 +165,7 @@ def test_every_math_gold_rejects_other_answers(all_math_rows):
     assert len(pairs) > 11_000
     undecided = []
     for response, gold in pairs:
-        verdict = math_grading._fast_verdict(extract_answer(response), gold)
+        verdict = grading._fast_verdict(extract_answer(response), gold)
         assert verdict is not True, (response, gold)
         if verdict is None:
             undecided.append((response, gold))
@@ -239,8 +239,8 @@ def test_grade_many_rejects_bad_arguments():
 
 
 def test_grader_version_is_recorded():
-    assert isinstance(math_grading.GRADER_VERSION, str) and math_grading.GRADER_VERSION
-    json.dumps({"grader_version": math_grading.GRADER_VERSION})
+    assert isinstance(grading.GRADER_VERSION, str) and grading.GRADER_VERSION
+    json.dumps({"grader_version": grading.GRADER_VERSION})
 
 
 def test_pool_raises_when_workers_cannot_start(monkeypatch):

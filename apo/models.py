@@ -183,3 +183,47 @@ def load_model(
     if policy.generation_config.pad_token_id is None:
         policy.generation_config.pad_token_id = policy.generation_config.eos_token_id
     return policy.to(device).eval()
+
+
+def resolve_mixed_precision(value: str) -> str | None:
+    """'auto' -> None when `accelerate launch` set it (its config wins), else 'bf16' on a GPU
+    that supports bfloat16, else 'no'; other values pass through."""
+    if value != "auto":
+        return value
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def build_models(apo, train, device: torch.device, resume_dir: str | None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """(policy, ref_model), both in eval mode on `device`.
+
+    LoRA (apo.use_lora): the base model in apo.dtype with fresh adapters (or the adapters of
+    `resume_dir`/adapter), and ref_model None: the reference is the policy with its adapters
+    disabled. Full fine-tuning: the policy in float32 master weights when apo.dtype is 'auto'
+    (bf16 autocast comes from the Accelerator; AdamW at lr 1e-6 would stall on bf16 weights),
+    loaded from `resume_dir`/policy when resuming, plus a frozen reference copy in apo.dtype.
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    torch.manual_seed(apo.seed)  # identical adapter initialisation on every process
+    if apo.use_lora:
+        base = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
+        if resume_dir is not None:
+            policy = PeftModel.from_pretrained(base, os.path.join(resume_dir, "adapter"), is_trainable=True)
+        else:
+            targets = apo.lora_target_modules
+            lora = LoraConfig(r=apo.lora_r, lora_alpha=apo.lora_alpha, lora_dropout=apo.lora_dropout,
+                              target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                              task_type="CAUSAL_LM")
+            policy = get_peft_model(base, lora)
+        ref_model = None
+    else:
+        source = os.path.join(resume_dir, "policy") if resume_dir is not None else apo.model
+        policy = load_model(source, apo.model_cache_dir, dtype="float32" if apo.dtype == "auto" else apo.dtype,
+                            device=device)
+        ref_model = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
+        ref_model.requires_grad_(False)
+    if apo.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return policy.eval(), ref_model

@@ -58,8 +58,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
-import grading_pool
-from grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (shutdown_pool is public API)
+from apo import grading_pool
+from apo.grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (shutdown_pool is public API)
 
 logger = logging.getLogger(__name__)
 
@@ -765,7 +765,7 @@ def grade_many(responses: Sequence[str], golds: Sequence[str], *, timeout: float
     return verdicts
 
 
-# --- worker entry point (runs in grading_pool's subprocesses) ---
+# --- worker entry point (runs in apo.grading_pool's subprocesses) ---
 
 _WARM_UP_PAIRS = [("2\\sqrt{3}", "\\sqrt{12}"), ("(x+1)^2", "x^2+2x+1"), ("\\log_2 8", "3"),
                   ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),

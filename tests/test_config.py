@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from apo_algorithm import A_PO_Config
-from apo_config import parse_config, save_config
+from apo.config import parse_config, save_config
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""model_loading: the embedded SmolLM2 loads and generates, and an unknown model fails at once
+"""apo.models: the embedded SmolLM2 loads and generates, and an unknown model fails at once
 with a message that names the offline alternatives."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model_loading import ModelNotAvailableError, load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from apo.models import ModelNotAvailableError, load_model, load_tokenizer, resolve_dtype, resolve_model_path
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The human-readable side of an evaluation: results.md, the comparison table and the PNG plots.
 
 Everything here reads metrics dicts (or metrics.json files for --compare) produced by
-eval_metrics.compute_metrics plus the provenance block evaluate_apo adds; nothing is
+apo.metrics.compute_metrics plus the provenance block evaluate_apo adds; nothing is
 recomputed from generations. Percentages are
 printed with one decimal; "n/a" marks a rate whose denominator is empty. A run in oracle mode
 carries "oracle (upper bound)" in every title.

@@ -1,4 +1,4 @@
-"""synthetic_math: every answer gradeable, answers re-derived here from the problem text,
+"""apo.synthetic: every answer gradeable, answers re-derived here from the problem text,
 determinism, no duplicates, and level 1 kept to single-digit work."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import pytest
 
-from math_grading import grade, last_boxed_content
-from synthetic_math import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, decimal_number, generate_problems, latex_number
+from apo.grading import grade, last_boxed_content
+from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, decimal_number, generate_problems, latex_number
 
 SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
 

@@ -1,6 +1,6 @@
-"""correction_training: per-turn rewards, the revision bonus, masks, baselines, per-role
+"""apo.correction: per-turn rewards, the revision bonus, masks, baselines, per-role
 advantage normalisation and the collapse guard, on episodes played by a scripted policy
-through the real self_correction.run_episodes and the real embedded tokenizer.
+through the real apo.episodes.run_episodes and the real embedded tokenizer.
 
 The scripted policy answers from a fixed script per problem (its forward pass is a tiny
 in-process Llama, so the value heads get real hidden states). Expected values are computed
@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from apo_algorithm import PolicySample, collate_samples
-from apo_config import A_PO_Config
+from apo.config import A_PO_Config
 from conftest import build_tiny_policy
-from correction_training import (
+from apo.correction import (
     CorrectionTrainingConfig,
     TurnBaselines,
     VerdictCollapseGuard,
@@ -28,8 +28,8 @@ from correction_training import (
     correction_samples,
     role_normalized_advantages,
 )
-from math_grading import GradingReport
-from self_correction import encode_chat, run_episodes
+from apo.grading import GradingReport
+from apo.episodes import encode_chat, run_episodes
 
 MAX_NEW_TOKENS = 48
 TRUNCATED = "<truncate>"  # script marker: emit exactly max_new_tokens tokens, no EOS
@@ -317,7 +317,7 @@ def test_undefined_rates_are_left_out(episodes, policy, embedded_tokenizer):
 def test_collapse_guard_flags_one_sided_verdicts(caplog):
     guard = VerdictCollapseGuard(window=4, min_verdicts=3, threshold=0.7)
     assert guard.update(["wrong", "wrong"], [False, True])["collapse_flag"] == 0.0  # too few verdicts
-    with caplog.at_level(logging.WARNING, logger="correction_training"):
+    with caplog.at_level(logging.WARNING, logger="apo.correction"):
         state = guard.update(["wrong", None], [False, False])  # the unparsed one is not counted
     assert state["collapse_flag"] == 1.0 and state["collapse_verdict_window"] == 3.0
     assert state["window_said_wrong_share"] == 1.0 and state["window_attempt_wrong_share"] == pytest.approx(2 / 3)

@@ -1,4 +1,4 @@
-"""self_correction: verdict parsing, batched generation and the PAG episode, driven by a scripted
+"""apo.episodes: verdict parsing, batched generation and the PAG episode, driven by a scripted
 model that answers through the real embedded tokenizer and chat template."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from apo_config import A_PO_Config
-from self_correction import encode_chat, generate, parse_verdict, run_episodes
+from apo.config import A_PO_Config
+from apo.episodes import encode_chat, generate, parse_verdict, run_episodes
 
 EOS = 2  # <|im_end|>, also the pad token
 END_OF_TEXT = 0  # <|endoftext|>, a second EOS id in the scripted model's generation config
@@ -277,7 +277,7 @@ def test_no_gold_answer_or_solution_reaches_the_model(embedded_tokenizer, math50
 
 @pytest.mark.slow
 def test_batched_greedy_generation_matches_one_at_a_time_on_the_embedded_model(embedded_tokenizer):
-    from model_loading import load_model
+    from apo.models import load_model
 
     model = load_model("embedded", dtype="float32")
     prompts = [encode_chat(embedded_tokenizer, [{"role": "user", "content": text}])

@@ -1,7 +1,7 @@
-"""Training the self-correction turns: episodes -> per-turn rewards, baselines and `PolicySample`s.
+"""Training the self-correction turns in train_math_apo.py: episodes -> per-turn rewards, baselines and `PolicySample`s.
 
 Stage 2 with `--train_correction` samples whole PAG episodes from the current policy
-(attempt, verify, revise after a "wrong" verdict; self_correction.run_episodes) and trains
+(attempt, verify, revise after a "wrong" verdict; apo.episodes.run_episodes) and trains
 every turn the model generated (Jiang et al., 2025, "PAG: Multi-Turn Reinforced LLM
 Self-Correction with Policy as Generative Verifier", arXiv 2506.10406, section 3):
 
@@ -67,12 +67,12 @@ import torch
 from torch import Tensor
 
 from apo_algorithm import PolicySample, ValueHead, fit_value_head, prompt_hidden_states
-from eval_metrics import episode_records, summarize
-from math_grading import GradingReport, extract_answer, grade_many
-from self_correction import Episode, Turn, left_pad
+from apo.metrics import episode_records, summarize
+from apo.grading import GradingReport, extract_answer, grade_many
+from apo.episodes import Episode, Turn, left_pad
 
 if TYPE_CHECKING:
-    from apo_config import A_PO_Config
+    from apo.config import A_PO_Config
 
 logger = logging.getLogger(__name__)
 
@@ -474,7 +474,7 @@ def correction_samples(
     correct attempts when none was correct, is left out rather than reported as 0): acc_t1, acc_final,
     delta_i_to_c, delta_c_to_i, verifier_accuracy, verifier_recall_on_correct,
     verifier_recall_on_wrong, revision_rate, verdict_parse_failure_rate, said_wrong_rate
-    (all as defined by eval_metrics.summarize), the collapse guard's collapse_flag and
+    (all as defined by apo.metrics.summarize), the collapse guard's collapse_flag and
     window shares, reward/<role> and baseline/<role> means, num_samples/<role>,
     baseline_source/<group> (2 = value head, 1 = running mean, 0 = prior) and the heads'
     fit losses. Raises ValueError when the inputs are not aligned or V* is not finite.
@@ -547,7 +547,7 @@ def _policy_sample(turn: Turn, reward: float, baseline: float, where: str) -> Po
 
 def training_metrics(episodes: Sequence[Episode], correct: Sequence[Sequence[bool]], mode: str,
                      golds: Sequence[str], problem_rows: Sequence[dict] | None = None) -> dict[str, float | None]:
-    """Self-correction metrics of one training batch through eval_metrics.summarize (the same
+    """Self-correction metrics of one training batch through apo.metrics.summarize (the same
     definitions as evaluation): Acc@t1, Acc@final, the transitions, the verifier's accuracy and
     recalls, revision rate and verdict parse-failure rate, flattened to scalar entries."""
     records = []

@@ -1,0 +1,44 @@
+"""The seeded order in which stage 2 visits its training prompts, and per-step sampling seeds.
+
+A pure function of (seed, step): a resumed run sees exactly the prompts, in the same order,
+that an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def prompt_indices_for_step(num_prompts: int, prompts_per_step: int, step: int, seed: int) -> list[int]:
+    """Indices (into the training prompts) of the prompts of iteration `step`.
+
+    The prompt stream is one seeded permutation per epoch, concatenated: epoch e is
+    numpy.random.default_rng([seed, e]).permutation(num_prompts). A step whose window crosses
+    an epoch boundary takes the end of one permutation and the start of the next. Pure
+    function of its arguments, so a resumed run sees exactly the order of an uninterrupted one.
+    """
+    if num_prompts < 1 or prompts_per_step < 1 or step < 0:
+        raise ValueError(f"num_prompts={num_prompts} and prompts_per_step={prompts_per_step} must be >= 1, "
+                         f"step={step} >= 0")
+    start, stop = step * prompts_per_step, (step + 1) * prompts_per_step
+    indices: list[int] = []
+    for epoch in range(start // num_prompts, (stop - 1) // num_prompts + 1):
+        order = np.random.default_rng([seed, epoch]).permutation(num_prompts)
+        lo = max(start - epoch * num_prompts, 0)
+        hi = min(stop - epoch * num_prompts, num_prompts)
+        indices.extend(int(i) for i in order[lo:hi])
+    return indices
+
+
+def total_steps_for(num_prompts: int, prompts_per_step: int, epochs: float, max_steps: int) -> int:
+    """Iterations of a run: ceil(epochs * num_prompts / prompts_per_step), or max_steps when > 0."""
+    if max_steps > 0:
+        return max_steps
+    return max(1, math.ceil(epochs * num_prompts / prompts_per_step))
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the sampling RNG for one iteration on one process (distinct across both)."""
+    return int(np.random.default_rng([seed, step, rank]).integers(2**31 - 1))

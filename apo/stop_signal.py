@@ -1,0 +1,37 @@
+"""Stopping a long run cleanly on Ctrl-C or SIGTERM: finish the step, checkpoint, exit."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+logger = logging.getLogger(__name__)
+
+
+class StopRequest:
+    """Turns the first SIGINT/SIGTERM into a flag the loop checks between steps (so it can
+    write a checkpoint and exit cleanly); a second SIGINT raises KeyboardInterrupt at once.
+    Use as a context manager; the previous handlers are restored on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        logger.warning("received %s: finishing this step, writing a checkpoint, then exiting "
+                       "(press Ctrl-C again to stop at once)", signal.Signals(signum).name)
+
+    def __enter__(self) -> StopRequest:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the handlers alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
