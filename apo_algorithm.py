@@ -206,8 +206,11 @@ def response_token_logps(
     response_mask: Tensor | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     with_entropy: bool = False,
+    *,
+    temperature: float = 1.0,
 ) -> TokenLogps:
-    """Token log-probs of the responses under `model`, in one batched forward pass.
+    """Token log-probs of the responses under `model` at sampling temperature `temperature`, in
+    one batched forward pass: log softmax(logits / T)[y_t], and the entropy of softmax(logits / T).
 
     prompt_ids/prompt_mask: (B, P), left-padded; response_ids: (B, R), right-padded.
     The mask is `response_mask` if given, else `response_mask_from_ids(response_ids,
@@ -215,7 +218,15 @@ def response_token_logps(
     result equals an unpadded per-sequence forward. Only the R logit rows that predict the
     response are computed (`logits_to_keep`, which matters at vocabularies of 150k), and the
     log-softmax is taken in float32 one sequence at a time. Gradients flow when enabled.
+
+    `temperature` must be the temperature the responses were sampled at, so the log-probs and
+    the entropy describe the distribution that produced them (the official A*-PO code, a verl
+    fork, and TRL divide the logits by the rollout temperature the same way). T = 1 leaves the
+    logits unchanged. Raises ValueError for T <= 0 (greedy rollouts have no sampling
+    distribution to score; score them at 1.0).
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0: pass the rollout temperature (1.0 for greedy)")
     _check_left_padded(prompt_mask)
     if response_mask is None:
         if eos_token_id is None:
@@ -234,6 +245,8 @@ def response_token_logps(
     output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask),
                    use_cache=False, logits_to_keep=response_length + 1)
     logits = output.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    if temperature != 1.0:
+        logits = logits / temperature
     recompute = torch.is_grad_enabled() and logits.requires_grad
     token_logps, entropies = [], []
     for row in range(logits.shape[0]):
@@ -267,17 +280,22 @@ def sequence_logps(
     response_ids: Tensor,
     response_mask: Tensor | None = None,
     eos_token_id: int | Sequence[int] | None = None,
+    *,
+    temperature: float = 1.0,
 ) -> Tensor:
-    """(B,) float32 log pi(y|x): the sum of token log-probs over each response, up to and
-    including the first EOS (see `response_token_logps` for the inputs)."""
-    result = response_token_logps(model, prompt_ids, prompt_mask, response_ids, response_mask, eos_token_id)
+    """(B,) float32 log pi_T(y|x): the sum of token log-probs over each response, up to and
+    including the first EOS, with the logits divided by the sampling `temperature` (see
+    `response_token_logps` for the inputs)."""
+    result = response_token_logps(model, prompt_ids, prompt_mask, response_ids, response_mask, eos_token_id,
+                                  temperature=temperature)
     return result.token_logps.sum(dim=-1)
 
 
 # --- the reference policy ---
 
-def reference_logps(policy: nn.Module, ref_model: nn.Module | None, batch: dict[str, Tensor]) -> Tensor:
-    """(B,) log pi_ref(y|x) of a `collate_samples` batch, without gradient.
+def reference_logps(policy: nn.Module, ref_model: nn.Module | None, batch: dict[str, Tensor], *,
+                    temperature: float = 1.0) -> Tensor:
+    """(B,) log pi_ref(y|x) of a `collate_samples` batch at sampling `temperature`, without gradient.
 
     With `ref_model` given, it is the frozen reference. Otherwise `policy` must be a peft
     model: the reference is the same model with its adapters disabled (no second copy in
@@ -286,12 +304,12 @@ def reference_logps(policy: nn.Module, ref_model: nn.Module | None, batch: dict[
     inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
     with torch.no_grad():
         if ref_model is not None:
-            return sequence_logps(ref_model, *inputs)
+            return sequence_logps(ref_model, *inputs, temperature=temperature)
         if not _is_peft_model(policy):
             raise ValueError("reference_logps needs ref_model (a frozen copy of the initial policy) unless the "
                              "policy is a peft (LoRA) model, whose adapters are disabled to give the reference")
         with policy.disable_adapter():
-            return sequence_logps(policy, *inputs)
+            return sequence_logps(policy, *inputs, temperature=temperature)
 
 
 def _is_peft_model(model: nn.Module) -> bool:

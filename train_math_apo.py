@@ -213,6 +213,12 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
 
 # --- the policy update ---
 
+def scoring_temperature(rollout_temperature: float) -> float:
+    """The temperature the trainer divides logits by when it scores its own samples: the rollout
+    temperature, or 1.0 for greedy rollouts (temperature 0 has no sampling distribution)."""
+    return rollout_temperature if rollout_temperature > 0 else 1.0
+
+
 def micro_batches(items: list, count: int) -> list[list]:
     """Split `items` into `count` contiguous parts of near-equal size (some empty if too few)."""
     return [list(part) for part in np.array_split(np.arange(len(items)), count)] if items else [[] for _ in range(count)]
@@ -228,11 +234,15 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
     processes), so the gradient is that of the mean loss over the whole chunk, whatever the
     micro-batch size or process count. Loss: `apo_loss` with rewards = advantages and V* = 0
     (identical to r - V*), or the advantage-weighted NLL with weights taken over the whole
-    chunk; minus entropy_coef * token-mean entropy. A chunk whose loss or gradient norm is
+    chunk; minus entropy_coef * token-mean entropy. The policy and reference log-probs and the
+    entropy are computed at the rollout temperature (`scoring_temperature`), as the official
+    A*-PO code and TRL do, so they describe the distribution the samples (first attempts and
+    every self-correction turn alike) came from. A chunk whose loss or gradient norm is
     not finite is skipped (no optimizer or scheduler step). Returns the step's metrics.
     """
     accelerator, apo, world = run.accelerator, run.apo, run.accelerator.num_processes
     pad_id = run.tokenizer.pad_token_id
+    temperature = scoring_temperature(apo.temperature)
     chunks = micro_batches(samples, run.train.optimizer_steps_per_iteration)
     totals = {"loss_sum": 0.0, "log_ratios": [], "entropy_sum": 0.0, "entropy_tokens": 0, "grad_norms": [],
               "skipped": 0, "scoring_s": 0.0, "lr": scheduler.get_last_lr()[0]}
@@ -257,12 +267,13 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             batch = collate_samples([chunk_samples[i] for i in part], pad_id)
             part_advantages = chunk_advantages[part]
             started = time.perf_counter()
-            ref_logps = reference_logps(run.unwrapped, run.ref_model, batch)
+            ref_logps = reference_logps(run.unwrapped, run.ref_model, batch, temperature=temperature)
             totals["scoring_s"] += time.perf_counter() - started
             sync = index == parts - 1
             with (accelerator.no_sync(run.policy) if not sync else contextlib.nullcontext()):
                 out = response_token_logps(run.policy, batch["prompt_ids"], batch["prompt_mask"],
-                                           batch["response_ids"], batch["response_mask"], with_entropy=True)
+                                           batch["response_ids"], batch["response_mask"], with_entropy=True,
+                                           temperature=temperature)
                 policy_logps = out.token_logps.sum(dim=-1)  # (B,)
                 ref_logps = ref_logps.to(policy_logps.device)
                 if apo.policy_loss == "apo":

@@ -164,15 +164,58 @@ def test_collate_samples_pads_and_masks_by_length():
 
 # --- log-probs against a token-by-token loop ---
 
-def loop_token_logps(model, prompt: list[int], response: list[int]) -> list[float]:
-    """log pi(y_t | x, y_<t) by one unpadded forward per token: the definition."""
+def loop_token_logps(model, prompt: list[int], response: list[int], temperature: float = 1.0) -> list[float]:
+    """log softmax(logits / T)[y_t] by one unpadded forward per token: the definition."""
     values = []
     with torch.no_grad():
         for t, token in enumerate(response):
             ids = torch.tensor([prompt + response[:t]])
-            log_probs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+            log_probs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float() / temperature, dim=-1)
             values.append(float(log_probs[token]))
     return values
+
+
+def loop_token_entropies(model, prompt: list[int], response: list[int], temperature: float) -> list[float]:
+    """Entropy of softmax(logits / T) before each response token, one unpadded forward per token."""
+    values = []
+    with torch.no_grad():
+        for t in range(len(response)):
+            ids = torch.tensor([prompt + response[:t]])
+            log_probs = torch.log_softmax(model(input_ids=ids).logits[0, -1].float() / temperature, dim=-1)
+            values.append(float(-(log_probs.exp() * log_probs).sum()))
+    return values
+
+
+@pytest.mark.parametrize("temperature", [0.6, 1.7])
+def test_logps_and_entropy_at_the_sampling_temperature_equal_a_token_loop(embedded_tokenizer, temperature):
+    model = build_tiny_policy(embedded_tokenizer, seed=11)
+    cases = [([11, 12, 13, 14], [20, 21, EOS]), ([30], [31, 32, 33, 34])]
+    batch = collate_samples([PolicySample(p, r, 0.0, 0.0) for p, r in cases], pad_token_id=EOS)
+    inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
+    with torch.no_grad():
+        result = response_token_logps(model, *inputs, with_entropy=True, temperature=temperature)
+        sums = sequence_logps(model, *inputs, temperature=temperature)
+        plain = sequence_logps(model, *inputs)
+    ref = reference_logps(model, model, batch, temperature=temperature)
+    for row, (prompt, response) in enumerate(cases):
+        expected = loop_token_logps(model, prompt, response, temperature)
+        assert result.token_logps[row, :len(response)].tolist() == pytest.approx(expected, abs=1e-4)
+        assert result.entropy[row, :len(response)].tolist() == pytest.approx(
+            loop_token_entropies(model, prompt, response, temperature), abs=1e-4)
+        assert float(sums[row]) == pytest.approx(sum(expected), abs=1e-3)
+        assert float(ref[row]) == pytest.approx(sum(expected), abs=1e-3)
+        assert abs(float(plain[row]) - sum(expected)) > 1e-3  # the temperature matters
+    with pytest.raises(ValueError, match="temperature"):
+        sequence_logps(model, *inputs, temperature=0.0)
+
+
+def test_temperature_one_changes_nothing(embedded_tokenizer):
+    model = build_tiny_policy(embedded_tokenizer, seed=12)
+    batch = collate_samples([PolicySample([5, 6, 7], [8, 9, EOS], 0.0, 0.0)], pad_token_id=EOS)
+    inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
+    default = response_token_logps(model, *inputs, with_entropy=True)
+    at_one = response_token_logps(model, *inputs, with_entropy=True, temperature=1.0)
+    assert torch.equal(default.token_logps, at_one.token_logps) and torch.equal(default.entropy, at_one.entropy)
 
 
 def test_sequence_logps_equals_token_loop_with_padding_eos_and_truncation(embedded_tokenizer):

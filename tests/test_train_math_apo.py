@@ -322,6 +322,35 @@ def test_lora_final_is_the_merged_adapter(tiny_dir, data, tmp_path):
     assert not torch.allclose(merged_logits, base_logits, atol=1e-4)
 
 
+def _record_scoring_temperatures(monkeypatch) -> list:
+    seen = []
+    policy_scoring, reference_scoring = T.response_token_logps, T.reference_logps
+
+    def policy_logps(*args, **kwargs):
+        seen.append(("policy", kwargs.get("temperature")))
+        return policy_scoring(*args, **kwargs)
+
+    def ref_logps(*args, **kwargs):
+        seen.append(("reference", kwargs.get("temperature")))
+        return reference_scoring(*args, **kwargs)
+
+    monkeypatch.setattr(T, "response_token_logps", policy_logps)
+    monkeypatch.setattr(T, "reference_logps", ref_logps)
+    return seen
+
+
+@pytest.mark.parametrize("train_correction", [False, True])
+def test_samples_are_scored_at_the_rollout_temperature(tiny_dir, data, tmp_path, monkeypatch, train_correction):
+    seen = _record_scoring_temperatures(monkeypatch)
+    apo, train = make_cfg(tiny_dir, data, tmp_path, temperature=0.7, top_p=0.95, max_steps=1,
+                          train_correction=train_correction)
+    write_stage1(tmp_path, data["rows"], apo)
+    T.main((apo, train))
+    assert {role for role, _ in seen} == {"policy", "reference"}
+    assert {temperature for _, temperature in seen} == {0.7}
+    assert T.scoring_temperature(0.0) == 1.0 and T.scoring_temperature(0.6) == 0.6
+
+
 def test_micro_batch_size_does_not_change_the_update(tiny_dir, data, tmp_path):
     one = run_stage2(tiny_dir, data, tmp_path / "mb1", micro_batch_size=1, max_steps=1)
     two = run_stage2(tiny_dir, data, tmp_path / "mb2", micro_batch_size=2, max_steps=1)
