@@ -53,9 +53,10 @@ from apo.checkpoints import (
 from apo.config import A_PO_Config, _require, parse_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
-from apo.grading import GradingReport, grade_many
+from apo.grading import GradingReport
 from apo.models import build_models, load_tokenizer, resolve_mixed_precision
 from apo.stop_signal import StopRequest
+from apo.strict_grading import rewards_by_rule
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
 
 logger = logging.getLogger("train_math_apo")
@@ -172,7 +173,8 @@ class Run:
 # --- rollouts ---
 
 def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star: list[float]) -> dict:
-    """One response per prompt from the current policy, rewarded 1 when correct and not truncated.
+    """One response per prompt from the current policy, rewarded 1 when correct under
+    apo.reward_rule (never when truncated).
 
     Returns {"samples": [PolicySample], "advantages": [r - V*], "response_tokens", "truncated",
     "generation_s", "scoring_s"}.
@@ -183,9 +185,9 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
                            temperature=run.apo.temperature, top_p=run.apo.top_p,
                            batch_size=run.apo.generation_batch_size)
     generated = time.perf_counter()
-    correct = grade_many([g.text for g in generations], golds, timeout=run.apo.grading_timeout,
-                         num_workers=run.apo.grading_workers, report=run.grading)
-    rewards = [float(ok and not g.truncated) for ok, g in zip(correct, generations)]
+    correct = rewards_by_rule([g.text for g in generations], golds, [g.truncated for g in generations], run.apo,
+                              run.grading)
+    rewards = [float(ok) for ok in correct]
     samples = [PolicySample(g.prompt_ids, g.response_ids, r, v, "attempt", g.truncated)
                for g, r, v in zip(generations, rewards, v_star)]
     return {"samples": samples, "advantages": [r - v for r, v in zip(rewards, v_star)],
@@ -196,7 +198,8 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
 
 def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines) -> dict:
     """Self-correction episodes (PAG) turned into per-turn samples by apo.correction
-    (issue 6); advantages are role-normalised there and replace r - V* in the loss."""
+    (issue 6); advantages are role-normalised there (centred per group first with
+    `center_turn_advantages`) and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
     episodes = run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
@@ -205,7 +208,8 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
-    advantages = [float(a) for a in correction.role_normalized_advantages(samples)]
+    center = run.correction.center_turn_advantages if run.correction is not None else False
+    advantages = [float(a) for a in correction.role_normalized_advantages(samples, center=center)]
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
@@ -330,8 +334,8 @@ def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Co
 # --- evaluation ---
 
 def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> dict:
-    """Greedy first-attempt accuracy on held-out problems, graded exactly; each process takes a
-    share and the counts are summed. Returns {"eval_accuracy", "eval_correct", "eval_total",
+    """Greedy first-attempt accuracy on held-out problems under apo.reward_rule ('grade' grades a
+    truncated answer too, as evaluate_apo does; 'boxed_exact' requires the EOS); each process takes a share and the counts are summed. Returns {"eval_accuracy", "eval_correct", "eval_total",
     "eval_truncation_rate"}."""
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     mine = list(range(rank, len(prompts), world))
@@ -339,9 +343,8 @@ def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> d
     generations = generate(run.unwrapped, run.tokenizer, [prompts[i] for i in mine],
                            max_new_tokens=run.apo.max_new_tokens, temperature=0.0, top_p=1.0,
                            batch_size=run.apo.generation_batch_size) if mine else []
-    correct = grade_many([g.text for g in generations], [golds[i] for i in mine],
-                         timeout=run.apo.grading_timeout, num_workers=run.apo.grading_workers,
-                         report=run.grading)
+    correct = rewards_by_rule([g.text for g in generations], [golds[i] for i in mine],
+                              [g.truncated for g in generations], run.apo, run.grading, grade_truncated=True)
     counts = gather_object([(sum(correct), len(mine), sum(g.truncated for g in generations))])
     total = sum(c[1] for c in counts)
     return {"eval_accuracy": sum(c[0] for c in counts) / total, "eval_correct": sum(c[0] for c in counts),

@@ -26,10 +26,12 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from transformers import HfArgumentParser
+
+from apo.prompts import PromptFormat
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -44,6 +46,9 @@ REVISE_PROMPT = (
 # 'oracle' mode has no verify turn, so the model indicated nothing: the retry says what the oracle knows
 # (this attempt is wrong), never what the right answer is.
 ORACLE_REVISE_PROMPT = "Your previous answer is wrong. Please provide the correct solution to the math problem."
+# The one list of correction modes (episodes, metrics and the config field all use it).
+CorrectionMode = Literal["self_verify", "oracle", "none"]
+CORRECTION_MODES: tuple[str, ...] = get_args(CorrectionMode)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -117,7 +122,9 @@ class A_PO_Config:
         "Recompute activations in the backward pass to save memory (slower)."))
 
     # --- sampling ---
-    temperature: float = field(default=1.0, metadata=_help("Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0)."))
+    temperature: float = field(default=1.0, metadata=_help(
+        "Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0). Stage 2 also divides the logits by it "
+        "when it scores its samples (policy, reference, entropy), as the official code and TRL do."))
     top_p: float = field(default=1.0, metadata=_help("Nucleus sampling top_p for rollouts (paper: 1.0)."))
     max_prompt_length: int = field(default=512, metadata=_help(
         "First-turn prompts longer than this many tokens (chat template included) are dropped and counted. "
@@ -125,16 +132,29 @@ class A_PO_Config:
     max_new_tokens: int = field(default=1024, metadata=_help(
         "Generation limit per turn (paper: 1024). A response that hits it without EOS is truncated and gets reward 0."))
     generation_batch_size: int = field(default=64, metadata=_help("Sequences generated together in one batched call."))
+    prompt_format: PromptFormat = field(default="chat", metadata=_help(
+        "First-turn prompt of stage 1, stage 2 and evaluation (apo/prompts.py): 'chat' = system_prompt + problem "
+        "under the chat template (PAG); 'raw' = the problem + \" Let's think step by step and output the final "
+        "answer within \\boxed{}.\" as plain text with no chat template (the official A*-PO recipe, base models). "
+        "Stage 2 refuses a stage 1 sampled in the other format."))
 
     # --- multi-turn self-correction (PAG protocol) ---
     max_correction_turns: int = field(default=2, metadata=_help(
         "Maximum number of attempts per problem: 1 = first attempt only, 2 = one verify-and-revise round, ..."))
-    correction_mode: Literal["self_verify", "oracle", "none"] = field(default="self_verify", metadata=_help(
+    correction_mode: CorrectionMode = field(default="self_verify", metadata=_help(
         "'self_verify' = the model checks its own answer and revises on 'The answer is wrong' (no gold answer "
         "reaches the model); 'none' = first attempt only; 'oracle' = revise only when the gold answer says wrong, "
         "an UPPER BOUND, not self-correction."))
     train_correction: bool = field(default=False, metadata=_help(
         "Stage 2 trains whole self-correction episodes (attempt, verify, revise) instead of first attempts only."))
+    verify_final_attempt: bool = field(default=False, metadata=_help(
+        "Also verify the last attempt of an episode. PAG's default (its end_with_verifer false) verifies every "
+        "attempt but the last, whose verdict could change nothing; true adds that verification turn (trained "
+        "and scored like the others)."))
+    verdict_parse: Literal["pag", "lenient"] = field(default="pag", metadata=_help(
+        "How a verdict is read: 'pag' = PAG's pattern, 'The answer is (correct|wrong)\\.' ending the text "
+        "(period required); 'lenient' = also without the period, inside markdown or quotes (**...**, $...$), "
+        "the phrase once in the text. The parse-failure rate is reported either way."))
     revision_bonus_alpha: float = field(default=1.0, metadata=_help(
         "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1))."))
     collapse_threshold: float = field(default=0.95, metadata=_help(
@@ -147,6 +167,11 @@ class A_PO_Config:
         "wrong, never what the right answer is)."))
 
     # --- grading and reproducibility ---
+    reward_rule: Literal["grade", "boxed_exact"] = field(default="grade", metadata=_help(
+        "Reward of stage 1, stage 2 and training's held-out checks: 'grade' = the project's grader (apo/grading.py, "
+        "equivalence up to notation); 'boxed_exact' = the official A*-PO rule (apo/strict_grading.py): the last "
+        "\\boxed{} content, normalised by MATH's strip_string, equal to the gold's, and the response ended "
+        "with EOS."))
     grading_timeout: float = field(default=2.0, metadata=_help(
         "Wall-clock seconds allowed to grade one response; a timeout grades False and is counted."))
     grading_workers: int = field(default=2, metadata=_help("Worker processes of the grading pool."))
@@ -180,6 +205,10 @@ class A_PO_Config:
         _require(self, "train_correction",
                  not (self.train_correction and self.correction_mode == "oracle"),
                  "train self-correction with correction_mode self_verify; oracle is an evaluation upper bound")
+        _require(self, "prompt_format",
+                 not (self.prompt_format == "raw" and (self.train_correction or self.correction_mode != "none")),
+                 "raw prompts have no chat turns to verify or revise in: set correction_mode none and "
+                 "train_correction false, or use prompt_format chat")
 
 
 def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:

@@ -9,8 +9,9 @@ A*-PO, Brantley et al., 2025, arXiv 2505.20686). Each finished batch is appended
     {"id": ..., "rewards": [N floats], "v_star": float, "response_lengths": [N ints], "responses": [...]?}
 
 so an interrupted stage 1 loses at most one batch and a re-run skips finished ids.
-`stage1_meta.json` beside it records the sampling settings; stage 2 refuses a file made
-with a different model or N. The value head (a small MLP on the reference policy's
+`stage1_meta.json` beside it records the sampling settings, the prompt format and the
+reward rule; stage 2 refuses a file made with a different model, N, prompt format (a V* of
+raw prompts is not the V* of chat prompts) or reward rule. The value head (a small MLP on the reference policy's
 last hidden state at the final prompt token) is fit to V* on a train/held-out split and
 saved under value_head/ with its held-out MSE, MAE and correlation.
 """
@@ -30,8 +31,9 @@ from tqdm.auto import tqdm
 
 from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
 from apo.config import write_json_atomic
-from apo.grading import grade_many
-from apo.episodes import encode_chat, generate, left_pad
+from apo.episodes import generate, left_pad
+from apo.prompts import encode_problem
+from apo.strict_grading import rewards_by_rule
 from apo.checkpoints import staged_folder
 from apo.data_order import step_seed
 
@@ -42,7 +44,10 @@ STAGE1_META_FILE = "stage1_meta.json"
 VALUE_HEAD_DIR = "value_head"
 VALUE_HEAD_INFO = "fit_info.json"
 REQUIRED_FIELDS = ("id", "problem", "answer")
-META_KEYS = ("model", "num_value_samples", "temperature", "top_p", "max_new_tokens", "system_prompt")
+META_KEYS = ("model", "num_value_samples", "temperature", "top_p", "max_new_tokens", "system_prompt", "prompt_format",
+             "reward_rule")
+# Values of keys a stage1_meta.json written before the key existed implies (the only behaviour then).
+LEGACY_META = {"prompt_format": "chat", "reward_rule": "grade"}
 
 
 # --- training prompts ---
@@ -72,16 +77,12 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
-def problem_messages(problem: str, system_prompt: str) -> list[dict]:
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}]
-
-
 def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], int]:
-    """(kept rows, their chat-template prompt ids, number dropped): prompts longer than
-    apo.max_prompt_length tokens are dropped, counted and logged."""
+    """(kept rows, their first-turn prompt ids in apo.prompt_format (apo.prompts.encode_problem),
+    number dropped): prompts longer than apo.max_prompt_length tokens are dropped, counted and logged."""
     kept, prompts = [], []
     for row in rows:
-        ids = encode_chat(tokenizer, problem_messages(row["problem"], apo.system_prompt))
+        ids = encode_problem(tokenizer, row["problem"], apo.prompt_format, apo.system_prompt)
         if len(ids) <= apo.max_prompt_length:
             kept.append(row)
             prompts.append(ids)
@@ -106,9 +107,11 @@ def check_stage1_meta(path: str, apo) -> None:
     with open(meta_path, encoding="utf-8") as handle:
         saved = json.load(handle)
     expected = stage1_meta(apo)
+    saved = {**LEGACY_META, **saved}
     differing = {key: (saved.get(key), expected[key]) for key in META_KEYS if saved.get(key) != expected[key]}
     if differing:
-        raise ValueError(f"{path} was sampled with other settings (saved, now): {differing}; use another "
+        mixed = " (prompt_format: stage 1 and stage 2 must use one prompt format)" if "prompt_format" in differing else ""
+        raise ValueError(f"{path} was sampled with other settings{mixed} (saved, now): {differing}; use another "
                          "--output_dir, delete the file to re-sample, or restore the settings")
 
 
@@ -132,9 +135,9 @@ def sample_values(run, rows: list[dict], prompts: list[list[int]]) -> list[dict]
         generations = generate(model, run.tokenizer, [p for p in prompts for _ in range(n)],
                                max_new_tokens=apo.max_new_tokens, temperature=apo.temperature, top_p=apo.top_p,
                                batch_size=apo.generation_batch_size)
-    correct = grade_many([g.text for g in generations], [row["answer"] for row in rows for _ in range(n)],
-                         timeout=apo.grading_timeout, num_workers=apo.grading_workers, report=run.grading)
-    rewards = torch.tensor([float(ok and not g.truncated) for ok, g in zip(correct, generations)]).view(-1, n)
+    correct = rewards_by_rule([g.text for g in generations], [row["answer"] for row in rows for _ in range(n)],
+                              [g.truncated for g in generations], apo, run.grading)
+    rewards = torch.tensor([float(ok) for ok in correct]).view(-1, n)
     v_star = estimate_optimal_value(rewards, apo.beta1)  # (B,)
     records = []
     for index, row in enumerate(rows):

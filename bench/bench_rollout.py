@@ -89,8 +89,7 @@ def load_inputs(cfg: BenchRolloutConfig):
 
     import apo.synthetic as synthetic_math
     from apo.models import load_model, load_tokenizer
-    from apo.episodes import encode_chat
-    from apo.stage1 import problem_messages
+    from apo.prompts import encode_problem
 
     tokenizer = load_tokenizer("embedded" if cfg.quick else cfg.model)
     if cfg.quick:
@@ -106,7 +105,7 @@ def load_inputs(cfg: BenchRolloutConfig):
     else:
         with open(cfg.math_file, encoding="utf-8") as handle:
             problems = [json.loads(line)["problem"] for line in handle if line.strip()][:cfg.num_prompts]
-    prompts = [encode_chat(tokenizer, problem_messages(p, SYSTEM_PROMPT)) for p in problems]
+    prompts = [encode_problem(tokenizer, p, "chat", SYSTEM_PROMPT) for p in problems]
     return model.eval(), tokenizer, prompts
 
 

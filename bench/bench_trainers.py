@@ -238,11 +238,11 @@ def heldout_accuracy(model, tokenizer, rows: list[dict], spec: dict) -> dict:
     """Greedy first-attempt accuracy on `rows`, exactly as train_math_apo.evaluate_accuracy
     computes it (apo.episodes.generate at temperature 0, graded by grade_many)."""
     from apo.grading import grade_many
-    from apo.episodes import encode_chat, generate
-    from apo.stage1 import problem_messages
+    from apo.episodes import generate
+    from apo.prompts import encode_problem
 
     model.eval()
-    prompts = [encode_chat(tokenizer, problem_messages(r["problem"], SYSTEM_PROMPT)) for r in rows]
+    prompts = [encode_problem(tokenizer, r["problem"], "chat", SYSTEM_PROMPT) for r in rows]
     generations = generate(model, tokenizer, prompts, max_new_tokens=spec["max_new_tokens"], temperature=0.0,
                            top_p=1.0, batch_size=spec["generation_batch_size"])
     correct = grade_many([g.text for g in generations], [r["answer"] for r in rows],
@@ -277,9 +277,10 @@ def read_metrics(output_dir: str) -> list[dict]:
 def trl_dataset(rows: list[dict]):
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": [{"role": "system", "content": SYSTEM_PROMPT},
-                                          {"role": "user", "content": r["problem"]}], "answer": r["answer"]}
-                              for r in rows])
+    from apo.prompts import first_turn_context
+
+    return Dataset.from_list([{"prompt": first_turn_context(r["problem"], "chat", SYSTEM_PROMPT),
+                               "answer": r["answer"]} for r in rows])
 
 
 class TimedReward:
@@ -453,12 +454,12 @@ def child_update_profile(spec: dict, memory: PeakRSS, repeats: int = 3) -> dict:
     import torch
 
     from apo_algorithm import response_token_logps, sequence_logps
-    from apo.episodes import encode_chat, generate
-    from apo.stage1 import problem_messages
+    from apo.episodes import generate
+    from apo.prompts import encode_problem
 
     model, tokenizer = load_policy(spec)
     rows = read_jsonl(spec["train_file"])[:spec["sequences_per_pass"]]
-    prompts = [encode_chat(tokenizer, problem_messages(r["problem"], SYSTEM_PROMPT)) for r in rows]
+    prompts = [encode_problem(tokenizer, r["problem"], "chat", SYSTEM_PROMPT) for r in rows]
     torch.manual_seed(spec["seed"])
     generations = generate(model, tokenizer, prompts, max_new_tokens=spec["max_new_tokens"], temperature=1.0,
                            top_p=1.0, batch_size=len(prompts))

@@ -211,11 +211,10 @@ def test_read_rows_names_file_line_and_field(tmp_path):
 
 
 def test_long_prompts_are_dropped_and_counted(embedded_tokenizer, data):
-    from apo.episodes import encode_chat
+    from apo.prompts import encode_problem
 
     apo = A_PO_Config()
-    lengths = [len(encode_chat(embedded_tokenizer, stage1.problem_messages(r["problem"], apo.system_prompt)))
-               for r in data["rows"]]
+    lengths = [len(encode_problem(embedded_tokenizer, r["problem"], "chat", apo.system_prompt)) for r in data["rows"]]
     limit = sorted(lengths)[len(lengths) // 2]
     apo = A_PO_Config(max_prompt_length=limit)
     kept, prompts, dropped = stage1.encode_problems(data["rows"], embedded_tokenizer, apo)
@@ -273,6 +272,13 @@ def test_stage2_refuses_missing_or_mismatched_stage1(tiny_dir, data, tmp_path):
         T.main((apo, train))
     write_stage1(tmp_path, data["rows"], dataclasses.replace(apo, model="other-model"))
     with pytest.raises(ValueError, match="other settings"):
+        T.main((apo, train))
+    # stage 1 in raw prompts, stage 2 in chat: refused, naming the field
+    write_stage1(tmp_path, data["rows"], dataclasses.replace(apo, prompt_format="raw", correction_mode="none"))
+    with pytest.raises(ValueError, match="prompt_format: stage 1 and stage 2 must use one prompt format"):
+        T.main((apo, train))
+    write_stage1(tmp_path, data["rows"], dataclasses.replace(apo, reward_rule="boxed_exact"))
+    with pytest.raises(ValueError, match="reward_rule"):
         T.main((apo, train))
 
 
@@ -462,10 +468,10 @@ def format_only_policy(tokenizer, rows, folder, steps, seed=0):
     so any held-out gain afterwards comes from reward, not from this supervised step."""
     import random
 
-    from apo.episodes import encode_chat
+    from apo.prompts import encode_problem
 
     system = A_PO_Config().system_prompt
-    prompts = [encode_chat(tokenizer, stage1.problem_messages(r["problem"], system)) for r in rows]
+    prompts = [encode_problem(tokenizer, r["problem"], "chat", system) for r in rows]
     model = build_tiny_policy(tokenizer, seed=seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     draw = random.Random(seed)
@@ -535,3 +541,38 @@ def test_missing_tracker_package_names_the_install_command(tmp_path, monkeypatch
     monkeypatch.setattr(builtins, "__import__", without_wandb)
     with pytest.raises(ImportError, match="pip install wandb"):
         MetricsLogger(str(tmp_path), report_to="wandb")
+
+
+def test_stage1_meta_written_before_prompt_format_existed_means_chat(tmp_path):
+    path = os.path.join(tmp_path, stage1.STAGE1_FILE)
+    legacy = {k: v for k, v in stage1.stage1_meta(A_PO_Config()).items() if k not in ("prompt_format", "reward_rule")}
+    with open(os.path.join(tmp_path, stage1.STAGE1_META_FILE), "w") as handle:
+        json.dump(legacy, handle)
+    stage1.check_stage1_meta(path, A_PO_Config())  # chat and grade: the only behaviour then
+    with pytest.raises(ValueError, match="prompt_format"):
+        stage1.check_stage1_meta(path, A_PO_Config(prompt_format="raw", correction_mode="none"))
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_center_turn_advantages_reaches_the_advantages(tiny_dir, data, tmp_path, monkeypatch, center):
+    from apo import correction as correction_module
+    from apo.correction import CorrectionTrainingConfig
+
+    seen, original = [], correction_module.role_normalized_advantages
+
+    def recording(samples, **kwargs):
+        advantages = original(samples, **kwargs)
+        seen.append((kwargs.get("center", False), [s.role for s in samples], advantages))
+        return advantages
+
+    monkeypatch.setattr(correction_module, "role_normalized_advantages", recording)
+    apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_steps=1)
+    write_stage1(tmp_path, data["rows"], apo)
+    T.main((apo, train, CorrectionTrainingConfig(turn_baseline_warmup=2, collapse_min_verdicts=2,
+                                                 center_turn_advantages=center)))
+    (used_center, roles, advantages), = seen
+    assert used_center is center
+    solution = [a for r, a in zip(roles, advantages) if r != "verify"]
+    verification = [a for r, a in zip(roles, advantages) if r == "verify"]
+    if center:  # centred per group: the solution and the verification advantages each average 0
+        assert abs(sum(solution)) < 1e-5 and abs(sum(verification)) < 1e-5
