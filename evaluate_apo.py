@@ -6,8 +6,11 @@ attempts); every attempt is graded with apo.grading. Output folder:
 
   generations.jsonl   one record per problem x sample x turn (apo.metrics' schema), appended
                       per finished chunk: a re-run with --resume true (default) continues
-  metrics.json        apo.metrics.compute_metrics(generations.jsonl) + a "provenance" block
-  results.md          first vs final attempt, then per type and per level tables
+  metrics.json        apo.metrics.compute_metrics(generations.jsonl) + a "provenance" block; beside
+                      the project grader's accuracies, acc_t1_boxed_exact / acc_final_boxed_exact
+                      under the official A*-PO rule (apo/strict_grading.py), to set against
+                      published numbers
+  results.md          first vs final attempt (both rules), then per type and per level tables
   accuracy_by_level.png, accuracy_by_type.png, transitions.png
   run_settings.json   the settings a resumed run must share with the interrupted one
 
@@ -19,6 +22,8 @@ attempts); every attempt is graded with apo.grading. Output folder:
         --output_dir outputs/eval_base_vs_trained    # several models: one subfolder each + comparison.md
     python evaluate_apo.py --correction_mode oracle  # writes under <output_dir>/oracle_upper_bound/
     python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
+    python evaluate_apo.py --model outputs/apo_paper/final --prompt_format raw --correction_mode none \
+        --eval_max_new_tokens 1024                   # the A*-PO recipe: raw prompts, first attempt only
 
 Several models: `--model` is the first, `--models` adds more; each run goes to
 <output_dir>/<model name with / -> __>/ and <output_dir>/comparison.md compares them against
@@ -54,7 +59,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
                "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt", "oracle_revise_prompt",
-               "unparsed_verdict_revises", "seed", "grader_version", "dtype")
+               "unparsed_verdict_revises", "seed", "grader_version", "dtype", "prompt_format", "verify_final_attempt",
+               "verdict_parse")
 
 
 @dataclass
@@ -244,6 +250,8 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
         "oracle_revise_prompt": cfg.oracle_revise_prompt,
         "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises, "seed": cfg.seed,
         "grader_version": grader_version, "dtype": cfg.dtype, "eval_batch_size": eval_cfg.eval_batch_size,
+        "prompt_format": cfg.prompt_format, "verify_final_attempt": cfg.verify_final_attempt,
+        "verdict_parse": cfg.verdict_parse,
     }
 
 
@@ -379,9 +387,11 @@ def make_oracle_judge(golds: list[str | None], cfg: A_PO_Config):
 
 
 def grade_episodes(episodes: list, chunk: list[tuple[int, dict, int]], cfg: A_PO_Config, grading_report) -> list[dict]:
-    """Grade every attempt/revise turn against its gold (None where the gold is ungradable) and
-    turn the episodes into per-turn records."""
+    """Grade every attempt/revise turn against its gold (None where the gold is ungradable), by the
+    project's grader ("correct") and by the official A*-PO rule ("correct_boxed_exact"), and turn
+    the episodes into per-turn records."""
     from apo.grading import extract_answer, grade_many
+    from apo.strict_grading import boxed_exact
 
     texts, golds, owners = [], [], []
     for index, (episode, (_, row, _)) in enumerate(zip(episodes, chunk)):
@@ -396,9 +406,12 @@ def grade_episodes(episodes: list, chunk: list[tuple[int, dict, int]], cfg: A_PO
     for episode, (_, row, sample) in zip(episodes, chunk):
         gradable = gold_is_gradable(row["answer"])
         correctness = [next(verdicts) if gradable else None for _ in episode.attempts]
+        strict = [boxed_exact(t.text, row["answer"], truncated=t.truncated) if gradable else None
+                  for t in episode.attempts]
         records += episode_records(episode, problem_row=row, sample=sample, correctness=correctness,
                                    mode=cfg.correction_mode,
-                                   extracted_answers=[extract_answer(t.text) for t in episode.attempts])
+                                   extracted_answers=[extract_answer(t.text) for t in episode.attempts],
+                                   strict_correctness=strict)
     return records
 
 
@@ -443,8 +456,12 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
         "model": identity,
         "mode_label": mode_label(cfg.correction_mode),
         "packages": {name: _package_version(name) for name in PACKAGES},
-        "prompts": {"system": cfg.system_prompt, "verify": cfg.verify_prompt, "revise": cfg.revise_prompt,
-                    "oracle_revise": cfg.oracle_revise_prompt},
+        "prompts": {"format": cfg.prompt_format, "system": cfg.system_prompt, "verify": cfg.verify_prompt,
+                    "revise": cfg.revise_prompt, "oracle_revise": cfg.oracle_revise_prompt},
+        "episode": {"verify_final_attempt": cfg.verify_final_attempt, "verdict_parse": cfg.verdict_parse},
+        "rules": {"correct": "apo.grading.grade (the project's grader)",
+                  "correct_boxed_exact": "apo.strict_grading.boxed_exact (official A*-PO: last \\boxed{} exact "
+                                         "after MATH strip_string, EOS required)"},
         "sampling": {"temperature": eval_cfg.eval_temperature, "top_p": eval_cfg.eval_top_p,
                      "max_new_tokens": eval_cfg.eval_max_new_tokens, "num_samples": eval_cfg.num_samples,
                      "max_correction_turns": cfg.max_correction_turns,

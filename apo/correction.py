@@ -68,7 +68,8 @@ from torch import Tensor
 
 from apo_algorithm import PolicySample, ValueHead, fit_value_head, prompt_hidden_states
 from apo.metrics import episode_records, summarize
-from apo.grading import GradingReport, extract_answer, grade_many
+from apo.grading import GradingReport, extract_answer
+from apo.strict_grading import rewards_by_rule
 from apo.episodes import Episode, Turn, left_pad
 
 if TYPE_CHECKING:
@@ -117,9 +118,9 @@ class CorrectionTrainingConfig:
     collapse_min_verdicts: int = field(default=32, metadata=_help(
         "The guard flags nothing until its window holds at least this many parsed verdicts."))
     center_turn_advantages: bool = field(default=False, metadata=_help(
-        "Also subtract each advantage group's mean (PPO-style whitening, as PAG's PPO does). Off by default: "
-        "the baselines already centre the advantages and V* keeps its A*-PO meaning; only the scale is "
-        "normalised."))
+        "Also subtract each advantage group's batch mean before scaling (PPO-style whitening, as PAG's PPO "
+        "does; role_normalized_advantages(center=True)). Off by default: the baselines already centre the "
+        "advantages and V* keeps its A*-PO meaning; only the scale is normalised."))
 
     def __post_init__(self) -> None:
         for name in ("turn_baseline_warmup", "turn_baseline_buffer_size", "turn_baseline_epochs",
@@ -432,12 +433,12 @@ def grade_attempts(episodes: Sequence[Episode], golds: Sequence[str], cfg: A_PO_
     """Correctness of every attempt/revise turn, per episode in `episode.attempts` order.
 
     Truncated turns are False without grading (A*-PO's reward 0); the rest go through one
-    `grade_many` call with cfg.grading_timeout and cfg.grading_workers, counted in `report`.
+    `apo.strict_grading.rewards_by_rule` call (cfg.reward_rule), counted in `report`.
     """
     pending = [(e, a) for e, episode in enumerate(episodes) for a, turn in enumerate(episode.attempts)
                if not turn.truncated]
-    verdicts = grade_many([episodes[e].attempts[a].text for e, a in pending], [golds[e] for e, _ in pending],
-                          timeout=cfg.grading_timeout, num_workers=cfg.grading_workers, report=report)
+    verdicts = rewards_by_rule([episodes[e].attempts[a].text for e, a in pending], [golds[e] for e, _ in pending],
+                               [False] * len(pending), cfg, report)
     correct = [[False] * len(episode.attempts) for episode in episodes]
     for (e, a), verdict in zip(pending, verdicts):
         correct[e][a] = bool(verdict)
@@ -549,7 +550,9 @@ def training_metrics(episodes: Sequence[Episode], correct: Sequence[Sequence[boo
                      golds: Sequence[str], problem_rows: Sequence[dict] | None = None) -> dict[str, float | None]:
     """Self-correction metrics of one training batch through apo.metrics.summarize (the same
     definitions as evaluation): Acc@t1, Acc@final, the transitions, the verifier's accuracy and
-    recalls, revision rate and verdict parse-failure rate, flattened to scalar entries."""
+    recalls and the verdict parse-failure rate over first verifications (PAG's definition; the
+    accuracy and parse failures over every verify turn as *_all_turns), revision rate, flattened
+    to scalar entries."""
     records = []
     for e, (episode, episode_correct) in enumerate(zip(episodes, correct)):
         row = dict(problem_rows[e]) if problem_rows is not None else {"id": f"batch-{e}", "type": "unknown",
@@ -560,13 +563,15 @@ def training_metrics(episodes: Sequence[Episode], correct: Sequence[Sequence[boo
         records += episode_records(episode, problem_row=row, sample=0, correctness=list(episode_correct), mode=mode,
                                    extracted_answers=[extract_answer(turn.text) for turn in episode.attempts])
     summary = summarize(records)
-    verifier = summary["verifier"]
+    verifier, every = summary["verifier"], summary["verifier_all_turns"]
     return {
         "acc_t1": summary["acc_t1"], "acc_final": summary["acc_final"],
         "delta_i_to_c": summary["delta_i_to_c"], "delta_c_to_i": summary["delta_c_to_i"],
         "verifier_accuracy": verifier["accuracy"], "verifier_recall_on_correct": verifier["recall_on_correct"],
         "verifier_recall_on_wrong": verifier["recall_on_wrong"], "revision_rate": summary["revision_rate"],
         "verdict_parse_failure_rate": verifier["parse_failure_rate"], "said_wrong_rate": verifier["said_wrong_rate"],
+        "verifier_accuracy_all_turns": every["accuracy"],
+        "verdict_parse_failure_rate_all_turns": every["parse_failure_rate"],
         "num_verifications": float(verifier["num_verifications"]), "mean_turns": summary["mean_turns"],
         "truncation_rate": summary["truncation_rate"],
     }

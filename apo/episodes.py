@@ -1,13 +1,17 @@
-"""Chat prompts, batched generation, verdict parsing and the multi-turn self-correction episode.
+"""Batched generation, verdict parsing and the multi-turn self-correction episode.
 
 The episode follows PAG (Jiang et al., 2025, "PAG: Multi-Turn Reinforced LLM Self-Correction
-with Policy as Generative Verifier", arXiv 2506.10406): one policy plays solver and verifier.
+with Policy as Generative Verifier", arXiv 2506.10406, and its official code's PAG rollout):
+one policy plays solver and verifier.
 
-1. attempt:  [system, user(problem)] -> assistant(attempt)
+1. attempt:  the first-turn prompt (apo.prompts: [system, user(problem)] in `chat`)
+             -> assistant(attempt)
 2. verify:   ... + [assistant(attempt), user(verify_prompt)] -> assistant(verification),
-             whose verdict is the final "The answer is correct|wrong" (`parse_verdict`)
+             whose verdict is the final "The answer is correct." or "... wrong." (`parse_verdict`)
 3. revise:   only after a "wrong" verdict, ... + [assistant(verification), user(revise_prompt)]
              -> assistant(revision); then verify again, up to `max_correction_turns` attempts.
+   The last attempt is not verified (PAG's default, `end_with_verifer` false): no revision
+   could follow that verdict. `verify_final_attempt` adds that turn.
 
 Modes (`A_PO_Config.correction_mode`):
   * `self_verify`: the protocol above. Only problem texts reach `run_episodes`, so the gold
@@ -35,30 +39,27 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from tqdm.auto import tqdm
 
+from apo.config import CORRECTION_MODES
+from apo.prompts import Message, encode_chat, encode_context, first_turn_context
+
 if TYPE_CHECKING:
     from apo.config import A_PO_Config
 
 logger = logging.getLogger(__name__)
 
-CORRECTION_MODES = ("self_verify", "oracle", "none")
-Message = dict[str, str]
+__all__ = ["CORRECTION_MODES", "Episode", "Generation", "Turn", "encode_chat", "eos_token_ids", "generate",
+           "parse_verdict", "run_episodes"]
 Verdict = Literal["correct", "wrong"]
+VERDICT_PARSES = ("pag", "lenient")
 
-# PAG's verdict: the phrase ends the response and occurs exactly once in it.
+# PAG's pattern, as its official code applies it (re.finditer, no flags): the sentence with its period
+# ends the text ('$' also allows one final newline).
+_PAG_VERDICT = re.compile(r"The answer is (correct|wrong)\.$")
+# The lenient parse: the phrase occurs exactly once and ends the text, decoration and period optional.
 _VERDICT_PHRASE = re.compile(r"The answer is (correct|wrong)\b")
 _VERDICT_AT_END = re.compile(r"\bThe answer is (correct|wrong)$")
 # Markdown and quoting a chat model wraps around its last sentence: **...**, $...$, '...'.
 _TRAILING_DECORATION = " \t\r\n*_$'\"`"
-
-
-# --- prompts ---
-
-def encode_chat(tokenizer, messages: Sequence[Message]) -> list[int]:
-    """Token ids of `messages` under the tokenizer's chat template, ending with the generation
-    prompt of the assistant turn (`add_generation_prompt=True`)."""
-    encoded = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True,
-                                            return_dict=True)
-    return list(encoded["input_ids"])
 
 
 # --- generation ---
@@ -202,17 +203,27 @@ def _model_device(model) -> torch.device:
 
 # --- verdicts ---
 
-def parse_verdict(text: str) -> Verdict | None:
-    """PAG's verdict of a verification: "correct", "wrong", or None when unparseable.
+def parse_verdict(text: str, rule: str = "pag") -> Verdict | None:
+    """The verdict of a verification: "correct", "wrong", or None when unparseable.
 
-    The verdict is parsed when the text, stripped of trailing whitespace and of the markdown
+    rule "pag" (default): PAG's pattern `The answer is (correct|wrong)\.$`, matched exactly once
+    as its official code does; the text must end with the sentence and its period (one final
+    newline allowed). Case-sensitive.
+
+    rule "lenient": the verdict is parsed when the text, stripped of trailing whitespace and of the markdown
     and quoting a chat model wraps around its last sentence (`*`, `_`, `$`, quotes,
     backticks), ends with `The answer is correct` or `The answer is wrong` (a final period
     allowed, also inside the decoration: `**The answer is wrong.**`), and the phrase
     `The answer is correct|wrong` occurs exactly once in the whole text (as whole words:
     "The answer is correctly derived" does not count). A text that names both verdicts,
     repeats one, or ends elsewhere gives None. Case-sensitive, as in PAG.
+    Raises ValueError for another rule.
     """
+    if rule == "pag":
+        matches = _PAG_VERDICT.findall(text)
+        return matches[0] if len(matches) == 1 else None  # type: ignore[return-value]
+    if rule != "lenient":
+        raise ValueError(f"verdict rule {rule!r} is not one of {', '.join(VERDICT_PARSES)}")
     if len(_VERDICT_PHRASE.findall(text)) != 1:
         return None
     stripped = text.rstrip(_TRAILING_DECORATION)
@@ -230,7 +241,7 @@ class Turn:
 
     role: "attempt" (the first solution), "revise" (a later solution) or "verify".
     attempt_index: the attempt this turn produced (attempt/revise) or checked (verify), from 0.
-    messages: the chat the model was given; prompt_ids: its encoding (chat template).
+    messages: the context the model was given; prompt_ids: its encoding (apo.prompts.encode_context).
     verdict / verdict_parsed: verify turns only (None / False on solution turns).
     over_length_budget: the prompt exceeded max_prompt_length + (earlier turns) * max_new_tokens;
     the turn was still generated from the full context (nothing is truncated) and counted.
@@ -294,9 +305,11 @@ def run_episodes(
     """Run one self-correction episode per problem text, batched across problems turn by turn.
 
     mode: `self_verify`, `none` or `oracle` (default `cfg.correction_mode`); at most
-    `cfg.max_correction_turns` attempts. In `self_verify` every attempt, the last one included,
-    is verified, and a revision follows a "wrong" verdict, or an unparseable one when
-    `unparsed_verdict_revises` (PAG's evaluation convention; its training convention is False).
+    `cfg.max_correction_turns` attempts. In `self_verify` every attempt but the last is verified
+    (the last one too with `cfg.verify_final_attempt`), verdicts are read with
+    `parse_verdict(text, cfg.verdict_parse)`, and a revision follows a "wrong" verdict, or an
+    unparseable one when `unparsed_verdict_revises` (PAG's evaluation convention; its training
+    convention is False). First-turn prompts come from apo.prompts in `cfg.prompt_format`.
     `oracle_judge(problem_indices, attempt_texts) -> list[bool]` returns True where the attempt
     is CORRECT (no retry) and False where it is wrong (retry); it is required in `oracle` mode,
     which is an upper bound, not self-correction. temperature / top_p / max_new_tokens default
@@ -318,8 +331,9 @@ def run_episodes(
     )
     budget = _LengthBudget(cfg.max_prompt_length, sample["max_new_tokens"])
     episodes = [Episode(problem=problem) for problem in problems]
-    contexts = [[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": problem}]
-                for problem in problems]
+    sample["verdict_parse"] = cfg.verdict_parse
+    sample["prompt_format"] = cfg.prompt_format
+    contexts = [first_turn_context(problem, cfg.prompt_format, cfg.system_prompt) for problem in problems]
     active = list(range(len(problems)))
     max_attempts = 1 if mode == "none" else cfg.max_correction_turns
     for attempt_index in range(max_attempts):
@@ -332,6 +346,8 @@ def run_episodes(
             break
         # 2. decide who revises: the model's own verdict, or the oracle (upper bound)
         if mode == "self_verify":
+            if attempt_index == max_attempts - 1 and not cfg.verify_final_attempt:
+                break  # PAG's default: the final attempt is not verified
             for index in active:
                 contexts[index].append({"role": "user", "content": cfg.verify_prompt})
             verifications = _generate_turn(model, tokenizer, episodes, contexts, active, "verify", attempt_index,
@@ -380,11 +396,13 @@ class _LengthBudget:
 def _generate_turn(model, tokenizer, episodes: list[Episode], contexts: list[list[Message]], active: list[int],
                    role: str, attempt_index: int, sample: dict, budget: _LengthBudget) -> list[Turn]:
     """Generate the next assistant turn for the `active` episodes, record it, extend their contexts."""
-    prompts = [encode_chat(tokenizer, contexts[index]) for index in active]
-    generations = generate(model, tokenizer, prompts, **sample)
+    settings = dict(sample)
+    verdict_parse, prompt_format = settings.pop("verdict_parse"), settings.pop("prompt_format")
+    prompts = [encode_context(tokenizer, contexts[index], prompt_format) for index in active]
+    generations = generate(model, tokenizer, prompts, **settings)
     turns = []
     for index, generation in zip(active, generations):
-        verdict = parse_verdict(generation.text) if role == "verify" else None
+        verdict = parse_verdict(generation.text, verdict_parse) if role == "verify" else None
         turn = Turn(
             role=role, attempt_index=attempt_index, messages=[dict(m) for m in contexts[index]],
             prompt_ids=generation.prompt_ids, response_ids=generation.response_ids, text=generation.text,

@@ -6,7 +6,11 @@ A record is one problem x sample x turn of a self-correction episode (docs/ARCHI
      "extracted_answer", "correct", "verdict", "verdict_parsed", "checked_attempt_correct",
      "prompt_tokens", "response_tokens", "truncated", "episode_turns"}
 
-`episode_turns` (the episode's number of turns, an addition to the architecture's list) lets a
+An attempt/revise record may also carry "correct_boxed_exact" (bool or null): the official
+A*-PO rule (apo/strict_grading.py: last \boxed{} exact after MATH's strip_string, EOS
+required); where every graded attempt has it, summaries add acc_t1_boxed_exact and
+acc_final_boxed_exact beside the grader's numbers, so a result can be set against a published
+one. `episode_turns` (the episode's number of turns, an addition to the architecture's list) lets a
 reader tell a complete episode from one cut off by an interrupted write. Every field is present on every record; fields that do not apply to a role are null
 (`correct` and `extracted_answer` on verify turns, `verdict` and `checked_attempt_correct`
 on attempt/revise turns). `correct` is null when the gold answer cannot be graded (empty or
@@ -20,10 +24,15 @@ attempt or revise turn; Kumar et al. 2024 (SCoRe) and Jiang et al. 2025 (PAG, ar
   improvement           acc_final - acc_t1 = delta_i_to_c - delta_c_to_i
   delta_i_to_c          share of episodes wrong first and right at the end ("fixed")
   delta_c_to_i          share of episodes right first and wrong at the end ("broken")
-  verifier accuracy     share of verify turns whose verdict matches the truth of the attempt
-                        they checked; an unparsed verdict is never counted as right
-  recall_on_correct     P(verdict == "correct" | checked attempt right)
-  recall_on_wrong       P(verdict == "wrong"   | checked attempt wrong)
+  verifier              as PAG computes it (its official reward manager): over the FIRST
+                        verification of each episode (the check of the first attempt), an
+                        unparsed verdict scoring as a miss in every rate;
+                        "verifier_all_turns" holds the same rates over every verify turn
+  verifier accuracy     share of those verify turns whose verdict matches the truth of the
+                        attempt they checked (PAG's verify_1_accuracy)
+  recall_on_correct     P(verdict == "correct" | checked attempt right)  (PAG's verify_recall)
+  recall_on_wrong       P(verdict == "wrong"   | checked attempt wrong)  (PAG's verify_recall_negative)
+  parse_failure_rate    share of those verify turns whose verdict could not be parsed
   revision_rate         share of episodes with at least one revise turn
   mean@n                mean over problems of the per-problem share of right samples
   maj@n                 per problem, the most frequent extracted answer (whitespace removed)
@@ -45,12 +54,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from apo.config import CORRECTION_MODES
 from apo.records import read_json_lines
 
 ATTEMPT_ROLES = ("attempt", "revise")
 VERIFY_ROLE = "verify"
 ROLES = ATTEMPT_ROLES + (VERIFY_ROLE,)
-MODES = ("self_verify", "none", "oracle")
+MODES = CORRECTION_MODES
 MODE_LABELS = {"self_verify": "self-verify", "none": "first attempt only", "oracle": "oracle (upper bound)"}
 VERDICTS = ("correct", "wrong")
 WILSON_Z95 = 1.959963984540054  # standard normal quantile at 0.975
@@ -84,14 +94,16 @@ def episode_records(
     correctness: Sequence[bool | None],
     mode: str,
     extracted_answers: Sequence[str | None] | None = None,
+    strict_correctness: Sequence[bool | None] | None = None,
 ) -> list[dict]:
     """Per-turn records of one apo.episodes.Episode.
 
     `correctness[i]` grades the i-th attempt/revise turn of `episode.turns` (None when the gold
     answer cannot be graded); `extracted_answers[i]` is its extracted answer (computed with
     apo.grading.extract_answer when not given). A verify turn's `checked_attempt_correct`
-    is the correctness of the latest attempt before it. Raises ValueError when the counts do
-    not match the episode.
+    is the correctness of the latest attempt before it. `strict_correctness[i]`, when given,
+    becomes the attempt's "correct_boxed_exact" (the official A*-PO rule). Raises ValueError
+    when the counts do not match the episode.
     """
     attempt_turns = [t for t in episode.turns if t.role in ATTEMPT_ROLES]
     if len(correctness) != len(attempt_turns):
@@ -103,6 +115,9 @@ def episode_records(
         extracted_answers = [extract_answer(t.text) for t in attempt_turns]
     if len(extracted_answers) != len(attempt_turns):
         raise ValueError(f"problem {problem_row.get('id')!r}: {len(extracted_answers)} extracted answers "
+                         f"for {len(attempt_turns)} attempt/revise turns")
+    if strict_correctness is not None and len(strict_correctness) != len(attempt_turns):
+        raise ValueError(f"problem {problem_row.get('id')!r}: {len(strict_correctness)} strict correctness values "
                          f"for {len(attempt_turns)} attempt/revise turns")
     records, attempts_seen = [], -1
     for turn_number, turn in enumerate(episode.turns):
@@ -123,6 +138,8 @@ def episode_records(
             "prompt_tokens": len(turn.prompt_ids), "response_tokens": len(turn.response_ids),
             "truncated": bool(turn.truncated), "episode_turns": len(episode.turns),
         })
+        if strict_correctness is not None and is_attempt:
+            records[-1]["correct_boxed_exact"] = strict_correctness[attempts_seen]
     return records
 
 
@@ -139,6 +156,9 @@ def validate_record(record: Any, where: str) -> None:
         if bad_bool or not isinstance(value, types):
             allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise ValueError(f"{where}: field {name!r} is {value!r}, expected {allowed}")
+    strict = record.get("correct_boxed_exact")
+    if strict is not None and not isinstance(strict, bool):
+        raise ValueError(f"{where}: field 'correct_boxed_exact' is {strict!r}, expected bool or null")
     if record["role"] not in ROLES:
         raise ValueError(f"{where}: field 'role' is {record['role']!r}, expected one of {list(ROLES)}")
     if record["mode"] not in MODES:
@@ -275,7 +295,8 @@ def summarize(records: Iterable[dict]) -> dict:
     Returns counts and rates as defined in the module docstring: num_episodes, num_graded,
     num_ungradable, acc_t1, acc_final, improvement, transitions (counts), delta_i_to_c,
     delta_c_to_i, verifier {num_verifications, accuracy, recall_on_correct, recall_on_wrong,
-    parse_failure_rate, said_wrong_rate}, revision_rate, mean_turns, truncation_rate (all
+    parse_failure_rate, said_wrong_rate} over first verifications (PAG's definition) and
+    verifier_all_turns (the same over every verify turn), revision_rate, mean_turns, truncation_rate (all
     turns), attempt_truncation_rate, no_answer_t1, no_answer_final, mean_response_tokens per role.
     """
     records = list(records)
@@ -293,6 +314,7 @@ def _summarize_episodes(episodes: list[EpisodeOutcome], records: list[dict]) -> 
     right_final = transitions["stayed_right"] + transitions["fixed"]
     acc_t1, acc_final = _rate(right_t1, n), _rate(right_final, n)
     attempts = [r for r in records if r["role"] in ATTEMPT_ROLES]
+    strict = _strict_accuracies(graded)
     return {
         "num_episodes": len(episodes),
         "num_graded": n,
@@ -300,10 +322,12 @@ def _summarize_episodes(episodes: list[EpisodeOutcome], records: list[dict]) -> 
         "acc_t1": acc_t1,
         "acc_final": acc_final,
         "improvement": None if n == 0 else (right_final - right_t1) / n,
+        **strict,
         "transitions": dict(transitions),
         "delta_i_to_c": _rate(transitions["fixed"], n),
         "delta_c_to_i": _rate(transitions["broken"], n),
-        "verifier": _verifier_summary([v for e in episodes for v in e.verifications]),
+        "verifier": _verifier_summary([v for e in episodes for v in e.verifications if v["attempt_index"] == 0]),
+        "verifier_all_turns": _verifier_summary([v for e in episodes for v in e.verifications]),
         "revision_rate": _rate(sum(e.revised for e in graded), n),
         "mean_turns": _rate(sum(e.num_turns for e in episodes), len(episodes)),
         "truncation_rate": _rate(sum(r["truncated"] for r in records), len(records)),
@@ -315,6 +339,16 @@ def _summarize_episodes(episodes: list[EpisodeOutcome], records: list[dict]) -> 
                         sum(r["role"] == role for r in records))
             for role in ROLES if any(r["role"] == role for r in records)},
     }
+
+
+def _strict_accuracies(graded: list[EpisodeOutcome]) -> dict:
+    """acc_t1_boxed_exact / acc_final_boxed_exact over graded episodes, when every first and final
+    attempt record carries "correct_boxed_exact"; {} otherwise (files written before the field)."""
+    if not graded or any(not isinstance(e.first.get("correct_boxed_exact"), bool)
+                         or not isinstance(e.final.get("correct_boxed_exact"), bool) for e in graded):
+        return {}
+    return {"acc_t1_boxed_exact": sum(e.first["correct_boxed_exact"] for e in graded) / len(graded),
+            "acc_final_boxed_exact": sum(e.final["correct_boxed_exact"] for e in graded) / len(graded)}
 
 
 def _transition(first_correct: bool, final_correct: bool) -> str:

@@ -79,8 +79,15 @@ def results_markdown(metrics: dict) -> str:
               "| Metric | First Attempt | Final Attempt | Improvement |", "| --- | --- | --- | --- |",
               f"| Accuracy (%) | {pct(overall['acc_t1'])} | {pct(overall['acc_final'])} | "
               f"{pct(overall['improvement'], signed=True)} |",
-              f"| 95% interval | {_ci(metrics, 'acc_t1')} | {_ci(metrics, 'acc_final')} | {_ci(metrics, 'improvement')} |",
-              ""]
+              f"| 95% interval | {_ci(metrics, 'acc_t1')} | {_ci(metrics, 'acc_final')} | {_ci(metrics, 'improvement')} |"]
+    if "acc_t1_boxed_exact" in overall:
+        strict_gain = overall["acc_final_boxed_exact"] - overall["acc_t1_boxed_exact"]
+        lines += [f"| Accuracy, official A*-PO rule (%) | {pct(overall['acc_t1_boxed_exact'])} | "
+                  f"{pct(overall['acc_final_boxed_exact'])} | {pct(strict_gain, signed=True)} |", "",
+                  "The first row grades with the project's grader (equivalence up to notation); the official rule "
+                  "(last \\boxed{} content equal after MATH's strip_string, EOS required) is what the A*-PO tables "
+                  "report: compare a published number with that row."]
+    lines += [""]
     lines += ["## By MATH type", ""] + _group_table(metrics["by_type"], "Type") + [""]
     lines += ["## By level", ""] + _group_table(metrics["by_level"], "Level") + [""]
     if metrics["samples_per_problem"] > 1:
@@ -134,20 +141,25 @@ def _detail_lines(metrics: dict) -> list[str]:
     overall, verifier = metrics["overall"], metrics["overall"]["verifier"]
     t = overall["transitions"]
     lines = ["## Verifier", "",
-             f"{verifier['num_verifications']} verifications: accuracy {pct_unit(verifier['accuracy'])}, recall on "
+             f"{verifier['num_verifications']} first verifications (the check of each first attempt, PAG's "
+             f"definition): accuracy {pct_unit(verifier['accuracy'])}, recall on "
              f"correct answers {pct_unit(verifier['recall_on_correct'])}, recall on wrong answers "
              f"{pct_unit(verifier['recall_on_wrong'])}, verdict parse failures {pct_unit(verifier['parse_failure_rate'])} "
-             "(an unparsed verdict counts as a verifier error).", "",
-             "## Transitions (first -> final)", "",
-             "| stayed right | fixed (i->c) | broken (c->i) | stayed wrong |", "| --- | --- | --- | --- |",
-             f"| {t['stayed_right']} | {t['fixed']} | {t['broken']} | {t['stayed_wrong']} |", "",
-             "## Answers, truncation and grading", "",
-             f"- No extractable answer (counted wrong): first attempt {overall['no_answer_t1']}, final "
-             f"{overall['no_answer_final']} of {overall['num_graded']} episodes.",
-             f"- Truncated at max_new_tokens: {pct_unit(overall['truncation_rate'])} of turns, "
-             f"{pct_unit(overall['attempt_truncation_rate'])} of attempts.",
-             f"- Ungradable gold answers (excluded from every rate): {metrics['ungradable']['count']}"
-             + (f" ({', '.join(metrics['ungradable']['ids'][:20])})" if metrics["ungradable"]["count"] else "") + "."]
+             "(an unparsed verdict counts as a verifier error).", ""]
+    every = overall.get("verifier_all_turns")
+    if every is not None and every["num_verifications"] != verifier["num_verifications"]:
+        lines += [f"All {every['num_verifications']} verify turns: accuracy {pct_unit(every['accuracy'])}, verdict "
+                  f"parse failures {pct_unit(every['parse_failure_rate'])}.", ""]
+    lines += ["## Transitions (first -> final)", "",
+              "| stayed right | fixed (i->c) | broken (c->i) | stayed wrong |", "| --- | --- | --- | --- |",
+              f"| {t['stayed_right']} | {t['fixed']} | {t['broken']} | {t['stayed_wrong']} |", "",
+              "## Answers, truncation and grading", "",
+              f"- No extractable answer (counted wrong): first attempt {overall['no_answer_t1']}, final "
+              f"{overall['no_answer_final']} of {overall['num_graded']} episodes.",
+              f"- Truncated at max_new_tokens: {pct_unit(overall['truncation_rate'])} of turns, "
+              f"{pct_unit(overall['attempt_truncation_rate'])} of attempts.",
+              f"- Ungradable gold answers (excluded from every rate): {metrics['ungradable']['count']}"
+              + (f" ({', '.join(metrics['ungradable']['ids'][:20])})" if metrics["ungradable"]["count"] else "") + "."]
     report = metrics.get("provenance", {}).get("grading_report_this_invocation")
     if report:
         lines.append(f"- Grader (this invocation): {report['graded']} graded, {report['timeouts']} timeouts and "

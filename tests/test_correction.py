@@ -34,7 +34,9 @@ from apo.episodes import encode_chat, run_episodes
 MAX_NEW_TOKENS = 48
 TRUNCATED = "<truncate>"  # script marker: emit exactly max_new_tokens tokens, no EOS
 
-# problem -> (gold, the turns the policy plays in order). max_correction_turns = 2.
+# problem -> (gold, the turns the policy plays in order). max_correction_turns = 2, and the module's
+# episodes verify the final attempt too (verify_final_attempt, PAG's end_with_verifer), so every turn
+# kind appears; test_default_episode_leaves_the_revision_unverified plays PAG's default.
 SCRIPT = {
     # right, verified right: attempt 1, verify 1
     "What is $2+3$?": ("5", ["So $2+3=\\boxed{5}$.", "All steps hold. The answer is correct."]),
@@ -110,7 +112,8 @@ def policy(embedded_tokenizer):
 
 @pytest.fixture(scope="module")
 def episodes(policy, embedded_tokenizer):
-    return run_episodes(policy, embedded_tokenizer, PROBLEMS, make_cfg(), unparsed_verdict_revises=False)
+    return run_episodes(policy, embedded_tokenizer, PROBLEMS, make_cfg(verify_final_attempt=True),
+                        unparsed_verdict_revises=False)
 
 
 def by_episode(samples, episodes):
@@ -131,6 +134,14 @@ def run_batch(episodes, policy, tokenizer, cfg=None, correction_cfg=None, baseli
 
 
 # --- rewards ---
+
+def test_default_episode_leaves_the_revision_unverified(policy, embedded_tokenizer):
+    played = run_episodes(policy, embedded_tokenizer, PROBLEMS, make_cfg(), unparsed_verdict_revises=False)
+    assert [[t.role for t in e.turns] for e in played] == [roles[:3] for roles in EXPECTED_ROLES]
+    samples, _, _, _ = run_batch(played, policy, embedded_tokenizer)
+    assert [[s.reward for s in group] for group in by_episode(samples, played)] == \
+        [rewards[:3] for rewards in EXPECTED_REWARDS]
+
 
 def test_script_played_as_expected(episodes):
     assert [[t.role for t in e.turns] for e in episodes] == EXPECTED_ROLES
@@ -293,10 +304,14 @@ def test_training_metrics(episodes, policy, embedded_tokenizer):
     assert metrics["acc_t1"] == pytest.approx(2 / 6)
     assert metrics["acc_final"] == pytest.approx(2 / 6)
     assert metrics["delta_i_to_c"] == pytest.approx(1 / 6) and metrics["delta_c_to_i"] == pytest.approx(1 / 6)
-    assert metrics["verifier_accuracy"] == pytest.approx(4 / 8)
-    assert metrics["verifier_recall_on_correct"] == pytest.approx(2 / 3)
-    assert metrics["verifier_recall_on_wrong"] == pytest.approx(2 / 5)
-    assert metrics["verdict_parse_failure_rate"] == pytest.approx(1 / 8)
+    # PAG's verifier metrics: the first verification of each of the 6 episodes
+    assert metrics["verifier_accuracy"] == pytest.approx(2 / 6)
+    assert metrics["verifier_recall_on_correct"] == pytest.approx(1 / 2)
+    assert metrics["verifier_recall_on_wrong"] == pytest.approx(1 / 4)
+    assert metrics["verdict_parse_failure_rate"] == pytest.approx(1 / 6)
+    # every verify turn, the two checks of revisions included
+    assert metrics["verifier_accuracy_all_turns"] == pytest.approx(4 / 8)
+    assert metrics["verdict_parse_failure_rate_all_turns"] == pytest.approx(1 / 8)
     assert metrics["revision_rate"] == pytest.approx(2 / 6)
     assert metrics["reward/verify"] == pytest.approx(4 / 8)  # the verifier reward is its accuracy
     assert metrics["num_samples/revise"] == 2.0

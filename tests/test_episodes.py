@@ -77,26 +77,40 @@ def roles(episode):
 
 # --- verdicts ---
 
-@pytest.mark.parametrize("text, verdict", [
-    ("Step 2 is wrong because 3 + 4 = 7. The answer is wrong", "wrong"),
-    ("All steps check out.\nThe answer is correct.", "correct"),
-    ("Everything holds.\n\n**The answer is correct.**\n", "correct"),
-    ("Everything holds. **The answer is wrong**.", "wrong"),
-    ("So: 'The answer is correct'.", "correct"),
-    ("$The answer is wrong.$", "wrong"),
-    ("The answer is correct.  \n", "correct"),
-    ("The answer is correct. But let me double-check the second step.", None),  # not at the end
-    ("If it were right I would say The answer is correct. The answer is wrong.", None),  # two phrases
-    ("The answer is wrong. The answer is wrong.", None),  # repeated
-    ("the answer is correct.", None),  # case-sensitive, as in PAG
-    ("The answer is incorrect.", None),
-    ("The answer is correctly simplified in step 3. The answer is correct.", "correct"),  # whole words only
-    ("So The answer is wrongly... no. XThe answer is wrong", None),
-    ("The answer is correct!", None),
-    ("", None),
-])
-def test_parse_verdict(text, verdict):
-    assert parse_verdict(text) == verdict
+# (text, PAG's parse (default), the lenient parse)
+VERDICT_CASES = [
+    ("Step 2 is wrong because 3 + 4 = 7. The answer is wrong", None, "wrong"),  # PAG needs the period
+    ("All steps check out.\nThe answer is correct.", "correct", "correct"),
+    ("All steps check out.\nThe answer is correct.\n", "correct", "correct"),  # '$' allows one final newline
+    ("Everything holds.\n\n**The answer is correct.**\n", None, "correct"),
+    ("Everything holds. **The answer is wrong**.", None, "wrong"),
+    ("So: 'The answer is correct'.", None, "correct"),
+    ("$The answer is wrong.$", None, "wrong"),
+    ("The answer is correct.  \n", None, "correct"),
+    ("The answer is correct. But let me double-check the second step.", None, None),  # not at the end
+    # PAG matches the final sentence only; the lenient parse refuses a text naming two verdicts
+    ("If it were right I would say The answer is correct. The answer is wrong.", "wrong", None),
+    ("The answer is wrong. The answer is wrong.", "wrong", None),
+    ("the answer is correct.", None, None),  # case-sensitive, as in PAG
+    ("The answer is incorrect.", None, None),
+    ("The answer is correctly simplified in step 3. The answer is correct.", "correct", "correct"),
+    ("So The answer is wrongly... no. XThe answer is wrong", None, None),
+    ("So The answer is wrongly... no. XThe answer is wrong.", "wrong", None),  # PAG has no word boundary
+    ("The answer is correct!", None, None),
+    ("", None, None),
+]
+
+
+@pytest.mark.parametrize("text, pag, lenient", VERDICT_CASES)
+def test_parse_verdict_pag_by_default_and_lenient_as_an_option(text, pag, lenient):
+    assert parse_verdict(text) == pag
+    assert parse_verdict(text, "pag") == pag
+    assert parse_verdict(text, "lenient") == lenient
+
+
+def test_parse_verdict_rejects_an_unknown_rule():
+    with pytest.raises(ValueError, match="pag, lenient"):
+        parse_verdict("The answer is correct.", "strict")
 
 
 # --- prompts and generation ---
@@ -184,19 +198,44 @@ def test_unparseable_verdict_follows_the_chosen_convention(embedded_tokenizer, u
     verification = episode.verifications[0]
     assert verification.verdict is None and not verification.verdict_parsed
     if unparsed_verdict_revises:  # PAG's evaluation convention
-        assert roles(episode) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1)]
+        assert roles(episode) == [("attempt", 0), ("verify", 0), ("revise", 1)]
     else:  # PAG's training convention
         assert roles(episode) == [("attempt", 0), ("verify", 0)]
 
 
-def test_turn_limit_verifies_the_last_attempt_and_stops(embedded_tokenizer):
+def test_turn_limit_leaves_the_last_attempt_unverified_as_pag_does(embedded_tokenizer):
     cfg = config(max_correction_turns=3)
     script = {"P": {"attempts": ["a", "b", "c", "d"], "verdicts": ["The answer is wrong."] * 4}}
     model = scripted(embedded_tokenizer, cfg, script)
     (episode,) = run_episodes(model, embedded_tokenizer, ["P"], cfg)
-    assert roles(episode) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1), ("revise", 2),
-                              ("verify", 2)]
+    assert roles(episode) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1), ("revise", 2)]
     assert [t.text for t in episode.attempts] == ["a", "b", "c"] and episode.final_attempt.text == "c"
+
+
+def test_verify_final_attempt_adds_the_last_verification(embedded_tokenizer):
+    cfg = config(max_correction_turns=2, verify_final_attempt=True)
+    script = {"P": {"attempts": ["a", "b"], "verdicts": ["The answer is wrong."] * 2},
+              "Q": {"attempts": ["a"], "verdicts": ["The answer is correct."]}}
+    model = scripted(embedded_tokenizer, cfg, script)
+    p, q = run_episodes(model, embedded_tokenizer, ["P", "Q"], cfg)
+    assert roles(p) == [("attempt", 0), ("verify", 0), ("revise", 1), ("verify", 1)]
+    assert roles(q) == [("attempt", 0), ("verify", 0)]
+    single_cfg = config(max_correction_turns=1, verify_final_attempt=True)
+    (single,) = run_episodes(scripted(embedded_tokenizer, single_cfg, script), embedded_tokenizer, ["P"], single_cfg)
+    assert roles(single) == [("attempt", 0), ("verify", 0)]
+
+
+def test_lenient_verdict_parse_is_an_option(embedded_tokenizer):
+    script = {"P": {"attempts": ["a", "b"], "verdicts": ["**The answer is wrong**"] * 2}}
+    strict = config(max_correction_turns=2)
+    (pag_episode,) = run_episodes(scripted(embedded_tokenizer, strict, script), embedded_tokenizer, ["P"], strict,
+                                  unparsed_verdict_revises=False)
+    assert pag_episode.verifications[0].verdict is None and roles(pag_episode) == [("attempt", 0), ("verify", 0)]
+    lenient = config(max_correction_turns=2, verdict_parse="lenient")
+    (lenient_episode,) = run_episodes(scripted(embedded_tokenizer, lenient, script), embedded_tokenizer, ["P"],
+                                      lenient, unparsed_verdict_revises=False)
+    assert lenient_episode.verifications[0].verdict == "wrong"
+    assert roles(lenient_episode) == [("attempt", 0), ("verify", 0), ("revise", 1)]
 
 
 def test_mode_none_is_the_first_attempt_only(embedded_tokenizer):
@@ -265,7 +304,7 @@ def test_no_gold_answer_or_solution_reaches_the_model(embedded_tokenizer, math50
     model = ScriptedModel(embedded_tokenizer, lambda text: (
         "The answer is wrong." if last_user_message(text) == cfg.verify_prompt else "So \\boxed{0}."))
     episodes = run_episodes(model, embedded_tokenizer, [row["problem"] for row in rows], cfg)
-    expected_prompts = 4 * (6 if mode == "self_verify" else 1)
+    expected_prompts = 4 * (5 if mode == "self_verify" else 1)  # the last of 3 attempts is not verified
     assert len(model.prompts) == expected_prompts == sum(len(e.turns) for e in episodes)
     for prompt in model.prompts:
         for row in rows:

@@ -59,15 +59,22 @@ def test_metrics_json_is_recomputed_exactly_from_generations(tiny_model_dir, eva
     recomputed = metrics_from_generations(str(out / "generations.jsonl"), **saved["metric_settings"])
     assert without_provenance(saved) == json.loads(json.dumps(recomputed))
     assert without_provenance(returned) == without_provenance(saved)
-    # the random policy never writes a parseable verdict, so every attempt is revised: 4 turns per episode
+    # the random policy never writes a parseable verdict, so every attempt is revised, and the revision
+    # (the last of 2 attempts) is not verified, as in PAG: 3 turns per episode
     with open(out / "generations.jsonl") as handle:
         records = [json.loads(line) for line in handle]
-    assert len(records) == 3 * 4 and {r["role"] for r in records} == {"attempt", "verify", "revise"}
+    assert len(records) == 3 * 3 and [r["role"] for r in records[:3]] == ["attempt", "verify", "revise"]
+    # the official A*-PO rule beside the project's grader, on every attempt (null where ungradable)
+    assert all(r["correct_boxed_exact"] in (False, None) for r in records if r["role"] != "verify")
+    assert saved["overall"]["acc_t1_boxed_exact"] == 0.0 and saved["overall"]["acc_final_boxed_exact"] == 0.0
+    assert saved["provenance"]["prompts"]["format"] == "chat"
+    assert saved["provenance"]["episode"] == {"verify_final_attempt": False, "verdict_parse": "pag"}
     assert saved["ungradable"] == {"count": 1, "ids": ["synthetic/arithmetic/2"]}
     assert saved["overall"]["num_graded"] == 2 and saved["overall"]["truncation_rate"] == 1.0
     assert saved["provenance"]["model"]["weights_fingerprint"] and saved["provenance"]["eval_file"]["sha256"]
     results = (out / "results.md").read_text()
     assert "| Accuracy (%) |" in results and results.index("First Attempt") < results.index("By MATH type")
+    assert "| Accuracy, official A*-PO rule (%) | 0.0 | 0.0 |" in results
     for png in ("accuracy_by_level.png", "accuracy_by_type.png", "transitions.png"):
         assert (out / png).stat().st_size > 1000
 
@@ -90,8 +97,8 @@ def test_resume_after_an_interrupted_write_matches_an_uninterrupted_run(tiny_mod
     generations = out / "generations.jsonl"
     complete = generations.read_text()
     lines = complete.splitlines(keepends=True)
-    # keep the first episode (4 turns), one turn of the second and half a line of the next
-    generations.write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    # keep the first episode (3 turns), one turn of the second and half a line of the next
+    generations.write_text("".join(lines[:4]) + lines[4][: len(lines[4]) // 2])
     metrics = tiny_run(tiny_model_dir, eval_file, out, eval_batch_size=1)
     assert generations.read_text() == complete
     saved = json.loads((out / "metrics.json").read_text())
@@ -201,3 +208,17 @@ def test_comparison_flags_differences_beyond_the_intervals():
     assert "| Improvement (final - first) | 0.0 | 0.0 | +0.0 (within CIs) |" in table
     with pytest.raises(ValueError, match="at least 2 runs"):
         comparison_markdown([("base", run(False))])
+
+
+def test_raw_prompt_format_reaches_evaluation(tiny_model_dir, eval_file, tmp_path, embedded_tokenizer):
+    from apo.prompts import encode_problem
+
+    out = tmp_path / "raw"
+    metrics = tiny_run(tiny_model_dir, eval_file, out, limit=2, prompt_format="raw", correction_mode="none")
+    rows = [json.loads(line) for line in open(eval_file)][:2]
+    records = [json.loads(line) for line in open(out / "generations.jsonl")]
+    assert [r["prompt_tokens"] for r in records] == [
+        len(encode_problem(embedded_tokenizer, row["problem"], "raw", "")) for row in rows]
+    assert metrics["provenance"]["prompts"]["format"] == "raw"
+    with pytest.raises(ValueError, match="settings differ .*prompt_format"):
+        tiny_run(tiny_model_dir, eval_file, out, limit=2, correction_mode="none")

@@ -62,8 +62,12 @@ def test_summary_transitions_and_verifier_by_hand():
     assert (s["delta_i_to_c"], s["delta_c_to_i"]) == (0.25, 0.25)
     assert s["revision_rate"] == 0.5
     assert s["no_answer_t1"] == 1 and s["no_answer_final"] == 1
+    # PAG's verifier metrics: the 4 graded first verifications; hits p1, p2 v1; misses p3 v1, p4
     v = s["verifier"]
-    # 6 graded verifications: hits p1, p2 v1, p2 v2; misses p3 v1, p3 v2 (unparsed), p4
+    assert v["num_verifications"] == 4 and v["accuracy"] == 0.5
+    assert v["recall_on_correct"] == 0.5 and v["recall_on_wrong"] == 0.5 and v["parse_failure_rate"] == 0.0
+    # every verify turn: 6 graded; hits p1, p2 v1, p2 v2; misses p3 v1, p3 v2 (unparsed), p4
+    v = s["verifier_all_turns"]
     assert v["num_verifications"] == 6 and v["accuracy"] == 0.5
     assert v["recall_on_correct"] == pytest.approx(2 / 3) and v["recall_on_wrong"] == pytest.approx(1 / 3)
     assert v["parse_failure_rate"] == pytest.approx(1 / 6)
@@ -78,6 +82,23 @@ def test_improvement_equals_fixed_minus_broken():
     records = complete(records)
     s = em.summarize(records)
     assert (s["acc_t1"], s["acc_final"], s["improvement"], s["delta_i_to_c"]) == (0.0, 0.5, 0.5, 0.5)
+
+
+def test_strict_accuracy_is_reported_when_every_attempt_carries_it():
+    records = complete([rec("a", 0, "attempt", correct=True, answer="5"),
+                        rec("a", 1, "verify", verdict="wrong", checked=True),
+                        rec("a", 2, "revise", correct=True, answer="5", attempt_index=1),
+                        rec("b", 0, "attempt", correct=True, answer="5")])
+    assert "acc_t1_boxed_exact" not in em.summarize(records)  # files written before the field
+    strict = {("a", 0): True, ("a", 2): False, ("b", 0): False}
+    for r in records:
+        if r["role"] != "verify":
+            r["correct_boxed_exact"] = strict[(r["id"], r["turn"])]
+    s = em.summarize(records)
+    assert (s["acc_t1"], s["acc_final"]) == (1.0, 1.0)
+    assert (s["acc_t1_boxed_exact"], s["acc_final_boxed_exact"]) == (0.5, 0.0)
+    with pytest.raises(ValueError, match="correct_boxed_exact"):
+        em.validate_record(dict(records[0], correct_boxed_exact="yes"), "here")
 
 
 def test_empty_denominators_are_null_not_zero():
