@@ -1,7 +1,7 @@
 """Stage 0: read MATH, check it, and write the JSONL files the pipeline trains and evaluates on.
 
-    python prepare_data.py                                        # hub: qwedsacf/competition_math + MATH-500
-    python prepare_data.py --hub_dataset EleutherAI/hendrycks_math --splits train,test
+    python prepare_data.py                                        # hub: MATH train (7,500) + MATH-500
+    python prepare_data.py --training_set math_12k                # MATH train + test minus MATH-500 (12,000)
     python prepare_data.py --source local --train_path ../shared/data/math/train.jsonl \\
         --math500_path ../shared/data/math/test500.jsonl --tokenizer embedded
     python prepare_data.py --source local --train_path MATH/ --splits train,test --math500_path test500.jsonl
@@ -13,15 +13,18 @@ math_subset.jsonl` works next):
     math_prompts_responses.jsonl   every usable training problem
     math_subset.jsonl              --subset_size problems stratified by type x level
     math_eval_500.jsonl            MATH-500 (with --source synthetic: held-out synthetic problems)
+    data_provenance.json           which training set this is (training_set, source, dataset, splits, counts)
 
 Each row is {"id", "problem", "solution", "answer", "type", "level", "source"} (docs/ARCHITECTURE.md):
 `id` is MATH's unique_id where the source has one, else a hash of the problem text; `answer` is
 the content of the solution's last \\boxed{} (apo.grading.last_boxed_content); `level` is 1-5
 or null for MATH's two "Level ?" rows.
 
-Rules applied on the way: MATH-500 problems are removed from the training files by unique_id
-and by whitespace-normalised problem text (qwedsacf/competition_math holds all 12,500 problems
-in one split); problems repeated after whitespace normalisation are dropped (first kept); rows
+The default hub training set is MATH's train split, 7,500 problems, as in the A*-PO and PAG
+papers; the 12,000-problem set (train plus test minus MATH-500, the PRM800K split) is used only
+when asked for by name (--training_set math_12k). Rules applied on the way: MATH-500 problems
+are removed from the training files by unique_id and by whitespace-normalised problem text
+(qwedsacf/competition_math holds all 12,500 problems in one split); problems repeated after whitespace normalisation are dropped (first kept); rows
 whose answer cannot be extracted (no box, or an empty one) are reported and kept out. A
 malformed line or field stops the run with its file, line and field; --skip_invalid skips such
 rows and counts them. Files are written to a temporary name and renamed.
@@ -40,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
+from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config, write_json_atomic
+from apo.prompts import PromptFormat, encode_problem
 from apo.records import read_json_lines
 from apo.grading import last_boxed_content
 from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
@@ -49,6 +53,12 @@ MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediat
                  "number_theory", "prealgebra", "precalculus")
 # Hub datasets that are split into one configuration per subject.
 HUB_SUBJECT_CONFIGS = {"EleutherAI/hendrycks_math": MATH_SUBJECTS}
+# Named hub training sets: (hub splits, what the set is).
+TRAINING_SETS = {
+    "math_train": ("train", "MATH train split, 7,500 problems (the A*-PO and PAG papers' training set)"),
+    "math_12k": ("train,test", "MATH train + test minus MATH-500, 12,000 problems (the PRM800K split)"),
+}
+PROVENANCE_FILE = "data_provenance.json"
 LOCAL_FORMATS = (".jsonl", ".json", ".parquet", "a folder in the MATH release layout (<split>/<subject>/<n>.json)")
 
 
@@ -63,14 +73,20 @@ class DataConfig:
     source: Literal["hub", "local", "synthetic"] = field(default="hub", metadata=_help(
         "'hub' = datasets.load_dataset(--hub_dataset) plus --math500_dataset; 'local' = --train_path and "
         "--math500_path; 'synthetic' = the project's offline generator (apo/synthetic.py), never MATH."))
-    hub_dataset: str = field(default="qwedsacf/competition_math", metadata=_help(
-        "Hub dataset with MATH problems (fields problem, level, type, solution): qwedsacf/competition_math "
-        "(all 12,500 problems in its train split) or EleutherAI/hendrycks_math (train/test, one config per subject)."))
+    training_set: Literal["math_train", "math_12k"] = field(default="math_train", metadata=_help(
+        "--source hub: 'math_train' = MATH's train split, 7,500 problems (the A*-PO and PAG papers); 'math_12k' = "
+        "MATH train + test minus MATH-500, 12,000 problems. Sets the default --splits; recorded in "
+        "data_provenance.json."))
+    hub_dataset: str = field(default="EleutherAI/hendrycks_math", metadata=_help(
+        "Hub dataset with MATH problems (fields problem, level, type, solution): EleutherAI/hendrycks_math "
+        "(train/test, one config per subject) or qwedsacf/competition_math (all 12,500 problems in its train split: "
+        "pass --splits train, which is the 12k set once MATH-500 is removed)."))
     math500_dataset: str = field(default="HuggingFaceH4/MATH-500", metadata=_help(
         "Hub dataset with MATH-500 (split 'test'); written as the eval file and removed from training."))
-    splits: str = field(default="train", metadata=_help(
+    splits: str = field(default="", metadata=_help(
         "Comma-separated splits read from the hub dataset or a local MATH folder, e.g. 'train,test' "
-        "(MATH-500 is removed from them either way). Not used for single local files."))
+        "(MATH-500 is removed from them either way); '' = the training_set's ('train' for math_train, "
+        "'train,test' for math_12k). Not used for single local files."))
     train_path: str = field(default="", metadata=_help(
         f"--source local: training problems as {', '.join(LOCAL_FORMATS)}."))
     math500_path: str = field(default="", metadata=_help(
@@ -90,6 +106,8 @@ class DataConfig:
         "folder, 'embedded' (SmolLM2-135M-Instruct), or 'none' to skip the report."))
     model_cache_dir: str = field(default=os.path.join("~", ".cache", "apo_math", "models"), metadata=_help(
         "Where the embedded model is converted once (see apo/models.py)."))
+    prompt_format: PromptFormat = field(default="chat", metadata=_help(
+        "Prompt format of the prompt-length report, as in training (apo/prompts.py): 'chat' or 'raw'."))
     max_prompt_length: int = field(default=512, metadata=_help(
         "Only reported: how many prompts exceed this many tokens (training drops them, see A_PO_Config)."))
     inspect_only: bool = field(default=False, metadata=_help("Print the inspection and write nothing."))
@@ -117,8 +135,13 @@ class DataConfig:
                              f"{self.synthetic_train_size} and {self.synthetic_eval_size}.")
 
     @property
+    def effective_splits(self) -> str:
+        """--splits, or the training_set's splits when it is empty."""
+        return self.splits or TRAINING_SETS[self.training_set][0]
+
+    @property
     def split_names(self) -> list[str]:
-        return [s.strip() for s in self.splits.split(",") if s.strip()]
+        return [s.strip() for s in self.effective_splits.split(",") if s.strip()]
 
 
 class DataFormatError(ValueError):
@@ -151,6 +174,30 @@ class PreparedData:
     num_eval: int
     train_report: CleaningReport
     eval_report: CleaningReport
+    provenance: dict = field(default_factory=dict)
+
+
+def data_provenance(cfg: DataConfig, num_train: int, num_eval: int, math500_removed: int) -> dict:
+    """What data_provenance.json records: which training set the files hold and where it came from.
+
+    training_set is the named set for --source hub with the set's own splits, "custom" for hub
+    splits given by hand, and "local" / "synthetic" for the other sources.
+    """
+    if cfg.source == "hub":
+        named = not cfg.splits or cfg.splits == TRAINING_SETS[cfg.training_set][0]
+        training_set = cfg.training_set if named else "custom"
+        description = TRAINING_SETS[cfg.training_set][1] if named else f"hub splits {cfg.splits} of {cfg.hub_dataset}"
+        where = {"hub_dataset": cfg.hub_dataset, "splits": cfg.effective_splits}
+    elif cfg.source == "local":
+        training_set, description = "local", f"local file or folder {cfg.train_path}"
+        where = {"train_path": cfg.train_path, "splits": cfg.effective_splits}
+    else:
+        training_set, description = "synthetic", "apo/synthetic.py problems, not MATH"
+        where = {"synthetic_levels": cfg.synthetic_levels, "synthetic_types": cfg.synthetic_types}
+    return {"training_set": training_set, "description": description, "source": cfg.source, **where,
+            "eval": "none" if cfg.math500_path.lower() == "none" else (cfg.math500_path or cfg.math500_dataset),
+            "num_train": num_train, "num_eval": num_eval, "eval_problems_removed_from_training": math500_removed,
+            "seed": cfg.seed}
 
 
 # --- reading sources ---
@@ -459,12 +506,11 @@ def count_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def prompt_token_lengths(tokenizer, problems: list[str], system_prompt: str = SYSTEM_PROMPT) -> list[int]:
-    """Tokens of each first-turn prompt: chat template with the system prompt and the generation prompt."""
-    texts = [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt},
-                                            {"role": "user", "content": problem}],
-                                           tokenize=False, add_generation_prompt=True) for problem in problems]
-    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+def prompt_token_lengths(tokenizer, problems: list[str], system_prompt: str = SYSTEM_PROMPT,
+                         prompt_format: str = "chat") -> list[int]:
+    """Tokens of each first-turn prompt as training builds it (apo.prompts.encode_problem): in
+    `chat`, the chat template with the system prompt and the generation prompt."""
+    return [len(encode_problem(tokenizer, problem, prompt_format, system_prompt)) for problem in problems]
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -508,7 +554,7 @@ def load_sources(cfg: DataConfig, train_report: CleaningReport,
     if cfg.source == "hub":
         train_raw = read_hub(cfg.hub_dataset, cfg.split_names, HUB_SUBJECT_CONFIGS.get(cfg.hub_dataset))
     else:
-        if not os.path.isdir(cfg.train_path) and cfg.splits != "train":
+        if not os.path.isdir(cfg.train_path) and cfg.splits not in ("", "train"):
             raise ValueError(f"--splits {cfg.splits!r} applies to the hub and to MATH folders, not to the file "
                              f"{cfg.train_path}; leave it at 'train'")
         train_raw = read_local(cfg.train_path, cfg.split_names, train_skipped)
@@ -542,7 +588,7 @@ def main(cfg: DataConfig) -> PreparedData:
         train_rows = clean_rows(train_raw, "math", train_report, cfg.skip_invalid)
         eval_rows = [] if eval_raw is None else clean_rows(eval_raw, "math500", eval_report, cfg.skip_invalid)
         where = cfg.hub_dataset if cfg.source == "hub" else cfg.train_path
-        print(f"source: {where} (splits {cfg.splits}) -> {train_report.rows_read} rows read; eval: "
+        print(f"source: {where} (splits {cfg.effective_splits}) -> {train_report.rows_read} rows read; eval: "
               f"{'none (--math500_path none)' if eval_raw is None else cfg.math500_path or cfg.math500_dataset}"
               f" -> {eval_report.rows_read} rows read")
 
@@ -567,6 +613,8 @@ def main(cfg: DataConfig) -> PreparedData:
           f"{train_report.math500_by_text})")
     for title, rows in ((cfg.train_file, train_rows), (cfg.subset_file, subset_rows), (cfg.eval_file, eval_rows)):
         print(f"\n{title}: {len(rows)} rows\n{count_table(rows)}")
+    provenance = data_provenance(cfg, len(train_rows), len(eval_rows), len(train_report.math500_removed))
+    print(f"training set: {provenance['training_set']} ({provenance['description']}), {len(train_rows)} problems")
     if tokenizer is not None:
         print(prompt_length_report(tokenizer, cfg, train_rows + eval_rows))
     print("\nexample rows:")
@@ -582,14 +630,16 @@ def main(cfg: DataConfig) -> PreparedData:
         write_jsonl_atomic(paths[cfg.subset_file], subset_rows)
         if eval_rows:
             write_jsonl_atomic(paths[cfg.eval_file], eval_rows)
+        write_json_atomic(os.path.join(cfg.output_dir, PROVENANCE_FILE), provenance)
         written = [paths[cfg.train_file], paths[cfg.subset_file]] + ([paths[cfg.eval_file]] if eval_rows else [])
+        written.append(os.path.join(cfg.output_dir, PROVENANCE_FILE))
         print(f"\nwrote {', '.join(written)}")
     return PreparedData(
         train_file=None if cfg.inspect_only else paths[cfg.train_file],
         subset_file=None if cfg.inspect_only else paths[cfg.subset_file],
         eval_file=None if cfg.inspect_only or not eval_rows else paths[cfg.eval_file],
         num_train=len(train_rows), num_subset=len(subset_rows), num_eval=len(eval_rows),
-        train_report=train_report, eval_report=eval_report)
+        train_report=train_report, eval_report=eval_report, provenance=provenance)
 
 
 def load_report_tokenizer(cfg: DataConfig):
@@ -605,11 +655,12 @@ def load_report_tokenizer(cfg: DataConfig):
 
 def prompt_length_report(tokenizer, cfg: DataConfig, rows: list[dict[str, Any]]) -> str:
     """One line of prompt-length percentiles in tokens and the count over cfg.max_prompt_length."""
-    lengths = sorted(prompt_token_lengths(tokenizer, [row["problem"] for row in rows]))
+    lengths = sorted(prompt_token_lengths(tokenizer, [row["problem"] for row in rows], prompt_format=cfg.prompt_format))
     if not lengths:
         return "prompt tokens: no rows"
     over = sum(length > cfg.max_prompt_length for length in lengths)
-    return (f"\nprompt tokens ({cfg.tokenizer}, chat template + system prompt, {len(lengths)} prompts): "
+    layout = "chat template + system prompt" if cfg.prompt_format == "chat" else "raw text, no chat template"
+    return (f"\nprompt tokens ({cfg.tokenizer}, {layout}, {len(lengths)} prompts): "
             f"p50 {percentile(lengths, 50)} | p90 {percentile(lengths, 90)} | p99 {percentile(lengths, 99)} | "
             f"max {lengths[-1]} | over {cfg.max_prompt_length}: {over}")
 

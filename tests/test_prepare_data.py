@@ -140,6 +140,32 @@ def test_hub_reader_uses_load_dataset_splits_and_every_subject_config(tmp_path, 
         read_hub("qwedsacf/competition_math", ["train"])
 
 
+@pytest.mark.parametrize("training_set, splits, expected_splits, recorded", [
+    ("math_train", "", ["train"], "math_train"),
+    ("math_12k", "", ["train", "test"], "math_12k"),
+    ("math_train", "train,test", ["train", "test"], "custom"),
+])
+def test_default_hub_training_set_is_math_train_and_the_12k_set_only_by_name(tmp_path, monkeypatch, training_set,
+                                                                            splits, expected_splits, recorded):
+    calls = []
+    rows = [{"problem": f"What is ${i} + 2$?", "level": "Level 1", "type": "Prealgebra",
+             "solution": f"$\\boxed{{{i + 2}}}$"} for i in range(6)]
+
+    def fake_hub(name, split_names, subject_configs=None):
+        calls.append((name, list(split_names)))
+        return [(dict(r), f"{name} row {i}") for i, r in enumerate(rows)]
+
+    monkeypatch.setattr(prepare_data, "read_hub", fake_hub)
+    assert DataConfig().training_set == "math_train" and DataConfig().hub_dataset == "EleutherAI/hendrycks_math"
+    cfg = DataConfig(training_set=training_set, splits=splits, math500_path="none", tokenizer="none",
+                     output_dir=str(tmp_path), subset_size=2)
+    summary = prepare_data.main(cfg)
+    assert calls == [("EleutherAI/hendrycks_math", expected_splits)]
+    saved = json.loads((tmp_path / "data_provenance.json").read_text())
+    assert saved == summary.provenance and saved["training_set"] == recorded
+    assert saved["splits"] == ",".join(expected_splits) and saved["num_train"] == 6
+
+
 # --- MATH-500 exclusion ---
 
 def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math500_rows):
@@ -221,7 +247,10 @@ def test_main_writes_schema_rows_deterministically_and_prints_the_inspection(tmp
     first = {name: Path(getattr(summary, name)).read_bytes() for name in ("train_file", "subset_file", "eval_file")}
     main(cfg)
     assert {name: Path(getattr(summary, name)).read_bytes() for name in first} == first
-    assert sorted(os.listdir(cfg.output_dir)) == ["math_eval_500.jsonl", "math_prompts_responses.jsonl", "math_subset.jsonl"]
+    assert sorted(os.listdir(cfg.output_dir)) == ["data_provenance.json", "math_eval_500.jsonl",
+                                                  "math_prompts_responses.jsonl", "math_subset.jsonl"]
+    provenance = json.loads((Path(cfg.output_dir) / "data_provenance.json").read_text())
+    assert provenance["training_set"] == "local" and provenance["num_train"] == 7497
 
 
 def test_inspect_only_writes_nothing(tmp_path, math_dir, capsys):
