@@ -313,7 +313,8 @@ def stage2_explanation(cfg: DemoConfig) -> str:
     adapters = "LoRA adapters" if cfg.use_lora else "all weights"
     common = (f"Each step draws {cfg.prompts_per_step} training prompts, samples ONE answer per prompt from the "
               "current policy and grades it; its advantage r - V*(x) says by how much the answer beat the value "
-              "stage 1 estimated for its prompt.")
+              "stage 1 estimated for its prompt. Log-probabilities are taken at the sampling temperature "
+              f"{cfg.temperature:g} (logits / T), so they describe the distribution the answers came from.")
     if cfg.policy_loss == "apo":
         loss = ("The A*-PO loss regresses beta2 * log(pi(y|x) / pi_ref(y|x)) onto that advantage: answers that "
                 "beat V* become more likely, the others less, and the push on an answer stops once its log-ratio "
@@ -342,7 +343,7 @@ def one_right_v_star(n: int, beta1: float = 0.5) -> float:
 def next_commands() -> str:
     """The commands for the real setting: Qwen2.5-1.5B-Instruct on MATH, on a GPU."""
     return textwrap.dedent("""\
-        python prepare_data.py --output_dir data/math            # MATH train (hub) minus MATH-500, and MATH-500
+        python prepare_data.py --output_dir data/math            # MATH train (7,500, hub) and MATH-500
         python evaluate_apo.py --model Qwen/Qwen2.5-1.5B-Instruct --eval_file data/math/math_eval_500.jsonl \\
             --output_dir outputs/eval_qwen_base
         python train_math_apo.py --model Qwen/Qwen2.5-1.5B-Instruct --data_file data/math/math_prompts_responses.jsonl \\
@@ -386,9 +387,10 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     heading(2, "evaluate the untrained model on held-out problems (evaluate_apo.py)")
     say(f"""
         Before training, we measure the model on the first {eval_problems} held-out problems with greedy decoding.
-        Each problem is one self-correction episode: the model answers, then is asked to check its own answer and
-        end with 'The answer is correct' or 'The answer is wrong'; after 'wrong' (or a verdict it fails to state)
-        it writes a revision, up to {cfg.max_correction_turns} attempts. The gold answer is only used to grade,
+        Each problem is one self-correction episode, as in PAG: the model answers, then is asked to check its own
+        answer and end with 'The answer is correct.' or 'The answer is wrong.'; after 'wrong' (or a verdict it
+        fails to state in exactly that form) it writes a revision, up to {cfg.max_correction_turns} attempts, and
+        the last attempt is not checked again. The gold answer is only used to grade,
         never shown to the model. Acc@t1 is the share right at the first attempt, Acc@final at the last one;
         brackets are 95% confidence intervals, which at this size are wide.""")
     clock = time.perf_counter()
@@ -467,8 +469,8 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         pipeline works{learned}. At this size ({cfg.stage2_steps * cfg.prompts_per_step} stage-2 rollouts,
         few of them right) whether a run learns depends on its seed: docs/demo_transcript.md compares five seeds of
         the defaults. It says nothing about the size of the
-        gain A*-PO gives Qwen2.5-1.5B-Instruct on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for base
-        Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s). Self-correction numbers of a 135M model
+        gain A*-PO gives a 1.5B model on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for base
+        Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s; docs/REPRODUCING.md has the recipe). Self-correction numbers of a 135M model
         mostly measure how often it fails to state a verdict, which counts as 'wrong' and triggers a revision.""")
     files = {
         "data": [data.train_file, data.subset_file, data.eval_file],
