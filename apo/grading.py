@@ -67,7 +67,7 @@ GRADER_VERSION = "apo-math-grader-1.0"
 MAX_RESPONSE_CHARS = 12_000
 MAX_ANSWER_CHARS = 400
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+_BOX_RE = re.compile(r"\\(?:boxed|fbox|framebox)\b")
 
 
 # --- extraction ---
@@ -133,15 +133,26 @@ def last_boxed_content(text: str) -> str | None:
 
 
 def top_level_boxes(text: str) -> list[tuple[str, int, int]]:
-    """Every complete top-level box in `text` as (content, start, end), in order."""
+    """Every complete top-level box in `text` as (content, start, end), in order.
+
+    A box that only closes when an escaped `\\}` is read as `}` (`\\boxed{185\\}`, a common
+    slip) counts, with that brace dropped; a box cut off by truncation does not.
+    """
     boxes = []
     position = 0
     closing = _closing_braces(text) if "{" in text else {}
+    loose_text, loose_closing = None, None  # `\}` read as `}`, built on first need
     while True:
         match = _BOX_RE.search(text, position)
         if match is None:
             return boxes
         parsed = _boxed_at(text, match.end(), closing)
+        if parsed is None and "\\}" in text[match.end() :]:
+            if loose_text is None:
+                loose_text = text.replace("\\}", " }")  # same length: indices stay valid
+                loose_closing = _closing_braces(loose_text)
+            parsed = _boxed_at(loose_text, match.end(), loose_closing)
+            parsed = (parsed[0].strip(), parsed[1]) if parsed else None
         if parsed is None:
             position = match.end()
             continue
@@ -149,35 +160,103 @@ def top_level_boxes(text: str) -> list[tuple[str, int, int]]:
         position = parsed[1]
 
 
-def _final_boxed_answer(text: str) -> str | None:
-    """The last box, joined with the boxes just before it when only `and` / `,` separates them.
+_LABEL = r"(?:\\angle\s*)?[A-Za-z](?:_\{?\w+\}?)?"
+# what may stand between boxes that together are one answer: spacing, delimiters, `and`,
+# `\text{ and }`, and the next box's label (`x_1 = \boxed{1}, \quad x_2 = \boxed{4}`)
+_BOX_JOIN_RE = re.compile(r"(?:[\s$,;]|\\[,;:! ]|\\q?quad\b|\\[\[\]()]|\\text\s*\{\s*(?:and|or)\s*\}|\b(?:and|or)\b|"
+                          + _LABEL + r"\s*=)*")
+_BOX_LABEL_RE = re.compile(r"(" + _LABEL + r")\s*=\s*(?:\$|\\\(|\\\[)?\s*$")
 
-    `The roots are $\\boxed{2}$ and $\\boxed{-3}$.` -> `2, -3`. Boxes in different sentences
-    are not joined (a corrected answer replaces the earlier one), nor boxes joined by `or`,
-    which MATH solutions use for the same answer in two forms (`\\boxed{15\\frac{39}{40}},$ or
-    $\\boxed{\\frac{639}{40}}`).
+
+def _final_boxed_answer(text: str) -> str | None:
+    """The last box, joined with the boxes just before it that together form the answer.
+
+    Boxes are joined when only spacing, math delimiters, `,`, `and` / `\\text{ and }` and
+    labels stand between them: `$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`,
+    `\\boxed{(2, 2)} \\quad \\text{and} \\quad \\boxed{(6, 2)}` -> `(2, 2), (6, 2)`. `or` joins
+    only labelled boxes (`x = \\boxed{2}$ or $x = \\boxed{-5}`): between unlabelled boxes it is
+    MATH's way of giving one answer in two forms (`\\boxed{15\\frac{39}{40}},$ or
+    $\\boxed{\\frac{639}{40}}`). Boxes in different sentences are not joined (a corrected answer
+    replaces the earlier one). Labels of distinct names are kept (`a = 5, b = 7`, which
+    matches the pair `(5, 7)`); repeated identical boxes count once.
     """
     boxes = top_level_boxes(text)
     if not boxes:
         return None
+
+    def label(box):
+        match = _BOX_LABEL_RE.search(text[max(0, box[1] - 40) : box[1]])
+        return match.group(1).replace(" ", "") if match else None
+
     chosen = [boxes[-1]]
     for box in reversed(boxes[:-1]):
         between = text[box[2] : chosen[0][1]]
-        if not re.fullmatch(r"[\s$,]*(?:and)?[\s$,]*", between):
+        if not _BOX_JOIN_RE.fullmatch(between):
+            break
+        if re.search(r"\bor\b", between) and not (label(box) and label(chosen[0])):
             break
         chosen.insert(0, box)
-    return ", ".join(_strip_delimiters(content) for content, _, _ in chosen)
+    contents = [_strip_delimiters(content) for content, _, _ in chosen]
+    if len(set(contents)) == 1:
+        return contents[0]
+    labels = [label(box) for box in chosen]
+    if all(labels) and len(set(labels)) == len(labels) and len({re.sub(r"_.*", "", name) for name in labels}) == len(labels):
+        return ", ".join(f"{name} = {content}" for name, content in zip(labels, contents))
+    return ", ".join(contents)
 
 
 _PHRASE_WINDOW_CHARS = 3000  # answer phrases are searched in the tail only (bounded regex work)
 _ANSWER_PATTERNS = [
+    # GSM8K: "#### 18"
+    re.compile(r"^[ \t]*####[ \t]*(?P<ans>[^\n]{1,200}?)[ \t]*$", re.MULTILINE),
     # Minerva: "Final Answer: The final answer is X. I hope it is correct."
     re.compile(r"final answer is[:\s]*(?P<ans>.{1,500}?)\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL),
     # PRM800K: "# Answer\n\nX"
     re.compile(r"^#+\s*Answer\s*\n+(?P<ans>.{1,500}?)\s*$", re.IGNORECASE | re.MULTILINE),
     re.compile(r"(?:final answer|the answer)\s*(?:is|=)\s*:?\s*(?P<ans>.{1,500}?)(?:\.\s|\.?\s*$|\n)", re.IGNORECASE),
-    re.compile(r"^\**\s*(?:final answer|answer)\s*\**\s*:\s*\**(?P<ans>.{1,500}?)\**\s*$", re.IGNORECASE | re.MULTILINE),
+    # "Answer:" / "**Final Answer:**" on its own line, then a display block: "\\[ 9 \\]" or "$$9$$"
+    re.compile(r"^[ \t]*\**[ \t]*(?:final answer|answer)[ \t]*\**[ \t]*:?[ \t]*\**[ \t]*\n\s*"
+               r"(?P<ans>\\\[.{1,500}?\\\]|\$\$.{1,500}?\$\$)", re.IGNORECASE | re.MULTILINE | re.DOTALL),
+    re.compile(r"^\**[ \t]*(?:final answer|answer)[ \t]*\**[ \t]*:[ \t]*\**(?P<ans>[^\n]{1,500}?)\**[ \t]*$", re.IGNORECASE | re.MULTILINE),
 ]
+# A last sentence that concludes ("Therefore, the total number of marbles is 34.", "So the
+# probability is $\\frac{1}{6}$.", "Hence, $x = 6$."): a concluding word starts the sentence,
+# and the value ends it. Without the concluding word ("Step 2: the area is 25.") it is not an
+# answer: the last number in a text is never taken as one.
+_CONCLUDING = r"(?:^|(?<=[.!?:]\s))\s*(?:therefore|thus|hence|so|in total|altogether|finally|in conclusion|overall)\b"
+_CONCLUSION_PATTERNS = [
+    re.compile(_CONCLUDING + r"[^\n]{0,200}?(?:\b(?:is|are|equals?|was|has|have|gets?)\b|=)\s*"
+               r"(?P<ans>\$[^$\n]{1,200}\$|\\\(.{1,200}?\\\)|\\?\$?-?\d[\d,]*(?:\.\d+)?(?:[ \t]+[A-Za-z]+){0,2})\s*\.?\s*$",
+               re.IGNORECASE),
+    re.compile(_CONCLUDING + r"\s*,?\s*(?P<ans>\$[^$\n]{1,200}=[^$\n]{1,200}\$)\s*\.?\s*$", re.IGNORECASE),
+]
+# Where a response stops being the model's answer: a chat template's end or turn token, or a
+# base model starting the next few-shot example ("\n\nProblem:", "\n\nQuestion:", "\n\nQ:")
+# after it has stated an answer.
+_STOP_TOKEN_RE = re.compile(r"<\|(?:im_end|im_start|endoftext|end_of_text|eot_id|end|user|assistant|eos)\|>|</s>")
+_NEXT_EXAMPLE_RE = re.compile(r"\n[ \t]*\n[ \t]*(?:Problem|Question|Q)[ \t]*:", re.IGNORECASE)
+
+
+def cut_continuation(text: str) -> str:
+    """`text` up to where the model went on past its answer (stray turn tokens, a next example).
+
+    Cut at the first chat stop token that follows some content (`<|im_end|>`, `<|im_start|>`,
+    `<|endoftext|>`, `<|eot_id|>`, `</s>`, ...), then at the first blank-line `Problem:` /
+    `Question:` / `Q:` (of the first three) before which an answer is already stated.
+
+    >>> cut_continuation("so $\\\\boxed{4}$.<|im_end|>\\n<|im_start|>user\\nWhat is 1+1?")
+    'so $\\\\boxed{4}$.'
+    """
+    for match in _STOP_TOKEN_RE.finditer(text):
+        if text[: match.start()].strip():
+            text = text[: match.start()]
+            break
+    for count, match in enumerate(_NEXT_EXAMPLE_RE.finditer(text)):
+        if count == 3:
+            break
+        if _extract_from(sanitize_text(text[: match.start()])) is not None:
+            return text[: match.start()]
+    return text
 
 
 def _strip_delimiters(answer: str) -> str:
@@ -205,24 +284,39 @@ def extract_answer(text: str) -> str | None:
     >>> extract_answer("I think it is 5 or maybe 7 and so on, we have many options here.") is None
     True
     """
-    text = sanitize_text(text)
+    return _extract_from(sanitize_text(cut_continuation(text)))
+
+
+def _extract_from(text: str) -> str | None:
+    """`extract_answer` on a sanitised text that has already been cut at its continuation."""
     boxed = _final_boxed_answer(text)
     if boxed is not None:
         return _strip_delimiters(boxed) or None
+    tail = text[-_PHRASE_WINDOW_CHARS:]
     for pattern in _ANSWER_PATTERNS:
-        matches = [m for m in pattern.finditer(text[-_PHRASE_WINDOW_CHARS:]) if not _is_verdict(m.group("ans"))]
+        matches = [m for m in pattern.finditer(tail) if not _is_verdict(m.group("ans"))]
         if matches:
-            phrase = matches[-1].group("ans").strip()
-            math_span = re.match(r"\$\$?((?:\\\$|[^$])+)\$|\\\((.+?)\\\)", phrase)
-            if math_span:  # `the answer is $\frac{5}{12}$, which is about 0.42.`
-                phrase = math_span.group(1) or math_span.group(2)
-            answer = _strip_delimiters(phrase)
-            boxed = last_boxed_content(answer)
-            return (boxed if boxed is not None else answer) or None
+            return _phrase_answer(matches[-1].group("ans"))
+    last_line = tail.strip().rsplit("\n", 1)[-1]
+    for pattern in _CONCLUSION_PATTERNS:
+        match = pattern.search(last_line[-400:])
+        if match:
+            return _phrase_answer(match.group("ans"))
     stripped = text.strip()
     if _looks_like_bare_answer(stripped):
         return _strip_delimiters(stripped) or None
     return None
+
+
+def _phrase_answer(phrase: str) -> str | None:
+    """The answer inside a matched phrase: its first math span, or its box, delimiters stripped."""
+    phrase = phrase.strip()
+    math_span = re.match(r"\$\$?((?:\\\$|[^$])+)\$|\\\((.+?)\\\)", phrase)
+    if math_span:  # `the answer is $\frac{5}{12}$, which is about 0.42.`
+        phrase = math_span.group(1) or math_span.group(2)
+    answer = _strip_delimiters(phrase)
+    boxed = last_boxed_content(answer)
+    return (boxed if boxed is not None else answer) or None
 
 
 _VERDICT_WORDS = {"correct", "wrong", "incorrect"}
@@ -307,6 +401,10 @@ def _normalize_cached(answer: str) -> str:
 
 def _normalize(answer: str) -> str:
     s = answer.strip().rstrip(".").strip()
+    s = s.replace("~", " ").replace("\u2264", "\\le ").replace("\u2265", "\\ge ").replace("\u2260", "\\ne ")
+    s = s.replace("<=", "\\le ").replace(">=", "\\ge ")
+    s = re.sub(r"(?<=[a-zA-Z\s])!=", "\\\\ne ", s)  # not `5!=120`
+    s = re.sub(r"\b(?:np|numpy|math|sympy)\.(?=[a-z])", "", s)  # Minerva golds: `np.arcsin(10/13)`
     s = split_top_level(s, "\\approx")[0].strip() or s  # `\frac{1}{3} \approx 0.333` -> the exact value
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\quad", "").replace("\\qquad", "")
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
@@ -321,10 +419,12 @@ def _normalize(answer: str) -> str:
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\%", "").replace("%", "")
     s = _TRAILING_UNITS_RE.sub("", s)
+    s = _strip_unit_groups(s)
     s = _unwrap_text(s)
     s = _fix_fracs(s)
     s = _column_vector_to_tuple(s)
-    s = re.sub(r"^\s*(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)", "", s)
+    s = _LEADING_LABEL_RE.sub("", s)
+    s = _inequalities_or_to_union(s)
     s = re.sub(r"(?<=[\w}\)\]])\s*,?\s*\b(?:and|or)\b\s*(?=[-\w\\(\[])", ",", s)
     s = _drop_spaces(s)
     s = re.sub(r"(?i)(?<=\d)([ap])\.?m\.?$", lambda m: m.group(1).lower() + "m", s)  # 1:03PM -> 1:03pm
@@ -340,22 +440,62 @@ def _normalize(answer: str) -> str:
     return s
 
 
+_NAME = r"(?:\\angle\s*)?(?:[a-zA-Z](?:_\{?\w+\}?)?\s*){1,4}"  # x, x_1, AB, \angle BEA_{1}
+# a label in front of the value: `x =`, `V_1:V_2 =`, `(a, b) =`, `f(x) =`, `x \in`
+_LEADING_LABEL_RE = re.compile(rf"^\s*(?:{_NAME}(?::\s*{_NAME})*|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)")
+# a unit after a number: `\mathrm{~km} \mathrm{~s}^{-1}`, `\text{ cm}^2`, `\text{ erg/s}` (not `\text{ and }`, `\mathrm{i}`)
+_UNIT_GROUP_RE = re.compile(r"(?<=[\d}).\s])\s*\\(?:mathrm|text|mbox|rm|textrm)\s*\{(?!\s*(?:and|or|[eid]|[aApP]\.?[mM]\.?)\s*\})"
+                            r"[\sA-Za-z/.\-\\]*\}\s*(?:\^\s*\{?\s*-?\d+\s*\}?)?\s*$")
+
+
+def _strip_unit_groups(s: str) -> str:
+    """Drop up to four trailing unit groups after a number (`4.5 \\mathrm{~erg} \\mathrm{~s}^{-1}` -> `4.5`)."""
+    for _ in range(4):
+        new = _UNIT_GROUP_RE.sub("", s)
+        if new == s or not new.strip():
+            return s
+        s = new
+    return s
+
+
+def _inequalities_or_to_union(s: str) -> str:
+    """`x < 0 or x > 4` -> `(-\\infty,0)\\cup(4,\\infty)` when every piece is an inequality in one variable."""
+    pieces = re.split(r"\s*,?\s*\bor\b\s*", s)
+    if len(pieces) < 2:
+        return s
+    intervals = [_inequality_to_interval(_drop_spaces(piece)) for piece in pieces]
+    if all(interval != _drop_spaces(piece) and interval[:1] in "([" for interval, piece in zip(intervals, pieces)):
+        return "\\cup".join(intervals)
+    return s
+
+
 _LESS = {"<": ")", "\\lt": ")", "\\le": "]", "\\leq": "]", "\\leqslant": "]"}
 _GREATER = {">": "(", "\\gt": "(", "\\ge": "[", "\\geq": "[", "\\geqslant": "["}
+_FLIPPED = {"<": ">", ">": "<", "\\lt": "\\gt", "\\gt": "\\lt", "\\le": "\\ge", "\\ge": "\\le", "\\leq": "\\geq",
+            "\\geq": "\\leq", "\\leqslant": "\\geqslant", "\\geqslant": "\\leqslant"}
 
 
 def _inequality_to_interval(s: str) -> str:
-    """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed)."""
+    """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed).
+
+    Sides may be swapped (`5\\le x` is `x\\ge5`, `3>x>1` is `(1,3)`); `x\\ne a` is the line
+    without `a`.
+    """
     op = r"(<|>|(?:\\lt|\\leqslant|\\leq|\\le|\\gt|\\geqslant|\\geq|\\ge)(?![a-zA-Z]))"
     m = re.fullmatch(rf"([^<>=]+?){op}\s*[a-zA-Z]\s*{op}([^<>=]+)", s)
     if m and m.group(2) in _LESS and m.group(3) in _LESS:
         return f"{'[' if _LESS[m.group(2)] == ']' else '('}{m.group(1)},{m.group(4)}{_LESS[m.group(3)]}"
+    if m and m.group(2) in _GREATER and m.group(3) in _GREATER:  # b > x > a  ->  (a, b)
+        return f"{_GREATER[m.group(3)]}{m.group(4)},{m.group(1)}{')' if _GREATER[m.group(2)] == '(' else ']'}"
     m = re.fullmatch(rf"[a-zA-Z]\s*{op}([^<>=]+)", s)
     if m and m.group(1) in _LESS:
         return f"(-\\infty,{m.group(2)}{_LESS[m.group(1)]}"
     if m and m.group(1) in _GREATER:
         return f"{_GREATER[m.group(1)]}{m.group(2)},\\infty)"
-    m = re.fullmatch(r"[a-zA-Z](?:\\neq|\\ne|!=)([^<>=]+)", s)
+    m = re.fullmatch(rf"([^<>=]+?){op}\s*([a-zA-Z])", s)
+    if m and not re.fullmatch(r"[a-zA-Z]", m.group(1)):  # `5\le x` -> `x\ge5` (not `x<y`)
+        return _inequality_to_interval(f"{m.group(3)}{_FLIPPED[m.group(2)]}{m.group(1)}")
+    m = re.fullmatch(r"[a-zA-Z](?:\\neq|\\ne)([^<>=]+)", s)
     if m:
         return f"(-\\infty,{m.group(1)})\\cup({m.group(1)},\\infty)"
     return s
@@ -363,7 +503,7 @@ def _inequality_to_interval(s: str) -> str:
 
 def _column_vector_to_tuple(s: str) -> str:
     """`\\begin{pmatrix} 3 \\\\ -1 \\end{pmatrix}` -> `(3,-1)` (a column vector is an ordered tuple)."""
-    m = re.fullmatch(r"\s*\\begin\{[pb]matrix\}(.*)\\end\{[pb]matrix\}\s*", s, re.DOTALL)
+    m = re.fullmatch(r"\s*\\begin\{[pbBv]?matrix\}(.*)\\end\{[pbBv]?matrix\}\s*", s, re.DOTALL)
     if m and "&" not in m.group(1) and "\\begin" not in m.group(1):
         return "(" + ",".join(part.strip() for part in m.group(1).split("\\\\")) + ")"
     return s
@@ -384,9 +524,12 @@ def _as_rational(s: str) -> Fraction | None:
             return None
         value = Fraction(numerator, denominator)
         return -value if m.group(1) else value
-    m = re.fullmatch(r"(-?\d+)/(-?\d+)", s)
-    if m and int(m.group(2)) != 0:
-        return Fraction(int(m.group(1)), int(m.group(2)))
+    m = re.fullmatch(r"(-?\d+\.?\d*)/(-?\d+\.?\d*)", s)  # `3/4`, Minerva's `-1./3`
+    if m and len(s) < 60 and Fraction(m.group(2)) != 0:
+        return Fraction(m.group(1)) / Fraction(m.group(2))
+    scientific = _scientific(s)
+    if scientific is not None:
+        return scientific[0]
     if re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s) and len(s) < 60:
         return Fraction(s)
     m = re.fullmatch(r"(-?)(\d*)\.(\d*)\\overline\{(\d{1,30})\}", s)
@@ -403,13 +546,55 @@ _NUMBER_WORDS = {word: value for value, word in enumerate(
     "seventeen eighteen nineteen twenty".split())}
 
 
+_SCIENTIFIC_RE = re.compile(r"(-?)(\d+(?:\.\d*)?|\.\d+)?(?:[eE]|(?:\\times|\\cdot|\*)?10\^\{?)([+-]?\d{1,3})\}?")
+
+
+def _scientific(s: str) -> tuple[Fraction, Fraction] | None:
+    """(value, half a unit in the last written digit) of `4.5e33`, `4.5\\times10^{33}`, `10^{-5}`; else None."""
+    m = _SCIENTIFIC_RE.fullmatch(s)
+    if not m or (m.group(2) is None and "10^" not in s):
+        return None
+    mantissa = m.group(2) or "1"
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    exponent = int(m.group(3))
+    value = Fraction(mantissa) * Fraction(10) ** exponent
+    return (-value if m.group(1) else value), Fraction(10) ** (exponent - decimals) / 2
+
+
+_LONG_DECIMAL_RE = re.compile(r"-?(?:0?\.0*|[1-9]\d*\.)(\d*)")
+_LONG_DECIMAL_DIGITS = 8  # significant digits from which a decimal is a printed fraction, not a rounding
+
+
+def _close_as_written(pred: str, r_pred: Fraction, gold: str, r_gold: Fraction) -> bool:
+    """Unequal rationals that still match as written.
+
+    A gold in scientific notation (Minerva's `4.5e33`) is a rounded value: it matches any
+    number that rounds to it (`4.48\\times10^{33}`). A decimal of eight or more significant
+    digits against a fraction (`0.0833333333333333` for `\\frac{1}{12}`) matches when it is the
+    fraction cut or rounded at its last place (differs by less than one unit there); shorter
+    decimals (`0.142857` for `\\frac{1}{7}`) are roundings and must be exact.
+    """
+    scientific = _scientific(gold)
+    if scientific is not None and abs(r_pred - r_gold) <= scientific[1]:
+        return True
+    for decimal, value, other, other_value in ((pred, r_pred, gold, r_gold), (gold, r_gold, pred, r_pred)):
+        m = _LONG_DECIMAL_RE.fullmatch(decimal)
+        if not m or not re.search(r"\\frac|/", other):
+            continue
+        places = len(decimal.split(".")[1])
+        significant = len(decimal.lstrip("-").replace(".", "").lstrip("0"))
+        if significant >= _LONG_DECIMAL_DIGITS and abs(value - other_value) < Fraction(1, 10**places):
+            return True
+    return False
+
+
 def _fast_atom(pred: str, gold: str) -> bool | None:
     """Decide one normalised atom pair without sympy when certain, else None."""
     if pred == gold:
         return True
     r_pred, r_gold = _as_rational(pred), _as_rational(gold)
     if r_pred is not None and r_gold is not None:
-        return r_pred == r_gold
+        return r_pred == r_gold or _close_as_written(pred, r_pred, gold, r_gold)
     for word_side, number_side in ((pred, gold), (gold, pred)):  # `four` for `4`
         if word_side.casefold() in _NUMBER_WORDS and _as_rational(number_side) is not None:
             return _as_rational(number_side) == _NUMBER_WORDS[word_side.casefold()]
@@ -475,8 +660,14 @@ def _bracketed(s: str) -> tuple[str, str, str] | None:
 
 
 def _strip_assignment(item: str) -> str:
-    """`x=3` -> `3`, `x\\in[1,2]` -> `[1,2]` (a single-letter left side only)."""
-    return re.sub(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:=|\\in)(?=.)", "", item)
+    """`x=3` -> `3`, `x\\in[1,2]` -> `[1,2]`, `\\angle BEA_{1}=90` -> `90` (a name on the left only)."""
+    return re.sub(r"^(?:\\angle ?)?(?:[a-zA-Z](?:_\{?\w+\}?)?){1,4}(?:=|\\in)(?=.)", "", item)
+
+
+def _ratio_as_fraction(answer: str) -> str:
+    """`11:21` -> `\\frac{11}{21}`; anything else unchanged."""
+    m = re.fullmatch(r"\s*\$?\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*\$?\s*", answer)
+    return f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}" if m else answer
 
 
 def _compare_percent(pred: str, gold: str, atom) -> bool | None:
@@ -526,7 +717,73 @@ def _unordered_match(preds: list[str], golds: list[str], atom) -> bool | None:
     return True
 
 
+_UNDEFINED_RE = re.compile(r"\\frac\{[^{}]*\}\{0\}|(?<![\w.])[\w)}]+/0(?![\d.])")
+_COLUMN_RE = re.compile(r"\\begin\{[pbBv]?matrix\}")
+
+
+def _labelled_values(answer: str) -> list[tuple[str, str]] | None:
+    """[(label, value)] of `a = 3, b = -2` (two or more items, each `name = value`), else None."""
+    items = split_top_level(_unwrap_text(answer).replace("$", ""))
+    if len(items) < 2:
+        return None
+    pairs = [re.fullmatch(rf"\s*({_NAME})\s*=\s*(\S.*?)\s*", item, re.DOTALL) for item in items]
+    if not all(pairs):
+        return None
+    return [(re.sub(r"\s+", "", m.group(1)), m.group(2)) for m in pairs]
+
+
+def _as_ordered_tuple(gold: str) -> list[tuple[str, str]] | None:
+    """A labelled gold whose labels are distinct names (`a = 3, b = -2`): an ordered tuple.
+
+    Labels that share a base letter (`x_1 = 2, x_2 = 3`) name the roots of one equation, an
+    unordered list, and give None.
+    """
+    labelled = _labelled_values(gold)
+    if labelled is None:
+        return None
+    bases = {re.sub(r"_.*|\\angle", "", label) for label, _ in labelled}
+    return labelled if len(bases) == len(labelled) else None
+
+
+def _equation_pair(pred: str, gold: str) -> tuple[str, str] | None:
+    """Normalised `L=R` forms when both answers are one equation in x, y or z (`2x+4y-3=0`), else None."""
+    sides = []
+    for answer in (pred, gold):
+        parts = split_top_level(_unwrap_text(answer).replace("$", ""), "=")
+        if len(parts) != 2 or any(op in answer for op in ("<", ">", "\\le", "\\ge", "\\ne", ",")):
+            return None
+        if not re.search(r"(?<![a-zA-Z\\])[xyz](?![a-zA-Z])", answer):
+            return None
+        sides.append("=".join(_drop_spaces(_normalize_side(part)) for part in parts))
+    return sides[0], sides[1]
+
+
+def _normalize_side(side: str) -> str:
+    """One side of an equation, normalised (no `=` in it, so no label is dropped)."""
+    return normalize_answer(side) or side.strip()
+
+
 def compare_structured(pred: str, gold: str, atom) -> bool | None:
+    """Compare two answers as `_compare_structured` does, and also as equations.
+
+    Two equations in x, y, z (`2x+4y-3=0`, `y = -\\frac{1}{2}x + \\frac{3}{4}`) also match when
+    `atom` finds them equivalent as equations (one side minus the other, up to a constant
+    factor); `x = 3` and `y = 3` never do.
+    """
+    plain = [re.fullmatch(r"\s*([xy])\s*=\s*([^=]+)", _unwrap_text(a).replace("$", "")) for a in (pred, gold)]
+    if all(plain) and plain[0].group(1) != plain[1].group(1):
+        return False  # `y = 3` is not the line `x = 3`
+    equations = _equation_pair(pred, gold)
+    verdict = _compare_structured(pred, gold, atom)
+    if equations is None or verdict:
+        return verdict
+    as_equations = atom(*equations)
+    if as_equations:
+        return True
+    return None if as_equations is None or verdict is None else False
+
+
+def _compare_structured(pred: str, gold: str, atom) -> bool | None:
     """Compare two answers by the gold's structure, deciding leaves with `atom(pred, gold)`.
 
     Rules: a gold `(a, b)` / `[a, b)` (tuple, point or interval) matches element by element,
@@ -546,11 +803,26 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
         return _compare_percent(pred, gold, atom)
     if re.search(percent, gold) and "%" not in pred:
         return _compare_percent(gold, pred, lambda g, p: atom(p, g))
+    ordered = _as_ordered_tuple(gold)
+    if ordered is not None:  # `a = 3, b = -2`: by label when `pred` has the same labels, else as `(3, -2)`
+        labels = dict(_labelled_values(pred) or [])
+        if set(labels) == {label for label, _ in ordered}:
+            verdicts = [compare_structured(labels[label], value, atom) for label, value in ordered]
+            return False if False in verdicts else None if None in verdicts else True
+        gold = "(" + ", ".join(value for _, value in ordered) + ")"
+        if _bracketed(normalize_answer(pred)) is None and len(split_top_level(normalize_answer(pred))) == len(ordered):
+            pred = "(" + pred + ")"
+    ratio = re.fullmatch(rf"\s*{_NAME}(?::\s*{_NAME})+\s*=\s*(.+)", _unwrap_text(gold), re.DOTALL)
+    if ratio:  # `V_1:V_2 = 11:21`: a two-term ratio is the fraction
+        gold, pred = _ratio_as_fraction(ratio.group(1)), _ratio_as_fraction(pred)
+    column = _COLUMN_RE.search(pred) or _COLUMN_RE.search(gold)
     pred, gold = normalize_answer(pred), normalize_answer(gold)
-    if not gold or not pred:
-        return False
+    if not gold or not pred or _UNDEFINED_RE.search(pred) or _UNDEFINED_RE.search(gold):
+        return False  # a division by zero is equal to nothing, itself included
     if pred == gold:
         return True
+    if column:  # a column vector written `[a, b]` or `(a, b)`: the brackets carry no meaning
+        pred, gold = re.sub(r"^\[(.*)\]$", r"(\1)", pred), re.sub(r"^\[(.*)\]$", r"(\1)", gold)
     if "=" not in gold and len(split_top_level(pred, "=")) > 1 and len(split_top_level(pred)) == 1:
         pred = split_top_level(pred, "=")[-1]  # `2^{10}=1024`: the value the chain ends in
         if pred == gold:
@@ -609,7 +881,7 @@ def _plain_to_latex(s: str) -> str:
             s = s[: m.start()] + template % s[m.end() : close - 1] + s[close:]
     s = re.sub(r"\^\s*\(([^()]*)\)", r"^{\1}", s)
     s = re.sub(r"\bpi\b", r"\\pi ", s)
-    s = re.sub(r"\b(sin|cos|tan|log|ln)\b", r"\\\1", s)
+    s = re.sub(r"\b(arcsin|arccos|arctan|sin|cos|tan|log|ln)\b", r"\\\1", s)
     return s.replace("*", "\\cdot ")
 
 
@@ -653,7 +925,9 @@ def _numbers_close(a, b) -> bool | None:
         return None
     if a.free_symbols or b.free_symbols or not (a.is_number and b.is_number):
         return None
-    if a.has(sympy.oo, -sympy.oo, sympy.zoo) or b.has(sympy.oo, -sympy.oo, sympy.zoo):
+    if a.has(sympy.zoo, sympy.nan) or b.has(sympy.zoo, sympy.nan):
+        return False  # undefined (`\\frac{1}{0}`) is equal to nothing, itself included
+    if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
         return bool(a == b)  # a relative tolerance would call oo close to -oo
     if a.is_rational and b.is_rational:  # exact: 2^{100}+1 != 2^{100}
         difference = (a - b).doit()
@@ -668,6 +942,31 @@ def _numbers_close(a, b) -> bool | None:
     return bool(abs(va - vb) <= sympy.Float("1e-9", 40) * scale)
 
 
+def _undefined_expr(expr) -> bool:
+    """True for a sympy result that holds `zoo` (a division by zero) or `nan`."""
+    import sympy
+
+    return isinstance(expr, sympy.Basic) and expr.has(sympy.zoo, sympy.nan)
+
+
+def _equations_equivalent(pred: str, gold: str) -> bool:
+    """`L1 = R1` and `L2 = R2` describe the same set: `L1 - R1` is a nonzero constant times `L2 - R2`.
+
+    `2x+4y-3=0` and `y=-\\frac{1}{2}x+\\frac{3}{4}` (factor -4) are the same line; `y=x+4` and
+    `x+y=4` are not.
+    """
+    import sympy
+
+    sides = [_to_sympy(side) for side in split_top_level(pred, "=") + split_top_level(gold, "=")]
+    if any(side is None or not isinstance(side, sympy.Expr) or _undefined_expr(side) for side in sides):
+        return False
+    pred_zero, gold_zero = sides[0] - sides[1], sides[2] - sides[3]
+    if gold_zero == 0 or pred_zero == 0 or not (pred_zero.free_symbols and gold_zero.free_symbols):
+        return False
+    ratio = sympy.simplify(pred_zero / gold_zero)
+    return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+
+
 def _slow_atom(pred: str, gold: str) -> bool:
     """Symbolic equivalence of two normalised leaves via math-verify (run under a timeout)."""
     from math_verify import verify
@@ -675,8 +974,10 @@ def _slow_atom(pred: str, gold: str) -> bool:
     fast = _fast_atom(pred, gold)
     if fast is not None:
         return fast
+    if len(split_top_level(pred, "=")) == 2 and len(split_top_level(gold, "=")) == 2:
+        return _equations_equivalent(pred, gold)
     gold_expr, pred_expr = _to_sympy(gold), _to_sympy(pred)
-    if gold_expr is None or pred_expr is None:
+    if gold_expr is None or pred_expr is None or _undefined_expr(gold_expr) or _undefined_expr(pred_expr):
         return False
     numeric = _numbers_close(gold_expr, pred_expr)
     if numeric is not None:
