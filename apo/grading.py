@@ -4,14 +4,21 @@ Every reward and every reported accuracy passes through `grade`: is this respons
 answer the gold answer? Public: `last_boxed_content`, `extract_answer`, `grade`, `grade_many`,
 `GradingReport`, `GRADER_VERSION` (record it next to every result).
 
-Extraction (`extract_answer`), first rule that applies:
+Extraction (`extract_answer`): the response is first cut where the model went on past its
+answer (a stray `<|im_end|>` / `<|im_start|>user` / `<|endoftext|>`, or a base model's next
+few-shot "Problem:" / "Question:" / "Q:" after an answer), then the first rule that applies:
   1. the last top-level `\\boxed{...}` / `\\fbox{...}` / `\\boxed 2` (braces matched; a box cut
-     off by truncation is ignored); boxes separated only by `and` / `,` are one list
-     (`$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`), otherwise the last box wins;
-  2. the last explicit answer phrase: Minerva's "The final answer is X. I hope it is
-     correct.", PRM800K's "# Answer\\n\\nX", "the answer is X", "Answer: X";
-  3. a one-line response of at most 80 characters and two words is a bare answer;
-  4. otherwise None: never "the last number in the text", which invents answers.
+     off by truncation is ignored; `\\boxed{185\\}` is read as 185); boxes separated only by
+     spacing, `,`, `and`, `\\quad \\text{and} \\quad` or a label are one list
+     (`$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`; `a = \\boxed{5}` and `b = \\boxed{7}` ->
+     `a = 5, b = 7`), otherwise the last box wins;
+  2. the last explicit answer phrase: GSM8K's "#### 18", Minerva's "The final answer is X.
+     I hope it is correct.", PRM800K's "# Answer\\n\\nX", "the answer is X", "Answer: X",
+     "Answer:" followed by a display block `\\[ 9 \\]`;
+  3. a last sentence that concludes: "Therefore, the total is 34.", "So the probability is
+     $\\frac{1}{6}$.", "Hence, $x = 6$." (a concluding word starts it);
+  4. a one-line response of at most 80 characters and two words is a bare answer;
+  5. otherwise None: never "the last number in the text", which invents answers.
   Only the last `MAX_RESPONSE_CHARS` of a response are read; NUL bytes and lone surrogates
   are dropped.
 
@@ -21,7 +28,16 @@ Equivalence (`compare_structured`), by the gold's structure:
   - a bare list `a, b, c` (MATH's "enter all the solutions, separated by commas") and
     `\\{a, b\\}`: the same multiset in any order; `x = a` items and `\\pm` are expanded;
   - `A \\cup B`: the same pieces in any order; `x \\in [a, b]`, `a \\le x \\le b`, `x > a`,
-    `x \\ne a` and `\\mathbb{R}` are read as intervals;
+    `x \\ne a` and `\\mathbb{R}` are read as intervals, with the sides either way round
+    (`5 \\le x`), in ASCII (`<=`, `>=`, `!=`), unicode or `\\gt` / `\\lt`, and `or` of them
+    as a union;
+  - a labelled gold: `x_1 = 2, x_2 = 3` is a list of roots, `a = 3, b = -2` the ordered pair
+    `(3, -2)` (or the same labels in any order), `V_1:V_2 = 11:21` the ratio 11/21,
+    `f(x) = ...` / `M = ...` the value; a column vector matches `[a, b]` or `(a, b)`;
+  - two equations in x, y, z match when one is a nonzero constant times the other
+    (`2x+4y-3=0` and `y = -\\frac{1}{2}x + \\frac{3}{4}`); `x = 3` never matches `y = 3`;
+  - a division by zero (`\\frac{1}{0}`, or sympy's `zoo` / `nan`) is equal to nothing, itself
+    included;
   - a leaf: normalised string match (Hendrycks/PRM800K style: `\\text{}` unwrapped, `\\left`,
     spacing commands, `^\\circ`, `\\$`, trailing unit words, `x =`, thousands separators
     dropped; `dfrac` -> `frac`; choice letters `(C)` -> `C`; text answers case-insensitive),
@@ -30,6 +46,11 @@ Equivalence (`compare_structured`), by the gold's structure:
     as LaTeX; numbers compare exactly when rational, else to a relative 1e-9 (math-verify's
     absolute 6-decimal rounding would accept 1/2004! for 1/2006!); everything else by
     math-verify's `verify(gold, pred)`.
+  - Numbers as written: a gold in scientific notation (`4.5e33`, `4.5 \\times 10^{33}`,
+    Minerva's) matches any number that rounds to it (`4.48 \\times 10^{33}`); a decimal of at
+    least 8 significant digits matches the fraction it is cut or rounded from
+    (`0.0833333333333333` for `\\frac{1}{12}`); shorter decimals must be exact. Units after a
+    number (`\\mathrm{~km} \\mathrm{~s}^{-1}`) and numpy prefixes in golds (`np.arcsin`) drop.
   - A `%` on one side only may be read as /100 (`0.5` for `50\\%`, `37.5\\%` for `3/8`), and
     the number alone also matches (`25` for `25\\%`). Different unit words reject (`5 hours`
     vs `5 minutes`); a unit on one side only is ignored.
@@ -52,6 +73,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -63,7 +85,7 @@ from apo.grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (sh
 
 logger = logging.getLogger(__name__)
 
-GRADER_VERSION = "apo-math-grader-1.0"
+GRADER_VERSION = "apo-math-grader-1.1"
 MAX_RESPONSE_CHARS = 12_000
 MAX_ANSWER_CHARS = 400
 
@@ -316,6 +338,8 @@ def _phrase_answer(phrase: str) -> str | None:
         phrase = math_span.group(1) or math_span.group(2)
     answer = _strip_delimiters(phrase)
     boxed = last_boxed_content(answer)
+    if boxed is None and _BOX_RE.search(answer):
+        return None  # `the answer is $\boxed{\frac{1}{` cut off by truncation: no answer
     return (boxed if boxed is not None else answer) or None
 
 
@@ -546,13 +570,14 @@ _NUMBER_WORDS = {word: value for value, word in enumerate(
     "seventeen eighteen nineteen twenty".split())}
 
 
-_SCIENTIFIC_RE = re.compile(r"(-?)(\d+(?:\.\d*)?|\.\d+)?(?:[eE]|(?:\\times|\\cdot|\*)?10\^\{?)([+-]?\d{1,3})\}?")
+# `4.5e33`, `4.5\times10^{33}`, `10^{-5}`; a mantissa needs its `e` or `\times` (`210^{3}` is 210 cubed)
+_SCIENTIFIC_RE = re.compile(r"(-?)(?:(\d+(?:\.\d*)?|\.\d+)(?:[eE]|(?:\\times|\\cdot|\*)10\^\{?)|10\^\{?)([+-]?\d{1,3})\}?")
 
 
 def _scientific(s: str) -> tuple[Fraction, Fraction] | None:
     """(value, half a unit in the last written digit) of `4.5e33`, `4.5\\times10^{33}`, `10^{-5}`; else None."""
     m = _SCIENTIFIC_RE.fullmatch(s)
-    if not m or (m.group(2) is None and "10^" not in s):
+    if not m:
         return None
     mantissa = m.group(2) or "1"
     decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
@@ -583,7 +608,10 @@ def _close_as_written(pred: str, r_pred: Fraction, gold: str, r_gold: Fraction) 
             continue
         places = len(decimal.split(".")[1])
         significant = len(decimal.lstrip("-").replace(".", "").lstrip("0"))
-        if significant >= _LONG_DECIMAL_DIGITS and abs(value - other_value) < Fraction(1, 10**places):
+        scaled = abs(other_value) * 10**places  # the fraction cut, or rounded half up, at the decimal's last place
+        cut_or_rounded = {math.floor(scaled), math.floor(scaled + Fraction(1, 2))}
+        same_sign = (value < 0) == (other_value < 0)
+        if significant >= _LONG_DECIMAL_DIGITS and same_sign and abs(value) * 10**places in cut_or_rounded:
             return True
     return False
 
