@@ -155,7 +155,7 @@ def generate(
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size={batch_size} and max_new_tokens={max_new_tokens} must be >= 1")
     if any(len(prompt) == 0 for prompt in prompts):
-        raise ValueError("generate() got an empty prompt; encode prompts with encode_chat()")
+        raise ValueError("generate() got an empty prompt; encode prompts with apo.prompts.encode_problem()")
     eos_ids = eos_token_ids(model, tokenizer)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     settings = sampling_kwargs(temperature, top_p)
