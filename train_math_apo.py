@@ -12,9 +12,11 @@ resumable checkpoints, metrics.jsonl and a learning-curve PNG.
     python train_math_apo.py --data_file math_subset.jsonl --epochs 2
     python train_math_apo.py --data_file math_prompts_responses.jsonl --epochs 10
     python train_math_apo.py --config configs/embedded_smoke.yaml          # laptop CPU, minutes
-    python train_math_apo.py --config configs/qwen2.5-1.5b-instruct_math.yaml --resume_from_checkpoint auto
+    python train_math_apo.py --config configs/apo_paper_qwen2.5-1.5b.yaml --resume_from_checkpoint auto
     accelerate launch --config_file configs/accelerate_ddp.yaml train_math_apo.py \\
-        --config configs/qwen2.5-1.5b-instruct_math.yaml
+        --config configs/apo_paper_qwen2.5-1.5b.yaml        # the A*-PO paper (docs/REPRODUCING.md)
+    accelerate launch --config_file configs/accelerate_ddp.yaml train_math_apo.py \\
+        --config configs/pag_qwen2.5-1.5b-instruct.yaml     # PAG's episode, turns trained
     python -m torch.distributed.run --nproc_per_node 2 train_math_apo.py ...   # 2 CPU processes (gloo)
 
 Outputs under --output_dir: stage1_values.jsonl, value_head/, checkpoint-<step>/, best/

@@ -112,7 +112,8 @@ def test_readme_commands_and_shipped_configs_parse():
     apo, train = parse_config((A_PO_Config, T.TrainConfig), ["--data_file", "math_subset.jsonl", "--epochs", "2"])
     assert (train.data_file, train.epochs) == ("math_subset.jsonl", 2.0)
     apo, train = parse_config((A_PO_Config, T.TrainConfig),
-                              ["--config", str(REPO_ROOT / "configs" / "qwen2.5-1.5b-instruct_math.yaml")])
+                              ["--config", str(REPO_ROOT / "configs" / "apo_qwen2.5-1.5b-instruct_chat.yaml")])
+    assert (apo.model, apo.prompt_format, apo.reward_rule) == ("Qwen/Qwen2.5-1.5B-Instruct", "chat", "grade")
     assert (apo.beta1, apo.beta2, apo.num_value_samples, apo.max_new_tokens) == (0.5, 1e-3, 8, 1024)
     assert (train.prompts_per_step, train.optimizer_steps_per_iteration) == (256, 2)
     assert (apo.weight_decay, apo.max_grad_norm) == (0.01, 1.0)
@@ -121,6 +122,76 @@ def test_readme_commands_and_shipped_configs_parse():
     assert apo.model == "embedded"
     with pytest.raises(ValueError, match="optimizer_steps_per_iteration"):
         T.TrainConfig(prompts_per_step=5, optimizer_steps_per_iteration=2)
+
+
+def recipe(name: str, *flags: str):
+    from apo.correction import CorrectionTrainingConfig
+
+    return parse_config((A_PO_Config, T.TrainConfig, CorrectionTrainingConfig),
+                        ["--config", str(REPO_ROOT / "configs" / name), *flags])
+
+
+def test_apo_paper_recipe_is_the_papers_setting():
+    apo, train, _ = recipe("apo_paper_qwen2.5-1.5b.yaml")
+    assert (apo.model, apo.prompt_format, apo.reward_rule) == ("Qwen/Qwen2.5-1.5B", "raw", "boxed_exact")
+    assert (apo.num_value_samples, apo.beta1, apo.beta2, apo.temperature, apo.top_p) == (8, 0.5, 1e-3, 1.0, 1.0)
+    assert (apo.policy_learning_rate, apo.lr_scheduler, apo.weight_decay, apo.max_grad_norm) == \
+        (1e-6, "constant", 0.01, 1.0)
+    assert (apo.use_lora, apo.entropy_coef, apo.max_prompt_length, apo.max_new_tokens) == (False, 1e-3, 256, 1024)
+    assert (apo.correction_mode, apo.train_correction, apo.filter_all_incorrect) == ("none", False, False)
+    assert (train.prompts_per_step, train.optimizer_steps_per_iteration, train.epochs) == (256, 2, 25.0)
+    assert (train.data_file, train.eval_file, train.eval_size) == ("math_prompts_responses.jsonl",
+                                                                   "math_eval_500.jsonl", 500)
+
+
+def test_pag_recipe_is_pags_episode_with_the_turns_trained():
+    apo, train, turns = recipe("pag_qwen2.5-1.5b-instruct.yaml")
+    assert (apo.model, apo.prompt_format, apo.correction_mode) == ("Qwen/Qwen2.5-1.5B-Instruct", "chat", "self_verify")
+    assert (apo.train_correction, apo.max_correction_turns, apo.verify_final_attempt, apo.verdict_parse) == \
+        (True, 2, False, "pag")
+    assert (apo.revision_bonus_alpha, apo.entropy_coef, apo.policy_learning_rate, apo.use_lora) == \
+        (1.0, 0.0, 1e-6, False)
+    assert turns.center_turn_advantages and apo.reward_rule == "grade"
+    assert (apo.system_prompt, apo.verify_prompt, apo.revise_prompt) == (
+        A_PO_Config().system_prompt, A_PO_Config().verify_prompt, A_PO_Config().revise_prompt)
+
+
+def _recipe_data(folder) -> None:
+    """MATH train rows and 8 MATH-500 problems under the names the recipes read, in `folder`."""
+    from conftest import MATH_DIR
+
+    if not (MATH_DIR / "train.jsonl").is_file():
+        pytest.skip(f"real MATH data not found at {MATH_DIR}")
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "prepare_data.py"), "--source", "local", "--train_path",
+                             str(MATH_DIR / "train.jsonl"), "--math500_path", str(MATH_DIR / "test500.jsonl"),
+                             "--tokenizer", "none", "--subset_size", "8"], cwd=folder, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    eval_path = os.path.join(folder, "math_eval_500.jsonl")
+    with open(eval_path) as handle:
+        kept = handle.readlines()[:8]  # the command's sizes are the model's and the prompts'; keep the check short
+    with open(eval_path, "w") as handle:
+        handle.writelines(kept)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["apo_paper_qwen2.5-1.5b.yaml", "pag_qwen2.5-1.5b-instruct.yaml"])
+def test_recipe_runs_on_cpu_with_the_embedded_model(tmp_path, config):
+    """The done-when command of issue 14: the recipe itself, only the model and the sizes swapped."""
+    _recipe_data(tmp_path)
+    command = [sys.executable, str(REPO_ROOT / "train_math_apo.py"), "--config", str(REPO_ROOT / "configs" / config),
+               "--model", "embedded", "--max_steps", "1", "--max_train_prompts", "4", "--max_new_tokens", "16"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=3000,
+                            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    output_dir = tmp_path / "outputs" / config.removesuffix(".yaml")
+    assert (output_dir / "final").is_dir()
+    with open(output_dir / stage1.STAGE1_META_FILE) as handle:
+        meta = json.load(handle)
+    expected = {"apo_paper_qwen2.5-1.5b.yaml": ("raw", "boxed_exact"), "pag_qwen2.5-1.5b-instruct.yaml": ("chat", "grade")}
+    assert (meta["prompt_format"], meta["reward_rule"], meta["max_new_tokens"]) == (*expected[config], 16)
+    steps = [r for r in read_metrics(str(output_dir / "metrics.jsonl")) if "loss" in r]
+    assert len(steps) == 1 and math.isfinite(steps[0]["loss"])
 
 
 # --- schedules, data order, files ---
