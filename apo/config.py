@@ -125,6 +125,19 @@ class A_PO_Config:
     max_new_tokens: int = field(default=1024, metadata=_help(
         "Generation limit per turn (paper: 1024). A response that hits it without EOS is truncated and gets reward 0."))
     generation_batch_size: int = field(default=64, metadata=_help("Sequences generated together in one batched call."))
+    generation_backend: Literal["hf", "vllm"] = field(default="hf", metadata=_help(
+        "Engine of every generation (stage 1, stage 2 rollouts, held-out checks, evaluation): 'hf' = transformers "
+        "generate; 'vllm' = a vLLM engine on the same GPU, its weights updated from the policy after every "
+        "optimizer step (needs a CUDA GPU and `pip install -r requirements-vllm.txt`)."))
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata=_help(
+        "'vllm' only: share of the GPU's memory vLLM may take for weights and KV cache; the rest is the trainer's. "
+        "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9."))
+    vllm_enable_sleep_mode: bool = field(default=False, metadata=_help(
+        "'vllm' only: release vLLM's weights and KV cache during the policy update (vLLM sleep level 2) and "
+        "restore them before the next rollout, for training runs short of GPU memory."))
+    vllm_max_model_len: int = field(default=0, metadata=_help(
+        "'vllm' only: longest prompt + response in tokens the engine reserves KV cache for (0 = the model's "
+        "context window). A response cut by it counts as truncated, like one that hits max_new_tokens."))
 
     # --- multi-turn self-correction (PAG protocol) ---
     max_correction_turns: int = field(default=2, metadata=_help(
@@ -170,6 +183,9 @@ class A_PO_Config:
         _require(self, "top_p", 0 < self.top_p <= 1, "use a value in (0, 1]")
         for name in ("max_prompt_length", "max_new_tokens", "generation_batch_size", "value_epochs"):
             _require(self, name, getattr(self, name) >= 1, "use a positive integer")
+        _require(self, "vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1,
+                 "use a share in (0, 1] such as 0.3")
+        _require(self, "vllm_max_model_len", self.vllm_max_model_len >= 0, "use 0 (the model's window) or a length")
         _require(self, "value_head_hidden_size", self.value_head_hidden_size >= 0, "use 0 (linear) or a width")
         _require(self, "value_holdout_fraction", 0 <= self.value_holdout_fraction < 1, "use a share in [0, 1)")
         _require(self, "max_correction_turns", self.max_correction_turns >= 1,
