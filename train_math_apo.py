@@ -45,7 +45,7 @@ from apo_algorithm import (
     PolicySample, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
     response_token_logps,
 )
-from apo import correction, stage1
+from apo import correction, stage1, vllm_engine
 from apo.checkpoints import (
     CheckpointWriter, TrainerState, latest_or_none, load_training_state, resolve_resume_checkpoint,
     skip_model_weights_in_accelerate_state,
@@ -54,7 +54,7 @@ from apo.config import A_PO_Config, _require, parse_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport, grade_many
-from apo.models import build_models, load_tokenizer, resolve_mixed_precision
+from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
 from apo.stop_signal import StopRequest
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
 
@@ -159,10 +159,17 @@ class Run:
     ref_model: torch.nn.Module | None
     grading: GradingReport
     correction: Any = None  # correction_training.CorrectionTrainingConfig when train_correction
+    engine: Any = None  # apo.vllm_engine.VLLMEngine with --generation_backend vllm
 
     @property
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.policy)
+
+    @property
+    def generator(self):
+        """What samples from the current policy: the vLLM engine (kept in step with the policy by
+        `update_policy`), else the policy itself."""
+        return self.engine if self.engine is not None else self.unwrapped
 
     @property
     def is_main(self) -> bool:
@@ -179,7 +186,7 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
     """
     start = time.perf_counter()
     run.policy.eval()
-    generations = generate(run.unwrapped, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
+    generations = generate(run.generator, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
                            temperature=run.apo.temperature, top_p=run.apo.top_p,
                            batch_size=run.apo.generation_batch_size)
     generated = time.perf_counter()
@@ -199,7 +206,7 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     (issue 6); advantages are role-normalised there and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
-    episodes = run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
+    episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
                             unparsed_verdict_revises=False)
     generated = time.perf_counter()
     samples, turn_metrics = correction.correction_samples(
@@ -286,6 +293,8 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             scheduler.step()
             state.optimizer_step += 1
             totals["grad_norms"].append(grad_norm)
+            if run.engine is not None:  # the next rollout samples from the policy as it is now
+                run.engine.sync_weights(run.unwrapped, accelerator)
         else:
             totals["skipped"] += 1
         optimizer.zero_grad(set_to_none=True)
@@ -325,7 +334,7 @@ def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> d
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     mine = list(range(rank, len(prompts), world))
     run.policy.eval()
-    generations = generate(run.unwrapped, run.tokenizer, [prompts[i] for i in mine],
+    generations = generate(run.generator, run.tokenizer, [prompts[i] for i in mine],
                            max_new_tokens=run.apo.max_new_tokens, temperature=0.0, top_p=1.0,
                            batch_size=run.apo.generation_batch_size) if mine else []
     correct = grade_many([g.text for g in generations], [golds[i] for i in mine],
@@ -365,6 +374,8 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
     if resume_dir is not None:
         state = load_training_state(accelerator, resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
+    if run.engine is not None:  # from pi_ref (stage 1) to the policy, which differs when resumed
+        run.engine.sync_weights(run.unwrapped, accelerator)
     metrics = MetricsLogger(cfg.output_dir, cfg.report_to, resume_step=state.step if resume_dir else None,
                             run_config={**vars(apo), **vars(cfg)}) if run.is_main else None
     saver = CheckpointWriter(run, value_head)
@@ -497,11 +508,16 @@ def main(cfg: tuple) -> dict:
     final metrics (accuracy before and after, value-head error, counts of dropped prompts)."""
     apo, train = cfg[0], cfg[1]
     correction = cfg[2] if len(cfg) > 2 else None
+    if apo.generation_backend == "vllm":
+        vllm_engine.require_vllm()  # before anything is loaded
     # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision), cpu=multi_cpu)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
+                         "merged into sharded weights for the engine; use the DDP or ZeRO configs")
     summary: dict[str, Any] = {"output_dir": train.output_dir}
     if accelerator.is_main_process:
         os.makedirs(train.output_dir, exist_ok=True)
@@ -523,6 +539,9 @@ def main(cfg: tuple) -> dict:
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
     run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), correction)
+    if apo.generation_backend == "vllm":
+        run.engine = vllm_engine.create_engine(resolve_model_path(apo.model, apo.model_cache_dir), apo,
+                                               accelerator=accelerator, trainable=True)
 
     # --- stage 1: V* from N reference samples, then the value head ---
     stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
