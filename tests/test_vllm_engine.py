@@ -349,6 +349,26 @@ def test_evaluate_runs_its_episodes_on_the_engine(tiny_dir, data, tmp_path, fake
     assert metrics["provenance"]["config"]["generation_backend"] == "vllm"
 
 
+def test_gpu_check_parts_run_against_the_fake(tiny_dir, tmp_path, fake_vllm_installed):
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    cfg = gpu_check.GpuCheckConfig(models=[str(tiny_dir)], parts=["throughput", "agreement", "updates"],
+                                   num_prompts=4, max_new_tokens=4, hf_batch_size=2, check_prompts=3, update_steps=2,
+                                   update_learning_rate=0.05, dtype="float32", isolate=False,
+                                   output=str(tmp_path / "gpu_check.json"))
+    result = gpu_check.main(cfg)
+    rows = {(r["part"], r.get("engine"), r.get("step")): r for r in result["rows"]}
+    assert rows[("throughput", "hf", None)]["tokens"] > 0 and rows[("throughput", "vllm", None)]["tokens"] > 0
+    assert rows[("agreement", "vllm vs hf", None)]["mean_abs_diff"] < 1e-4  # same float32 weights
+    for step in (1, 2):
+        update = rows[("updates", "vllm vs policy", step)]
+        assert update["ok"] and update["mean_abs_diff"] < 1e-4 < update["mean_abs_diff_initial"]
+    assert json.load(open(tmp_path / "gpu_check.json"))["rows"] == result["rows"]
+
+
 def test_the_fake_engine_is_only_used_by_tests():
     users = []
     for root, dirs, files in os.walk(REPO_ROOT):
