@@ -133,8 +133,8 @@ class A_PO_Config:
         "'vllm' only: share of the GPU's memory vLLM may take for weights and KV cache; the rest is the trainer's. "
         "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9."))
     vllm_enable_sleep_mode: bool = field(default=False, metadata=_help(
-        "'vllm' only: release vLLM's weights and KV cache during the policy update (vLLM sleep level 2) and "
-        "restore them before the next rollout, for training runs short of GPU memory."))
+        "'vllm' only, training: after each rollout drop vLLM's KV cache and move its weights to CPU memory (vLLM "
+        "sleep level 1), so the policy update has the GPU; they come back for the weight sync and the next rollout."))
     vllm_max_model_len: int = field(default=0, metadata=_help(
         "'vllm' only: longest prompt + response in tokens the engine reserves KV cache for (0 = the model's "
         "context window). A response cut by it counts as truncated, like one that hits max_new_tokens."))

@@ -86,7 +86,7 @@ def create_engine(model_path: str, cfg, *, accelerator=None, trainable: bool = F
     reachable. Raises VLLMUnavailableError without vllm or a GPU.
     """
     require_vllm()
-    from transformers import GenerationConfig
+    from transformers import AutoConfig, GenerationConfig
     from vllm import LLM, SamplingParams
 
     from apo.models import resolve_dtype
@@ -111,8 +111,8 @@ def create_engine(model_path: str, cfg, *, accelerator=None, trainable: bool = F
     llm = LLM(**options)
     try:
         generation_config = GenerationConfig.from_pretrained(model_path)
-    except OSError:  # a folder without generation_config.json: the tokenizer's EOS alone stops
-        generation_config = None
+    except OSError:  # no generation_config.json: what transformers derives from config.json, as load_model gets
+        generation_config = GenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path))
     return VLLMEngine(llm, SamplingParams, generation_config, sleep_mode=options["enable_sleep_mode"])
 
 
@@ -141,7 +141,7 @@ class VLLMEngine:
         self.sampling_params_cls = sampling_params_cls
         self.generation_config = generation_config
         self.sleep_mode = sleep_mode
-        self.asleep = False
+        self.asleep: set[str] = set()  # the sleep-mode tags ("weights", "kv_cache") released now
         self.weight_updates = 0
 
     # --- generation ---
@@ -206,8 +206,9 @@ class VLLMEngine:
         DTensor with `full_tensor()` (collectives: every process calls this together). Names are
         the transformers checkpoint names, which vLLM's `load_weights` maps onto its own layers.
         """
-        if self.asleep:
+        if "weights" in self.asleep:
             self.llm.wake_up(tags=["weights"])
+            self.asleep.discard("weights")
         vllm_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
         sent = 0
         with _full_parameters(model, accelerator), torch.no_grad():
@@ -221,16 +222,17 @@ class VLLMEngine:
     # --- memory ---
 
     def _wake_up(self) -> None:
+        """Map back what sleep released (the KV cache, and the weights unless `sync_weights` already did)."""
         if self.asleep:
-            self.llm.wake_up()
-            self.asleep = False
+            self.llm.wake_up(tags=sorted(self.asleep))
+            self.asleep = set()
 
     def _sleep(self) -> None:
-        """Sleep level 1: the KV cache is dropped and the weights wait in CPU memory until the next call
-        (`sync_weights` brings them back first when it runs)."""
+        """Sleep level 1 after each generation: the KV cache is dropped and the weights wait in CPU
+        memory, so the policy update has the GPU; `sync_weights` maps the weights back first."""
         if self.sleep_mode:
             self.llm.sleep(level=1)
-            self.asleep = True
+            self.asleep = {"weights", "kv_cache"}
 
     def close(self) -> None:
         """Drop the engine and return its GPU memory (before another model's engine starts)."""
