@@ -292,7 +292,7 @@ def updates(cfg: GpuCheckConfig, model: str) -> list[dict]:
         with policy.disable_adapter():
             initial = abs_diffs(engine_logps, policy_logps(policy, generations))
         mean_current, mean_initial = sum(current) / len(current), sum(initial) / len(initial)
-        rows.append({"engine": "vllm vs policy", "step": step, "tokens": len(current), "loss": float(loss),
+        rows.append({"engine": "vllm vs policy", "step": step, "tokens": len(current), "loss": float(loss.detach()),
                      "mean_abs_diff": mean_current, "max_abs_diff": max(current),
                      "mean_abs_diff_initial": mean_initial, "ok": mean_current < 0.5 * mean_initial})
     return rows
