@@ -16,6 +16,7 @@ resumable checkpoints, metrics.jsonl and a learning-curve PNG.
     accelerate launch --config_file configs/accelerate_ddp.yaml train_math_apo.py \\
         --config configs/qwen2.5-1.5b-instruct_math.yaml
     python -m torch.distributed.run --nproc_per_node 2 train_math_apo.py ...   # 2 CPU processes (gloo)
+    python train_math_apo.py --config configs/qwen2.5-1.5b-instruct_math.yaml --generation_backend vllm  # GPU
 
 Outputs under --output_dir: stage1_values.jsonl, value_head/, checkpoint-<step>/, best/
 (highest held-out accuracy), final/ (loads with AutoModelForCausalLM.from_pretrained),

@@ -104,6 +104,21 @@ def test_scripts_stop_at_once_with_one_line_on_a_machine_without_vllm(tmp_path):
                           evaluate_apo.EvalConfig(eval_file=str(tmp_path / "missing.jsonl")))
 
 
+def test_the_documented_vllm_commands_parse():
+    from apo.config import parse_script_config
+    from apo.correction import CorrectionTrainingConfig
+
+    config = str(REPO_ROOT / "configs" / "qwen2.5-1.5b-instruct_math.yaml")
+    apo, *_ = parse_script_config("train_math_apo.py", (T.TrainConfig, CorrectionTrainingConfig), [
+        "--config", config, "--generation_backend", "vllm", "--train_correction", "true",
+        "--max_correction_turns", "2", "--correction_mode", "self_verify"])
+    assert (apo.generation_backend, apo.train_correction, apo.vllm_gpu_memory_utilization) == ("vllm", True, 0.3)
+    apo, eval_cfg = parse_script_config("evaluate_apo.py", (evaluate_apo.EvalConfig,), [
+        "--model", "outputs/apo/final", "--generation_backend", "vllm", "--vllm_gpu_memory_utilization", "0.9",
+        "--num_samples", "32", "--eval_temperature", "0.6", "--eval_top_p", "0.95", "--pass_k", "1", "8", "32"])
+    assert (apo.generation_backend, apo.vllm_gpu_memory_utilization, eval_cfg.num_samples) == ("vllm", 0.9, 32)
+
+
 def test_config_validates_the_vllm_fields():
     with pytest.raises(ValueError, match="vllm_gpu_memory_utilization"):
         A_PO_Config(vllm_gpu_memory_utilization=0.0)
