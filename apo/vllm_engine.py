@@ -177,6 +177,9 @@ class VLLMEngine:
                                    f"expected 0..{num_samples - 1}")
             for completion in completions:
                 response_ids, found_eos = cut_after_eos(list(completion.token_ids), eos_ids)
+                if completion.finish_reason == "stop" and not found_eos:  # the EOS must be in the ids, as in hf
+                    raise RuntimeError(f"vLLM stopped a response (stop_reason {completion.stop_reason!r}) without "
+                                       f"returning one of the EOS ids {list(eos_ids)} in its token ids")
                 logprobs = None
                 if with_logprobs:
                     logprobs = [float(step[token].logprob) for step, token in zip(completion.logprobs, response_ids)]

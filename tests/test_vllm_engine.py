@@ -184,6 +184,27 @@ def test_eos_and_truncation_follow_the_hf_rule(tiny_dir, embedded_tokenizer, fak
     assert runs_on.response_ids == [5000] * 4 and runs_on.truncated
 
 
+def test_outputs_that_do_not_line_up_are_refused(tiny_dir, embedded_tokenizer, fake_vllm_installed, monkeypatch):
+    engine = make_engine(tiny_dir)
+    prompts = chat_prompts(embedded_tokenizer, ["a", "b"])
+    settings = dict(max_new_tokens=4, temperature=1.0, top_p=1.0, batch_size=8)
+
+    def answer(completion, prompt_ids=None):
+        return lambda requests, **kwargs: [fake_vllm.RequestOutput(str(i), None, prompt_ids or r["prompt_token_ids"],
+                                                                   [completion]) for i, r in enumerate(requests)]
+
+    monkeypatch.setattr(engine.llm, "generate", answer(fake_vllm.CompletionOutput(0, "", [5, 6], None, None, "stop")))
+    with pytest.raises(RuntimeError, match="without returning one of the EOS ids"):
+        generate(engine, embedded_tokenizer, prompts, **settings)
+    monkeypatch.setattr(engine.llm, "generate", answer(fake_vllm.CompletionOutput(0, "", [5, EOS], None, None, "stop"),
+                                                       prompt_ids=[1, 2, 3]))
+    with pytest.raises(RuntimeError, match="another prompt"):
+        generate(engine, embedded_tokenizer, prompts, **settings)
+    monkeypatch.setattr(engine.llm, "generate", answer(fake_vllm.CompletionOutput(1, "", [5, EOS], None, None, "stop")))
+    with pytest.raises(RuntimeError, match="expected 0..0"):
+        generate(engine, embedded_tokenizer, prompts, **settings)
+
+
 def test_seeds_come_from_torch_and_each_sample_has_its_own(tiny_dir, embedded_tokenizer, fake_vllm_installed):
     engine = make_engine(tiny_dir)
     prompts = chat_prompts(embedded_tokenizer, ["What is 2+2?", "And 3+3?"])
