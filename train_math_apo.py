@@ -18,6 +18,7 @@ resumable checkpoints, metrics.jsonl and a learning-curve PNG.
     accelerate launch --config_file configs/accelerate_ddp.yaml train_math_apo.py \\
         --config configs/pag_qwen2.5-1.5b-instruct.yaml     # PAG's episode, turns trained
     python -m torch.distributed.run --nproc_per_node 2 train_math_apo.py ...   # 2 CPU processes (gloo)
+    python train_math_apo.py --config configs/apo_paper_qwen2.5-1.5b.yaml --generation_backend vllm  # GPU
 
 Outputs under --output_dir: stage1_values.jsonl, value_head/, checkpoint-<step>/, best/
 (highest held-out accuracy), final/ (loads with AutoModelForCausalLM.from_pretrained),
@@ -47,7 +48,7 @@ from apo_algorithm import (
     PolicySample, advantage_weighted_loss, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
     response_token_logps,
 )
-from apo import correction, stage1
+from apo import correction, stage1, vllm_engine
 from apo.checkpoints import (
     CheckpointWriter, TrainerState, latest_or_none, load_training_state, resolve_resume_checkpoint,
     skip_model_weights_in_accelerate_state,
@@ -56,7 +57,7 @@ from apo.config import A_PO_Config, _require, parse_script_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport
-from apo.models import build_models, load_tokenizer, resolve_mixed_precision
+from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
 from apo.stop_signal import StopRequest
 from apo.strict_grading import rewards_by_rule
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
@@ -165,10 +166,17 @@ class Run:
     grading: GradingReport
     correction: Any  # apo.correction.CorrectionTrainingConfig: turn baselines, collapse guard, advantages
     resume_dir: str | None = None  # the checkpoint stage 2 continues from
+    engine: Any = None  # apo.vllm_engine.VLLMEngine with --generation_backend vllm
 
     @property
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.policy)
+
+    @property
+    def generator(self):
+        """What samples from the current policy: the vLLM engine (kept in step with the policy by
+        `update_policy`), else the policy itself."""
+        return self.engine if self.engine is not None else self.unwrapped
 
     @property
     def is_main(self) -> bool:
@@ -186,7 +194,7 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
     """
     start = time.perf_counter()
     run.policy.eval()
-    generations = generate(run.unwrapped, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
+    generations = generate(run.generator, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
                            temperature=run.apo.temperature, top_p=run.apo.top_p,
                            batch_size=run.apo.generation_batch_size)
     generated = time.perf_counter()
@@ -207,7 +215,7 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     `center_turn_advantages`) and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
-    episodes = run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
+    episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
                             unparsed_verdict_revises=False)
     generated = time.perf_counter()
     samples, turn_metrics = correction.correction_samples(
@@ -306,6 +314,8 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             scheduler.step()
             state.optimizer_step += 1
             totals["grad_norms"].append(grad_norm)
+            if run.engine is not None:  # the next rollout samples from the policy as it is now
+                run.engine.sync_weights(run.unwrapped, accelerator)
         else:
             totals["skipped"] += 1
         optimizer.zero_grad(set_to_none=True)
@@ -336,7 +346,7 @@ def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> d
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     mine = list(range(rank, len(prompts), world))
     run.policy.eval()
-    generations = generate(run.unwrapped, run.tokenizer, [prompts[i] for i in mine],
+    generations = generate(run.generator, run.tokenizer, [prompts[i] for i in mine],
                            max_new_tokens=run.apo.max_new_tokens, temperature=0.0, top_p=1.0,
                            batch_size=run.apo.generation_batch_size) if mine else []
     correct = rewards_by_rule([g.text for g in generations], [golds[i] for i in mine],
@@ -388,6 +398,8 @@ def start_stage2(run: Run, num_train_prompts: int, value_head, resume_dir: str |
     if resume_dir is not None:
         state = load_training_state(accelerator, resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
+    if run.engine is not None:  # from pi_ref (stage 1) to the policy, which differs when resumed
+        run.engine.sync_weights(run.unwrapped, accelerator)
     metrics = MetricsLogger(cfg.output_dir, cfg.report_to, resume_step=state.step if resume_dir else None,
                             run_config={**vars(apo), **vars(cfg)}) if run.is_main else None
     return Stage2(optimizer, scheduler, turn_baselines, state, metrics, CheckpointWriter(run, value_head), total_steps)
@@ -593,7 +605,11 @@ def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.Correct
     train.resume_from_checkpoint in stage 2, with everything the stages share."""
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
-    return Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), turn_cfg, resume_dir)
+    run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), turn_cfg, resume_dir)
+    if apo.generation_backend == "vllm":  # holds the model folder's weights, i.e. pi_ref, until stage 2 syncs
+        run.engine = vllm_engine.create_engine(resolve_model_path(apo.model, apo.model_cache_dir), apo,
+                                               accelerator=accelerator, trainable=True)
+    return run
 
 
 def main(cfg: tuple) -> dict:
@@ -602,8 +618,13 @@ def main(cfg: tuple) -> dict:
     final metrics (accuracy before and after, value-head error, counts of dropped prompts)."""
     apo, train = cfg[0], cfg[1]
     turn_cfg = cfg[2] if len(cfg) > 2 else correction.CorrectionTrainingConfig()
+    if apo.generation_backend == "vllm":
+        vllm_engine.require_vllm()  # before anything is loaded
     summary: dict[str, Any] = {"output_dir": train.output_dir}
     accelerator = start_accelerator(train)
+    if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
+                         "merged into sharded weights for the engine; use the DDP or ZeRO configs")
     if accelerator.is_main_process:
         save_config(os.path.join(train.output_dir, "run_config.json"), apo, train)
 
