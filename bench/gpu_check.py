@@ -146,12 +146,11 @@ def local_qwen_models() -> list[str]:
 
 def check_prompts(tokenizer, count: int, seed: int) -> list[list[int]]:
     """Chat-templated synthetic Level 1-3 problems with the project's system prompt."""
-    from apo.episodes import encode_chat
-    from apo.stage1 import problem_messages
+    from apo.prompts import encode_problem
     from apo.synthetic import generate_problems
 
     rows = generate_problems(count, seed=seed, levels=[1, 2, 3])
-    return [encode_chat(tokenizer, problem_messages(row["problem"], A_PO_Config().system_prompt)) for row in rows]
+    return [encode_problem(tokenizer, row["problem"], "chat", A_PO_Config().system_prompt) for row in rows]
 
 
 def engine_config(cfg: GpuCheckConfig, model: str) -> A_PO_Config:
