@@ -155,6 +155,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     from apo.grading import GRADER_VERSION, GradingReport
 
     identity = model_identity(cfg.model, cfg.model_cache_dir)  # an unknown model fails here, before any file
+    check_trained_prompt_format(cfg)
     os.makedirs(run_dir, exist_ok=True)
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
@@ -494,6 +495,21 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "config": used_config(cfg, eval_cfg),
     }
+
+
+def check_trained_prompt_format(cfg: A_PO_Config) -> None:
+    """Raise ValueError when cfg.model is a folder train_math_apo.py wrote (its run_config.json)
+    with another prompt_format than cfg.prompt_format: a policy trained on raw prompts is
+    evaluated on raw prompts, one trained in chat format in chat format. Folders without that
+    file (hub models, other checkpoints) are not checked."""
+    path = os.path.join(cfg.model, "run_config.json")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        trained = json.load(handle).get("prompt_format", "chat")  # written before the field: chat
+    if trained != cfg.prompt_format:
+        raise ValueError(f"{cfg.model} was trained with prompt_format={trained!r} ({path}); evaluate it with "
+                         f"--prompt_format {trained}" + (" --correction_mode none" if trained == "raw" else ""))
 
 
 def model_identity(model: str, cache_dir: str) -> dict:

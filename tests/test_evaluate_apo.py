@@ -222,3 +222,16 @@ def test_raw_prompt_format_reaches_evaluation(tiny_model_dir, eval_file, tmp_pat
     assert metrics["provenance"]["prompts"]["format"] == "raw"
     with pytest.raises(ValueError, match="settings differ .*prompt_format"):
         tiny_run(tiny_model_dir, eval_file, out, limit=2, correction_mode="none")
+
+
+def test_a_trained_folder_is_evaluated_in_its_prompt_format(tiny_model_dir, eval_file, tmp_path):
+    import shutil
+
+    trained = tmp_path / "trained_raw"
+    shutil.copytree(tiny_model_dir, trained)
+    (trained / "run_config.json").write_text(json.dumps({"prompt_format": "raw"}))
+    with pytest.raises(ValueError, match="prompt_format='raw'.*--prompt_format raw --correction_mode none"):
+        tiny_run(str(trained), eval_file, tmp_path / "chat_eval", limit=1)
+    metrics = tiny_run(str(trained), eval_file, tmp_path / "raw_eval", limit=1, prompt_format="raw",
+                       correction_mode="none")
+    assert metrics["provenance"]["prompts"]["format"] == "raw"
