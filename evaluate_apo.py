@@ -37,13 +37,17 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
+from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_benchmark_names, custom_protocol,
+                            default_benchmark_dir, default_math500_file, load_benchmark)
 from apo.config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
 from apo.metrics import episode_records, metrics_from_generations, mode_label, validate_record
-from apo.report import compare_runs, comparison_markdown, results_markdown, summary_line, write_plots, write_text
+from apo.report import (build_summary, compare_runs, comparison_markdown, results_markdown, summary_line,
+                        summary_markdown, write_plots, write_text)
 from apo.records import read_json_lines
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
                "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt", "oracle_revise_prompt",
                "unparsed_verdict_revises", "seed", "grader_version", "dtype")
+# EvalConfig fields a --protocol sets per benchmark (giving one of them as well is an error)
+PROTOCOL_FIELDS = ("num_samples", "eval_temperature", "eval_top_p", "eval_max_new_tokens", "pass_k")
 
 
 @dataclass
@@ -84,6 +90,21 @@ class EvalConfig:
         "metrics.json files to compare side by side (no evaluation is run); writes <output_dir>/comparison.md.")})
     resume: bool = field(default=True, metadata={"help": (
         "Continue an interrupted run in output_dir (same settings required); false refuses a non-empty folder.")})
+    # --- benchmark suite (apo/benchmarks.py); replaces --eval_file when given ---
+    benchmarks: list[str] = field(default_factory=list, metadata={"help": (
+        f"Run these benchmarks ({', '.join(BENCHMARKS)}) into <output_dir>/<benchmark>/ and write "
+        "<output_dir>/summary.json and summary.md; --limit applies per benchmark. Default with --protocol: "
+        "the paper's benchmarks.")})
+    protocol: Literal["custom", "apo", "pag"] = field(default="custom", metadata={"help": (
+        "Decoding per benchmark: 'apo' = the A*-PO paper's (greedy, AMC23 Avg@32), 'pag' = PAG's (Avg@32 at 0.6/0.95, "
+        "self-verify), 'custom' = the decoding flags for every benchmark. Written into summary.json.")})
+    benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata={"help": (
+        "Folder of <benchmark>.jsonl files (../shared/data/benchmarks schema); default: the shared folder "
+        "beside the checkout when present.")})
+    math500_file: str = field(default_factory=default_math500_file, metadata={"help": (
+        "MATH-500 for the suite (PRM800K schema); default: ../shared/data/math/test500.jsonl when present.")})
+    benchmark_source: Literal["local", "hub"] = field(default="local", metadata={"help": (
+        "'local' = the files above; 'hub' = datasets.load_dataset with the ids in apo/benchmarks.py.")})
 
     def __post_init__(self) -> None:
         checks = [
@@ -102,13 +123,25 @@ class EvalConfig:
         for name, ok, fix in checks:
             if not ok:
                 raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} is invalid: {fix}.")
+        check_benchmark_names(self.benchmarks)
+        if self.protocol != "custom":
+            changed = [f"--{f.name}" for f in dataclasses.fields(self)
+                       if f.name in PROTOCOL_FIELDS and getattr(self, f.name) != _field_default(f)]
+            if changed:
+                raise ValueError(f"EvalConfig.protocol={self.protocol!r} sets the decoding per benchmark; drop "
+                                 f"{' '.join(changed)} or use --protocol custom.")
+
+
+def _field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     """Evaluate cfg.model (and eval_cfg.models); returns cfg.model's metrics (with provenance).
 
-    With eval_cfg.compare, only compares those metrics.json files and returns
-    {"runs": [paths], "markdown": table}.
+    With eval_cfg.compare, only compares those metrics.json (or summary.json) files and returns
+    {"runs": [paths], "markdown": table}. With eval_cfg.benchmarks or a protocol, runs the benchmark
+    suite instead of eval_file and returns the summary (run_suite).
     """
     # --- comparison of finished runs ---
     if eval_cfg.compare:
@@ -116,11 +149,16 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
         print(comparison["markdown"])
         return comparison
 
-    # --- eval problems ---
-    rows = load_eval_rows(eval_cfg.eval_file, eval_cfg.limit)
     models = [cfg.model] + list(eval_cfg.models)
     if len(set(models)) != len(models):
         raise ValueError(f"--model and --models name a model twice: {models}")
+
+    # --- benchmark suite ---
+    if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
+        return run_suite(cfg, eval_cfg, models)
+
+    # --- eval problems ---
+    rows = load_eval_rows(eval_cfg.eval_file, eval_cfg.limit)
 
     # --- one run per model ---
     runs = {}
@@ -134,6 +172,76 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
         write_text(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
         print(table)
     return runs[cfg.model]
+
+
+def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict:
+    """Evaluate every model on every benchmark with the protocol's decoding, each run through
+    evaluate_model into <output_dir>[/<model slug>]/<benchmark>/ (resumable per benchmark), then write
+    <output_dir>/summary.json and summary.md. Returns the summary (apo.report.build_summary)."""
+    # --- protocol and benchmarks (every file is found before any generation) ---
+    protocol = suite_protocol(cfg, eval_cfg)
+    names = list(eval_cfg.benchmarks) or list(protocol.benchmarks)
+    loaded = {name: load_benchmark(name, source=eval_cfg.benchmark_source, benchmark_dir=eval_cfg.benchmark_dir,
+                                   math500_file=eval_cfg.math500_file, limit=eval_cfg.limit) for name in names}
+    eval_files = {name: suite_eval_file(eval_cfg.output_dir, name, rows, origin)
+                  for name, (rows, origin) in loaded.items()}
+
+    # --- one run per model x benchmark ---
+    runs: dict[str, dict[str, dict]] = {}
+    run_dirs: dict[str, dict[str, str]] = {}
+    for model in models:
+        model_cfg = dataclasses.replace(cfg, model=model, correction_mode=protocol.correction_mode or cfg.correction_mode,
+                                        max_correction_turns=protocol.max_correction_turns or cfg.max_correction_turns)
+        base = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
+        runs[model], run_dirs[model] = {}, {}
+        for name in names:
+            run_dirs[model][name] = os.path.join(base, name)
+            bench_cfg = benchmark_eval_config(eval_cfg, protocol.decoding(name), eval_files[name])
+            runs[model][name] = evaluate_model(model_cfg, bench_cfg, loaded[name][0], run_dirs[model][name])
+
+    # --- summary.json and summary.md ---
+    summary = build_summary(runs, protocol.describe(names), {n: origin for n, (_, origin) in loaded.items()}, run_dirs,
+                            limit=eval_cfg.limit)
+    write_json_atomic(os.path.join(eval_cfg.output_dir, "summary.json"), summary)
+    table = summary_markdown(summary)
+    write_text(os.path.join(eval_cfg.output_dir, "summary.md"), table)
+    print(table)
+    return summary
+
+
+def suite_protocol(cfg: A_PO_Config, eval_cfg: EvalConfig) -> Protocol:
+    """The protocol of eval_cfg (custom: the decoding flags). Raises ValueError when a paper's
+    protocol fixes the correction setting and the command line changed it too."""
+    if eval_cfg.protocol == "custom":
+        return custom_protocol(Decoding(num_samples=eval_cfg.num_samples, temperature=eval_cfg.eval_temperature,
+                                        top_p=eval_cfg.eval_top_p, max_new_tokens=eval_cfg.eval_max_new_tokens,
+                                        pass_k=tuple(eval_cfg.pass_k)))
+    protocol = PROTOCOLS[eval_cfg.protocol]
+    defaults = A_PO_Config()
+    for name in ("correction_mode", "max_correction_turns"):
+        if getattr(protocol, name) is not None and getattr(cfg, name) not in (getattr(defaults, name),
+                                                                               getattr(protocol, name)):
+            raise ValueError(f"--protocol {protocol.name} sets {name}={getattr(protocol, name)!r}; drop --{name} "
+                             f"{getattr(cfg, name)!r} or use --protocol custom")
+    return protocol
+
+
+def benchmark_eval_config(eval_cfg: EvalConfig, decoding: Decoding, eval_file: str) -> EvalConfig:
+    """eval_cfg with one benchmark's file and decoding (the rest, e.g. batch size and resume, unchanged)."""
+    return dataclasses.replace(eval_cfg, eval_file=eval_file, num_samples=decoding.num_samples,
+                               eval_temperature=decoding.temperature, eval_top_p=decoding.top_p,
+                               eval_max_new_tokens=decoding.max_new_tokens, pass_k=list(decoding.pass_k),
+                               protocol="custom", benchmarks=[], models=[])
+
+
+def suite_eval_file(output_dir: str, name: str, rows: list[dict], origin: str) -> str:
+    """The file a benchmark run names (and fingerprints) in its settings: the local benchmark file, or
+    for hub rows their copy written to <output_dir>/hub_benchmarks/<name>.jsonl."""
+    if not origin.startswith("hub:"):
+        return origin
+    path = os.path.join(output_dir, "hub_benchmarks", f"{name}.jsonl")
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    return path
 
 
 def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run_dir: str) -> dict:

@@ -281,17 +281,20 @@ def summary_line(metrics: dict) -> str:
 
 
 def compare_runs(paths: list[str], output_dir: str) -> dict:
-    """Side-by-side comparison of metrics.json files, the first being the baseline; writes
-    <output_dir>/comparison.md. Raises FileNotFoundError / ValueError naming a bad file."""
+    """Side-by-side comparison of metrics.json files, or of benchmark-suite summary.json files, the
+    first being the baseline; writes <output_dir>/comparison.md. Raises FileNotFoundError /
+    ValueError naming a bad file, or a mix of the two kinds."""
+    loaded = [(path, _load_compared(path)) for path in paths]
+    summaries = [is_summary(payload) for _, payload in loaded]
+    if any(summaries) and not all(summaries):
+        raise ValueError("--compare: give only metrics.json files or only summary.json files, not both: "
+                         + ", ".join(f"{p} ({'summary' if s else 'metrics'})" for p, s in zip(paths, summaries)))
+    if all(summaries):
+        table = compare_summaries([(_run_name(path, paths), payload) for path, payload in loaded])
+        write_text(os.path.join(output_dir, "comparison.md"), table)
+        return {"runs": list(paths), "markdown": table}
     runs = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--compare: {path!r} not found")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                metrics = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+    for path, metrics in loaded:
         for key in ("overall", "mode", "mode_label", "num_problems", "samples_per_problem"):
             if key not in metrics:
                 raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
@@ -303,6 +306,23 @@ def compare_runs(paths: list[str], output_dir: str) -> dict:
     return {"runs": list(paths), "markdown": table}
 
 
+def _load_compared(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--compare: {path!r} not found")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+
+
+def _run_name(path: str, paths: list[str]) -> str:
+    """A run's folder name, or its folder path when two compared files share the folder name."""
+    names = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+    name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return name if names.count(name) == 1 and name else (os.path.dirname(path) or path)
+
+
 def write_text(path: str, text: str) -> None:
     """Write `text` to `path` atomically (temporary file in the same folder, then rename)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -311,3 +331,127 @@ def write_text(path: str, text: str) -> None:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+# --- benchmark suite: summary.json and summary.md ---
+
+# One column group per benchmark: (key in a summary cell, header). A new per-benchmark number (e.g. the
+# strict last-boxed exact accuracy once metrics.json carries it) is one more entry here and in summary_cell.
+SUMMARY_COLUMNS = (("n", "n"), ("acc_t1", "Acc@t1"), ("acc_final", "Acc@final"), ("pass_at_k", "pass@k"))
+
+
+def summary_cell(metrics: dict) -> dict:
+    """One model x benchmark cell of summary.json from that run's metrics.json.
+
+    n = problems; with n samples per problem Acc@t1 and Acc@final are Avg@n (mean over all samples)
+    and pass_at_k holds the unbiased pass@k of the final attempt for the largest k run (null with
+    one sample). Intervals are metrics' 95% intervals ({"low", "high", "method"} or null).
+    """
+    overall, ci = metrics["overall"], metrics["overall"]["ci95"]
+    ks = metrics["metric_settings"]["pass_k"]
+    sampled = metrics["samples_per_problem"] > 1
+    return {
+        "n": metrics["num_problems"], "samples_per_problem": metrics["samples_per_problem"],
+        "num_graded_episodes": overall["num_graded"], "ungradable": metrics["ungradable"]["count"],
+        "acc_t1": overall["acc_t1"], "acc_t1_ci95": ci.get("acc_t1"),
+        "acc_final": overall["acc_final"], "acc_final_ci95": ci.get("acc_final"),
+        "pass_at_k": ({"k": max(ks), "t1": overall["sampled"]["pass_at_k_t1"][str(max(ks))],
+                       "final": overall["sampled"]["pass_at_k_final"][str(max(ks))]} if sampled else None),
+        "mode_label": metrics["mode_label"], "truncation_rate": overall["truncation_rate"],
+    }
+
+
+def build_summary(runs: dict[str, dict[str, dict]], protocol: dict, benchmark_sources: dict[str, str],
+                  run_dirs: dict[str, dict[str, str]], limit: int = 0) -> dict:
+    """summary.json: {"protocol", "benchmarks", "benchmark_sources", "limit", "models": [{"model",
+    "benchmarks": {name: cell + "run_dir"}}]} from runs[model][benchmark] = metrics (models and
+    benchmarks in run order); `limit` is the per-benchmark problem limit (0 = all)."""
+    benchmarks = list(next(iter(runs.values())))
+    return {
+        "protocol": protocol, "benchmarks": benchmarks, "benchmark_sources": benchmark_sources, "limit": limit,
+        "models": [{"model": model, "benchmarks": {name: {**summary_cell(metrics), "run_dir": run_dirs[model][name]}
+                                                   for name, metrics in by_benchmark.items()}}
+                   for model, by_benchmark in runs.items()],
+    }
+
+
+def _rate_with_ci(value: float | None, interval: dict | None) -> str:
+    if value is None:
+        return "n/a"
+    return pct(value) if interval is None else f"{pct(value)} [{pct(interval['low'])}, {pct(interval['high'])}]"
+
+
+def _summary_cells(cell: dict) -> list[str]:
+    passed = cell["pass_at_k"]
+    return [str(cell["n"]) + (f" x {cell['samples_per_problem']}" if cell["samples_per_problem"] > 1 else ""),
+            _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]), _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
+            "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})"]
+
+
+def summary_markdown(summary: dict) -> str:
+    """summary.md: one row per model, one column group per benchmark, then the protocol per benchmark."""
+    protocol, benchmarks = summary["protocol"], summary["benchmarks"]
+    header = "| Model | " + " | ".join(f"{b} {label}" for b in benchmarks for _, label in SUMMARY_COLUMNS) + " |"
+    limit = f" (first {summary['limit']} problems of each benchmark)" if summary.get("limit") else ""
+    lines = [f"# Benchmark suite: {protocol['title']}{limit}", "",
+             "Accuracy in % with its 95% interval; with n x k samples per problem Acc@t1 / Acc@final are Avg@k "
+             "and pass@k is the final attempt's. Acc@t1 = first attempt, Acc@final = final attempt.", "",
+             header, "|" + " --- |" * (1 + len(benchmarks) * len(SUMMARY_COLUMNS))]
+    for entry in summary["models"]:
+        label = entry["model"] + ("" if not any(c["mode_label"] == "oracle (upper bound)"
+                                                for c in entry["benchmarks"].values()) else " (oracle, upper bound)")
+        lines.append(f"| {label} | " + " | ".join(cell for b in benchmarks
+                                                  for cell in _summary_cells(entry["benchmarks"][b])) + " |")
+    lines += ["", "## Protocol", "", "| Benchmark | source | samples | temperature | top_p | max_new_tokens | "
+              "in the paper |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for b in benchmarks:
+        d = protocol["decoding"][b]
+        decoding = "greedy" if d["temperature"] == 0 else str(d["temperature"])
+        lines.append(f"| {b} | `{summary['benchmark_sources'][b]}` | {d['num_samples']} | {decoding} | "
+                     f"{d['top_p'] if d['temperature'] else '-'} | {d['max_new_tokens']} | "
+                     f"{'yes' if d['in_paper'] else 'no'} |")
+    correction = protocol["correction_mode"] or "command line"
+    lines += ["", f"Correction mode: {correction}; attempts: {protocol['max_correction_turns'] or 'command line'}.", ""]
+    lines += [f"- Source: {s}" for s in protocol["sources"]] + [f"- Note: {n}" for n in protocol["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def is_summary(payload: dict) -> bool:
+    """Whether a loaded JSON file is a suite summary.json (rather than one run's metrics.json)."""
+    return isinstance(payload, dict) and {"protocol", "benchmarks", "models"} <= set(payload)
+
+
+def compare_summaries(named: list[tuple[str, dict]]) -> str:
+    """comparison.md for suite summaries: per benchmark, each model row of each summary, Acc@t1 and
+    Acc@final differenced against the first row, "beyond CIs" when the two 95% intervals do not overlap."""
+    rows = [(f"{name}: {entry['model']}", entry) for name, summary in named for entry in summary["models"]]
+    if len(rows) < 2:
+        raise ValueError(f"a comparison needs at least 2 model rows, got {len(rows)}")
+    benchmarks = [b for b in named[0][1]["benchmarks"] if all(b in s["benchmarks"] for _, s in named)]
+    base_name, base = rows[0]
+    lines = ["# Comparison of benchmark summaries", "",
+             "| Benchmark | Metric | " + " | ".join(n for n, _ in rows) + " | "
+             + " | ".join(f"{n} - {base_name}" for n, _ in rows[1:]) + " |",
+             "|" + " --- |" * (2 + 2 * len(rows) - 1)]
+    for b in benchmarks:
+        for key, label in (("acc_t1", "Acc@t1"), ("acc_final", "Acc@final")):
+            cells = [e["benchmarks"][b] for _, e in rows]
+            diffs = []
+            for cell in cells[1:]:
+                if cell[key] is None or cells[0][key] is None:
+                    diffs.append("n/a")
+                    continue
+                a, c = cells[0][f"{key}_ci95"], cell[f"{key}_ci95"]
+                disjoint = a is not None and c is not None and (a["high"] < c["low"] or c["high"] < a["low"])
+                diffs.append(pct(cell[key] - cells[0][key], signed=True)
+                             + (" (beyond CIs)" if disjoint else " (within CIs)"))
+            lines.append(f"| {b} | {label} | " + " | ".join(_rate_with_ci(c[key], c[f'{key}_ci95']) for c in cells)
+                         + " | " + " | ".join(diffs) + " |")
+    lines += ["", "Differences in percentage points; \"beyond CIs\" = the two 95% intervals do not overlap."]
+    protocols = {s["protocol"]["name"] for _, s in named}
+    if len(protocols) > 1:
+        lines.append(f"- Warning: the summaries were run under different protocols: {sorted(protocols)}.")
+    missing = sorted({b for _, s in named for b in s["benchmarks"]} - set(benchmarks))
+    if missing:
+        lines.append(f"- Benchmarks not in every summary, left out: {missing}.")
+    return "\n".join(lines) + "\n"

@@ -4,6 +4,7 @@ several models, compare, bad input) and the embedded model on two problems (slow
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -201,3 +202,163 @@ def test_comparison_flags_differences_beyond_the_intervals():
     assert "| Improvement (final - first) | 0.0 | 0.0 | +0.0 (within CIs) |" in table
     with pytest.raises(ValueError, match="at least 2 runs"):
         comparison_markdown([("base", run(False))])
+
+
+# --- the benchmark suite ---
+
+SUITE = ["math500", "minerva_math", "olympiadbench", "amc23", "aime24", "gsm8k"]
+
+
+@pytest.fixture
+def benchmark_dir(tmp_path) -> tuple[str, str]:
+    """A benchmark folder of 3 rows per benchmark in the shared schema (synthetic problems, so the tiny
+    policy's runs stay short) and a MATH-500 file in PRM800K's schema."""
+    folder = tmp_path / "benchmarks"
+    folder.mkdir()
+    for name in SUITE[1:]:
+        rows = generate_problems(3, seed=1, levels=(1,), types=("arithmetic",))
+        write_rows(folder / f"{name}.jsonl", [{"id": f"{name}/{i}", "problem": r["problem"], "answer": r["answer"],
+                                               "source": name} for i, r in enumerate(rows)])
+    rows = generate_problems(3, seed=2, levels=(1, 2), types=("arithmetic",))
+    math500 = write_rows(tmp_path / "test500.jsonl", [
+        {"unique_id": f"test/x/{i}.json", "problem": r["problem"], "answer": r["answer"], "solution": "",
+         "type": "Algebra", "level": f"Level {r['level']}"} for i, r in enumerate(rows)])
+    return str(folder), math500
+
+
+def suite_run(model_dir, benchmark_dir, output_dir, **overrides):
+    folder, math500 = benchmark_dir
+    return tiny_run(model_dir, "unused.jsonl", output_dir, benchmark_dir=folder, math500_file=math500, **overrides)
+
+
+def test_suite_writes_one_run_per_benchmark_and_a_summary(tiny_model_dir, benchmark_dir, tmp_path):
+    out = tmp_path / "suite"
+    summary = suite_run(tiny_model_dir, benchmark_dir, out, benchmarks=SUITE, limit=2, correction_mode="none")
+    for name in SUITE:
+        assert (out / name / "metrics.json").is_file() and (out / name / "results.md").is_file()
+        assert (out / name / "accuracy_by_level.png").is_file()
+        # the suite runs the single-file path: its metrics recompute from its generations
+        saved = json.loads((out / name / "metrics.json").read_text())
+        assert saved["num_problems"] == 2
+        recomputed = metrics_from_generations(str(out / name / "generations.jsonl"), **saved["metric_settings"])
+        assert without_provenance(saved) == json.loads(json.dumps(recomputed))
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["benchmarks"] == SUITE and on_disk["protocol"]["name"] == "custom" and on_disk["limit"] == 2
+    cells = on_disk["models"][0]["benchmarks"]
+    assert set(cells) == set(SUITE)
+    for cell in cells.values():
+        assert cell["n"] == 2 and cell["acc_t1_ci95"]["method"] == "wilson" and cell["acc_final_ci95"]["high"] > 0
+        assert cell["pass_at_k"] is None
+    table = (out / "summary.md").read_text()
+    assert table.count("\n| " + tiny_model_dir) == 1 and "math500 Acc@t1" in table and "gsm8k pass@k" in table
+    assert benchmark_dir[1] in table  # where math500 came from
+
+
+def test_suite_resumes_per_benchmark(tiny_model_dir, benchmark_dir, tmp_path, monkeypatch):
+    out = tmp_path / "resume_suite"
+    suite_run(tiny_model_dir, benchmark_dir, out, benchmarks=["amc23", "gsm8k"], limit=2, correction_mode="none")
+    kept = (out / "amc23" / "generations.jsonl").read_text()
+    (out / "gsm8k" / "generations.jsonl").write_text("")  # gsm8k must be generated again, amc23 not
+    generated = []
+    original = ea.generate_and_grade
+    monkeypatch.setattr(ea, "generate_and_grade", lambda cfg, eval_cfg, todo, *a, **k: (
+        generated.append(eval_cfg.eval_file), original(cfg, eval_cfg, todo, *a, **k))[1])
+    suite_run(tiny_model_dir, benchmark_dir, out, benchmarks=["amc23", "gsm8k"], limit=2, correction_mode="none")
+    assert [path.endswith("gsm8k.jsonl") for path in generated] == [True]
+    assert (out / "amc23" / "generations.jsonl").read_text() == kept
+
+
+def test_suite_several_models_one_row_each_and_compare_summaries(tiny_model_dir, embedded_tokenizer, benchmark_dir,
+                                                                tmp_path):
+    other = tmp_path / "other_policy"
+    build_tiny_policy(embedded_tokenizer, seed=1).save_pretrained(other)
+    embedded_tokenizer.save_pretrained(other)
+    out = tmp_path / "two"
+    summary = suite_run(tiny_model_dir, benchmark_dir, out, benchmarks=["aime24", "math500"], limit=2,
+                        correction_mode="none", models=[str(other)])
+    assert [m["model"] for m in summary["models"]] == [tiny_model_dir, str(other)]
+    assert (out / ea.model_slug(str(other)) / "aime24" / "metrics.json").is_file()
+    table = (out / "summary.md").read_text()
+    assert "| " + tiny_model_dir + " |" in table and "| " + str(other) + " |" in table
+    single = tmp_path / "single"
+    suite_run(tiny_model_dir, benchmark_dir, single, benchmarks=["aime24", "math500"], limit=2, correction_mode="none")
+    compared = ea.main(A_PO_Config(), ea.EvalConfig(compare=[str(single / "summary.json"), str(out / "summary.json")],
+                                                    output_dir=str(tmp_path / "cmp")))
+    assert "| aime24 | Acc@t1 |" in compared["markdown"] and "(within CIs)" in compared["markdown"]
+    with pytest.raises(ValueError, match="only metrics.json files or only summary.json"):
+        ea.main(A_PO_Config(), ea.EvalConfig(compare=[str(single / "summary.json"),
+                                                      str(single / "aime24" / "metrics.json")]))
+
+
+def test_suite_protocol_sets_decoding_per_benchmark_and_is_written_down(benchmark_dir, tmp_path, monkeypatch):
+    """--protocol apo: what each benchmark's run is given (generation replaced by fake records)."""
+    from apo.metrics import compute_metrics
+    from test_metrics import complete, rec
+
+    given = {}
+
+    def fake_evaluate_model(cfg, eval_cfg, rows, run_dir):
+        given[os.path.basename(run_dir)] = (cfg, eval_cfg)
+        records = [rec(row["id"], 0, "attempt", sample=s, correct=s % 2 == 0, answer="5", mode=cfg.correction_mode)
+                   for row in rows for s in range(eval_cfg.num_samples)]
+        return compute_metrics(complete(records), pass_k=tuple(eval_cfg.pass_k), bootstrap_resamples=200)
+
+    monkeypatch.setattr(ea, "evaluate_model", fake_evaluate_model)
+    folder, math500 = benchmark_dir
+    summary = ea.main(A_PO_Config(model="any"), ea.EvalConfig(protocol="apo", benchmarks=["amc23", "gsm8k"], limit=2,
+                                                              benchmark_dir=folder, math500_file=math500,
+                                                              output_dir=str(tmp_path / "apo")))
+    amc_cfg, amc = given["amc23"]
+    gsm_cfg, gsm = given["gsm8k"]
+    assert (amc.num_samples, amc.eval_temperature, amc.eval_top_p, amc.eval_max_new_tokens) == (32, 1.0, 1.0, 1024)
+    assert (gsm.num_samples, gsm.eval_temperature, gsm.eval_max_new_tokens) == (1, 0.0, 1024)
+    assert amc_cfg.correction_mode == gsm_cfg.correction_mode == "none" and amc_cfg.max_correction_turns == 1
+    decoding = summary["protocol"]["decoding"]
+    assert decoding["amc23"]["in_paper"] and not decoding["gsm8k"]["in_paper"]
+    amc_cell = summary["models"][0]["benchmarks"]["amc23"]
+    # Avg@32 = Acc@t1 over the 32 samples (half right); pass@32 = 1 since each problem has a right sample
+    assert amc_cell["acc_t1"] == 0.5 and amc_cell["pass_at_k"] == {"k": 32, "t1": 1.0, "final": 1.0}
+    assert amc_cell["acc_t1_ci95"]["method"].startswith("bootstrap")
+    table = (tmp_path / "apo" / "summary.md").read_text()
+    assert "A*-PO" in table and "| amc23 | " in table and "(k=32)" in table and "2 x 32" in table
+    pag = ea.main(A_PO_Config(model="any"), ea.EvalConfig(protocol="pag", limit=1, benchmark_dir=folder,
+                                                          math500_file=math500, output_dir=str(tmp_path / "pag")))
+    assert pag["benchmarks"] == ["math500", "minerva_math", "aime24"]
+    assert {given[b][1].eval_temperature for b in pag["benchmarks"]} == {0.6}
+    assert given["aime24"][0].correction_mode == "self_verify"
+
+
+def test_protocol_refuses_flags_it_would_override():
+    with pytest.raises(ValueError, match="protocol='pag' sets the decoding.*--eval_temperature"):
+        ea.EvalConfig(protocol="pag", eval_temperature=0.3)
+    with pytest.raises(ValueError, match="--protocol apo sets correction_mode"):
+        ea.suite_protocol(A_PO_Config(correction_mode="oracle"), ea.EvalConfig(protocol="apo"))
+    assert ea.suite_protocol(A_PO_Config(), ea.EvalConfig(protocol="pag")).decoding("aime24").num_samples == 32
+    with pytest.raises(ValueError, match="unknown benchmark.*'aime25'"):
+        ea.EvalConfig(benchmarks=["aime25"])
+
+
+def test_missing_benchmark_names_the_file_it_looked_for(tiny_model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"'olympiadbench': file '.*empty_dir/olympiadbench.jsonl' not found"):
+        tiny_run(tiny_model_dir, "unused.jsonl", tmp_path / "out", benchmarks=["olympiadbench"],
+                 benchmark_dir=str(tmp_path / "empty_dir"))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_embedded_model_runs_the_whole_suite(tmp_path):
+    """The six benchmarks of the shared folder, 4 problems each, on the embedded model (CPU)."""
+    from apo.benchmarks import default_benchmark_dir, default_math500_file
+
+    if not default_benchmark_dir() or not default_math500_file():
+        pytest.skip("the shared benchmark files are not beside the checkout")
+    summary = ea.main(A_PO_Config(model="embedded", max_correction_turns=2),
+                      ea.EvalConfig(benchmarks=SUITE, limit=4, output_dir=str(tmp_path / "suite"),
+                                    eval_max_new_tokens=24, eval_batch_size=4, bootstrap_resamples=200))
+    saved = json.loads((tmp_path / "suite" / "summary.json").read_text())
+    assert saved["benchmarks"] == SUITE and len(saved["models"]) == 1
+    for name in SUITE:
+        cell = saved["models"][0]["benchmarks"][name]
+        assert cell["n"] == 4 and cell["acc_t1_ci95"] and cell["acc_final_ci95"]
+    assert summary["benchmark_sources"]["gsm8k"].endswith("gsm8k.jsonl")
