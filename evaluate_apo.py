@@ -190,8 +190,9 @@ def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict
     runs: dict[str, dict[str, dict]] = {}
     run_dirs: dict[str, dict[str, str]] = {}
     for model in models:
-        model_cfg = dataclasses.replace(cfg, model=model, correction_mode=protocol.correction_mode or cfg.correction_mode,
-                                        max_correction_turns=protocol.max_correction_turns or cfg.max_correction_turns)
+        model_cfg = dataclasses.replace(
+            cfg, model=model, correction_mode=protocol.correction_mode or cfg.correction_mode,
+            max_correction_turns=protocol.max_correction_turns or cfg.max_correction_turns)
         base = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
         runs[model], run_dirs[model] = {}, {}
         for name in names:

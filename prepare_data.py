@@ -21,7 +21,10 @@ or null for MATH's two "Level ?" rows.
 
 Rules applied on the way: MATH-500 problems are removed from the training files by unique_id
 and by whitespace-normalised problem text (qwedsacf/competition_math holds all 12,500 problems
-in one split); problems repeated after whitespace normalisation are dropped (first kept); rows
+in one split), and so are the problems of --exclude_benchmarks (Minerva Math, OlympiadBench,
+AMC 23, AIME 24, GSM8K by default), matched on their letters and digits only so that LaTeX
+spacing and brace differences do not hide a copy (counts per benchmark are printed); problems
+repeated after whitespace normalisation are dropped (first kept); rows
 whose answer cannot be extracted (no box, or an empty one) are reported and kept out. A
 malformed line or field stops the run with its file, line and field; --skip_invalid skips such
 rows and counts them. Files are written to a temporary name and renamed.
@@ -40,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from apo.benchmarks import (BENCHMARKS, check_benchmark_names, decontamination_key, default_benchmark_dir,
+                            default_math500_file, load_benchmark)
 from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
 from apo.records import read_json_lines
 from apo.grading import last_boxed_content
@@ -102,6 +107,15 @@ class DataConfig:
         "--source synthetic: comma-separated levels (1 = single-digit arithmetic a 135M model can reach)."))
     synthetic_types: str = field(default="all", metadata=_help(
         f"--source synthetic: comma-separated types or 'all' ({', '.join(SYNTHETIC_TYPES)})."))
+    # --- decontamination against the held-out benchmarks (apo/benchmarks.py) ---
+    exclude_benchmarks: str = field(default="minerva_math,olympiadbench,amc23,aime24,gsm8k", metadata=_help(
+        "Comma-separated benchmarks whose problems are removed from the training files by normalised text, as "
+        f"MATH-500 is (any of {', '.join(BENCHMARKS)}); 'none' removes none. Not applied to --source synthetic."))
+    benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata=_help(
+        "Folder of <benchmark>.jsonl files; default: ../shared/data/benchmarks beside the checkout when present."))
+    benchmark_source: Literal["auto", "local", "hub"] = field(default="auto", metadata=_help(
+        "Where --exclude_benchmarks are read: 'local' = --benchmark_dir, 'hub' = the hub ids in apo/benchmarks.py, "
+        "'auto' = local when --benchmark_dir is set or --source is local, else hub."))
 
     def __post_init__(self) -> None:
         if self.source == "local" and not self.train_path:
@@ -112,6 +126,7 @@ class DataConfig:
                              ".jsonl/.json/.parquet file) or --math500_path none to write no eval file.")
         if self.subset_size < 0:
             raise ValueError(f"DataConfig.subset_size={self.subset_size} is invalid: use 0 or more.")
+        check_benchmark_names(self.exclude_benchmark_names, "--exclude_benchmarks")
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 0:
             raise ValueError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
                              f"{self.synthetic_train_size} and {self.synthetic_eval_size}.")
@@ -119,6 +134,12 @@ class DataConfig:
     @property
     def split_names(self) -> list[str]:
         return [s.strip() for s in self.splits.split(",") if s.strip()]
+
+    @property
+    def exclude_benchmark_names(self) -> list[str]:
+        if self.exclude_benchmarks.strip().lower() == "none":
+            return []
+        return [s.strip() for s in self.exclude_benchmarks.split(",") if s.strip()]
 
 
 class DataFormatError(ValueError):
@@ -137,6 +158,7 @@ class CleaningReport:
     math500_removed: list[str] = field(default_factory=list)      # training ids that are MATH-500 problems
     math500_by_id: int = 0
     math500_by_text: int = 0
+    benchmark_removed: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> training ids removed
 
 
 @dataclass
@@ -405,6 +427,40 @@ def exclude_eval_problems(rows: list[dict[str, Any]], eval_rows: list[dict[str, 
     return kept
 
 
+def load_benchmark_problems(cfg: DataConfig) -> dict[str, set[str]]:
+    """apo.benchmarks.decontamination_key of every problem of each of cfg.exclude_benchmarks; raises
+    FileNotFoundError naming the file looked for when a local benchmark is missing."""
+    source = cfg.benchmark_source
+    if source == "auto":
+        source = "local" if cfg.benchmark_dir or cfg.source == "local" else "hub"
+    math500_file = cfg.math500_path if os.path.isfile(cfg.math500_path) else default_math500_file()
+    problems = {}
+    for name in cfg.exclude_benchmark_names:
+        try:
+            rows, _ = load_benchmark(name, source=source, benchmark_dir=cfg.benchmark_dir, math500_file=math500_file)
+        except (FileNotFoundError, ConnectionError) as err:
+            raise type(err)(f"--exclude_benchmarks: {err} (or --exclude_benchmarks none to skip decontamination)") \
+                from None
+        problems[name] = {decontamination_key(row["problem"]) for row in rows}
+    return problems
+
+
+def exclude_benchmark_problems(rows: list[dict[str, Any]], benchmark_problems: dict[str, set[str]],
+                               report: CleaningReport) -> list[dict[str, Any]]:
+    """Remove training rows whose problem is a benchmark problem (same decontamination_key); the ids
+    removed go to report.benchmark_removed[benchmark] (a row in several benchmarks counts under the first)."""
+    report.benchmark_removed = {name: [] for name in benchmark_problems}
+    kept = []
+    for row in rows:
+        text = decontamination_key(row["problem"])
+        hit = next((name for name, texts in benchmark_problems.items() if text in texts), None)
+        if hit is None:
+            kept.append(row)
+        else:
+            report.benchmark_removed[hit].append(row["id"])
+    return kept
+
+
 def clean_rows(raw_rows: list[RawRow], source: str, report: CleaningReport, skip_invalid: bool) -> list[dict[str, Any]]:
     """Validate, keep answerable rows, drop duplicates; fills `report`."""
     report.rows_read = len(raw_rows) + len(report.invalid)
@@ -546,8 +602,10 @@ def main(cfg: DataConfig) -> PreparedData:
               f"{'none (--math500_path none)' if eval_raw is None else cfg.math500_path or cfg.math500_dataset}"
               f" -> {eval_report.rows_read} rows read")
 
-    # --- keep the eval problems out of training ---
+    # --- keep the eval and benchmark problems out of training ---
     train_rows = exclude_eval_problems(train_rows, eval_rows, train_report)
+    if cfg.source != "synthetic":
+        train_rows = exclude_benchmark_problems(train_rows, load_benchmark_problems(cfg), train_report)
 
     # --- stratified subset ---
     subset_rows = stratified_subset(train_rows, cfg.subset_size, cfg.seed)
@@ -565,6 +623,13 @@ def main(cfg: DataConfig) -> PreparedData:
     print(f"{eval_name} exclusion: removed {len(train_report.math500_removed)} training rows "
           f"(matched by unique_id: {train_report.math500_by_id}, by normalised problem text: "
           f"{train_report.math500_by_text})")
+    if cfg.source == "synthetic":
+        print("benchmark decontamination: not applied to synthetic problems")
+    elif train_report.benchmark_removed:
+        print("benchmark decontamination (problem text, letters and digits only): removed "
+              + ", ".join(f"{name} {len(ids)}" for name, ids in train_report.benchmark_removed.items())
+              + " training rows" + "".join(f"; {name}: {', '.join(ids[:5])}" for name, ids
+                                            in train_report.benchmark_removed.items() if ids))
     for title, rows in ((cfg.train_file, train_rows), (cfg.subset_file, subset_rows), (cfg.eval_file, eval_rows)):
         print(f"\n{title}: {len(rows)} rows\n{count_table(rows)}")
     if tokenizer is not None:

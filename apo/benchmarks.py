@@ -125,7 +125,8 @@ def benchmark_file(name: str, benchmark_dir: str, math500_file: str) -> str:
     if name == "math500":
         path, flag = math500_file, "--math500_file"
     else:
-        path, flag = (os.path.join(benchmark_dir, BENCHMARKS[name].file_name) if benchmark_dir else ""), "--benchmark_dir"
+        flag = "--benchmark_dir"
+        path = os.path.join(benchmark_dir, BENCHMARKS[name].file_name) if benchmark_dir else ""
     if not path or not os.path.isfile(path):
         looked = repr(path) if path else f"{BENCHMARKS[name].file_name} (no folder given)"
         raise FileNotFoundError(f"benchmark {name!r}: file {looked} not found; pass {flag}, or "
@@ -221,6 +222,16 @@ def _level(value: Any, where: str) -> int | None:
     if not match:
         raise ValueError(f"{where}: field 'level' is {value!r}, expected 'Level 1'..'Level 5', an int or null")
     return int(match.group(1))
+
+
+def decontamination_key(text: str) -> str:
+    """The text a training problem is matched on against a benchmark: lower-case letters and digits only.
+
+    Stricter than whitespace normalisation on purpose: OlympiadBench writes `x^{4}+j x^{2}` and
+    `$j$.` where MATH writes `x^4 + jx^2` and `$j.$` for the same problem (3 such pairs between
+    MATH and OlympiadBench).
+    """
+    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 # --- protocols ---

@@ -384,7 +384,8 @@ def _rate_with_ci(value: float | None, interval: dict | None) -> str:
 def _summary_cells(cell: dict) -> list[str]:
     passed = cell["pass_at_k"]
     return [str(cell["n"]) + (f" x {cell['samples_per_problem']}" if cell["samples_per_problem"] > 1 else ""),
-            _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]), _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
+            _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]),
+            _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
             "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})"]
 
 

@@ -146,7 +146,9 @@ def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math5
     summary = main(local_config(tmp_path, math_dir / "test.jsonl", math_dir / "test500.jsonl", subset_size=100))
     assert len(summary.train_report.math500_removed) == 500
     assert summary.train_report.math500_by_id == 500
-    assert summary.num_train == 4500 and summary.num_eval == 500
+    # and test/precalculus/216.json is an OlympiadBench problem (benchmark decontamination)
+    assert summary.num_train == 4499 and summary.num_eval == 500
+    assert summary.train_report.benchmark_removed["olympiadbench"] == ["test/precalculus/216.json"]
     train_rows = read_rows(summary.train_file)
     math500_ids = {row["unique_id"] for row in math500_rows}
     math500_texts = {normalise_text(row["problem"]) for row in math500_rows}
@@ -173,6 +175,36 @@ def test_math500_is_removed_by_problem_text_when_the_source_has_no_ids(tmp_path,
     assert report.math500_by_id == 0 and report.math500_by_text == 500
     assert len(rows) == 4500
     assert all(row["id"].startswith("math/") for row in rows)
+
+
+def test_benchmark_problems_are_removed_from_training_and_counted(tmp_path, math_dir, math_train_rows, capsys):
+    benchmark_dir = math_dir.parent / "benchmarks"
+    if not (benchmark_dir / "gsm8k.jsonl").is_file():
+        pytest.skip(f"shared benchmark files not found at {benchmark_dir}")
+    gsm8k = read_rows(benchmark_dir / "gsm8k.jsonl")[5]
+    amc23 = read_rows(benchmark_dir / "amc23.jsonl")[3]
+    planted = [{"problem": "  " + row["problem"].replace(" ", "   ") + "\n", "solution": f"\\boxed{{{row['answer']}}}",
+                "type": "Prealgebra", "level": "Level 1", "unique_id": f"planted/{n}"}
+               for n, row in enumerate((gsm8k, amc23))]
+    train_path = write_lines(tmp_path / "train.jsonl", [json.dumps(r) for r in math_train_rows[:20] + planted])
+    summary = main(local_config(tmp_path, train_path, "none", benchmark_dir=str(benchmark_dir)))
+    assert summary.train_report.benchmark_removed == {"minerva_math": [], "olympiadbench": [], "amc23": ["planted/1"],
+                                                      "aime24": [], "gsm8k": ["planted/0"]}
+    assert summary.num_train == 20
+    assert ("benchmark decontamination (problem text, letters and digits only): removed minerva_math 0, "
+            "olympiadbench 0, amc23 1, aime24 0, gsm8k 1 training rows") in capsys.readouterr().out
+    # MATH train holds two OlympiadBench problems written with other LaTeX spacing and braces
+    real = main(local_config(tmp_path / "real", math_dir / "train.jsonl", "none", benchmark_dir=str(benchmark_dir)))
+    assert real.train_report.benchmark_removed["olympiadbench"] == ["train/intermediate_algebra/753.json",
+                                                                    "train/intermediate_algebra/1087.json"]
+    assert sum(map(len, real.train_report.benchmark_removed.values())) == 2
+    untouched = main(local_config(tmp_path / "none", train_path, "none", exclude_benchmarks="none"))
+    assert untouched.num_train == 22 and untouched.train_report.benchmark_removed == {}
+    with pytest.raises(FileNotFoundError, match=r"'aime24': file '.*missing/aime24.jsonl' not found"):
+        main(local_config(tmp_path / "m", train_path, "none", exclude_benchmarks="aime24",
+                          benchmark_dir=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="--exclude_benchmarks: unknown benchmark"):
+        local_config(tmp_path, train_path, "none", exclude_benchmarks="aime2024")
 
 
 # --- stratified subset ---
@@ -213,7 +245,8 @@ def test_main_writes_schema_rows_deterministically_and_prints_the_inspection(tmp
     assert "duplicates removed: 1" in printed
     assert "Intermediate Algebra" in printed and "example rows:" in printed
     train_rows, subset_rows = read_rows(summary.train_file), read_rows(summary.subset_file)
-    assert len(train_rows) == summary.num_train == 7497 and len(subset_rows) == 300
+    # 7,500 rows less 2 empty boxes, 1 duplicate and 2 OlympiadBench problems
+    assert len(train_rows) == summary.num_train == 7495 and len(subset_rows) == 300
     assert all(set(row) == SCHEMA for row in train_rows + subset_rows)
     assert all(row["level"] in (1, 2, 3, 4, 5, None) and row["answer"] for row in train_rows)
     assert not EMPTY_BOX_IDS & {row["id"] for row in train_rows}
