@@ -20,6 +20,17 @@ attempts); every attempt is graded with apo.grading. Output folder:
     python evaluate_apo.py --correction_mode oracle  # writes under <output_dir>/oracle_upper_bound/
     python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
 
+The benchmark suite (apo/benchmarks.py): each benchmark runs the single-file evaluation above into
+<output_dir>/<benchmark>/ (resumable per benchmark, --limit per benchmark), then summary.json and
+summary.md hold one row per model and one column group per benchmark, with the protocol used:
+
+    python evaluate_apo.py --model M --benchmarks math500 minerva_math olympiadbench amc23 aime24 gsm8k \
+        --output_dir outputs/suite                                      # the decoding flags everywhere
+    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B --models outputs/apo/final --protocol apo \
+        --output_dir outputs/suite_apo                                  # the A*-PO paper's table
+    python evaluate_apo.py --model outputs/pag/final --protocol pag --output_dir outputs/suite_pag  # PAG's
+    python evaluate_apo.py --compare outputs/suite_a/summary.json outputs/suite_b/summary.json
+
 Several models: `--model` is the first, `--models` adds more; each run goes to
 <output_dir>/<model name with / -> __>/ and <output_dir>/comparison.md compares them against
 the first. An oracle run (retry only when the gold answer says wrong) is an upper bound, not

@@ -335,8 +335,9 @@ def write_text(path: str, text: str) -> None:
 
 # --- benchmark suite: summary.json and summary.md ---
 
-# One column group per benchmark: (key in a summary cell, header). A new per-benchmark number (e.g. the
-# strict last-boxed exact accuracy once metrics.json carries it) is one more entry here and in summary_cell.
+# One column group per benchmark: (key in a summary cell, header); pass@k only where a benchmark was
+# sampled. A new per-benchmark number (e.g. the strict last-boxed exact accuracy once metrics.json
+# carries it) is one more entry here, in summary_cell and in _summary_cells.
 SUMMARY_COLUMNS = (("n", "n"), ("acc_t1", "Acc@t1"), ("acc_final", "Acc@final"), ("pass_at_k", "pass@k"))
 
 
@@ -381,28 +382,35 @@ def _rate_with_ci(value: float | None, interval: dict | None) -> str:
     return pct(value) if interval is None else f"{pct(value)} [{pct(interval['low'])}, {pct(interval['high'])}]"
 
 
-def _summary_cells(cell: dict) -> list[str]:
+def _summary_cells(cell: dict, keys: list[str]) -> list[str]:
     passed = cell["pass_at_k"]
-    return [str(cell["n"]) + (f" x {cell['samples_per_problem']}" if cell["samples_per_problem"] > 1 else ""),
-            _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]),
-            _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
-            "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})"]
+    text = {"n": str(cell["n"]) + (f" x {cell['samples_per_problem']}" if cell["samples_per_problem"] > 1 else ""),
+            "acc_t1": _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]),
+            "acc_final": _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
+            "pass_at_k": "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})"}
+    return [text[key] for key in keys]
+
+
+def _summary_columns(summary: dict, benchmark: str) -> list[tuple[str, str]]:
+    sampled = any(entry["benchmarks"][benchmark]["pass_at_k"] is not None for entry in summary["models"])
+    return [(key, label) for key, label in SUMMARY_COLUMNS if key != "pass_at_k" or sampled]
 
 
 def summary_markdown(summary: dict) -> str:
     """summary.md: one row per model, one column group per benchmark, then the protocol per benchmark."""
     protocol, benchmarks = summary["protocol"], summary["benchmarks"]
-    header = "| Model | " + " | ".join(f"{b} {label}" for b in benchmarks for _, label in SUMMARY_COLUMNS) + " |"
+    columns = {b: _summary_columns(summary, b) for b in benchmarks}
+    header = "| Model | " + " | ".join(f"{b} {label}" for b in benchmarks for _, label in columns[b]) + " |"
     limit = f" (first {summary['limit']} problems of each benchmark)" if summary.get("limit") else ""
     lines = [f"# Benchmark suite: {protocol['title']}{limit}", "",
              "Accuracy in % with its 95% interval; with n x k samples per problem Acc@t1 / Acc@final are Avg@k "
              "and pass@k is the final attempt's. Acc@t1 = first attempt, Acc@final = final attempt.", "",
-             header, "|" + " --- |" * (1 + len(benchmarks) * len(SUMMARY_COLUMNS))]
+             header, "|" + " --- |" * (1 + sum(map(len, columns.values())))]
     for entry in summary["models"]:
         label = entry["model"] + ("" if not any(c["mode_label"] == "oracle (upper bound)"
                                                 for c in entry["benchmarks"].values()) else " (oracle, upper bound)")
-        lines.append(f"| {label} | " + " | ".join(cell for b in benchmarks
-                                                  for cell in _summary_cells(entry["benchmarks"][b])) + " |")
+        cells = [cell for b in benchmarks for cell in _summary_cells(entry["benchmarks"][b], [k for k, _ in columns[b]])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "## Protocol", "", "| Benchmark | source | samples | temperature | top_p | max_new_tokens | "
               "in the paper |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for b in benchmarks:
