@@ -171,6 +171,7 @@ def test_help_exits_zero():
     done = subprocess.run([sys.executable, "evaluate_apo.py", "--help"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "--eval_max_new_tokens" in done.stdout and "--compare" in done.stdout
+    assert "--benchmarks" in done.stdout and "{custom,apo,pag}" in done.stdout
 
 
 @pytest.mark.slow
@@ -329,6 +330,29 @@ def test_suite_protocol_sets_decoding_per_benchmark_and_is_written_down(benchmar
     assert pag["benchmarks"] == ["math500", "minerva_math", "aime24"]
     assert {given[b][1].eval_temperature for b in pag["benchmarks"]} == {0.6}
     assert given["aime24"][0].correction_mode == "self_verify"
+
+
+def test_suite_from_the_hub_fingerprints_a_copy_of_the_rows(tmp_path, monkeypatch):
+    import datasets
+    from apo.metrics import compute_metrics
+    from test_metrics import complete, rec
+
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None, split=None: [
+        {"question": f"q{i}", "answer": f"Step.\n#### {i},000"} for i in range(3)])
+    given = {}
+
+    def fake_evaluate_model(cfg, eval_cfg, rows, run_dir):
+        given["eval_file"], given["rows"] = eval_cfg.eval_file, rows
+        return compute_metrics(complete([rec(r["id"], 0, "attempt", correct=True, answer="1", mode=cfg.correction_mode)
+                                         for r in rows]), bootstrap_resamples=200)
+
+    monkeypatch.setattr(ea, "evaluate_model", fake_evaluate_model)
+    summary = ea.main(A_PO_Config(model="any"), ea.EvalConfig(benchmarks=["gsm8k"], benchmark_source="hub", limit=2,
+                                                              output_dir=str(tmp_path / "hub")))
+    copy = tmp_path / "hub" / "hub_benchmarks" / "gsm8k.jsonl"
+    assert given["eval_file"] == str(copy) and [json.loads(line) for line in copy.read_text().splitlines()] == given["rows"]
+    assert [r["answer"] for r in given["rows"]] == ["0000", "1000"]
+    assert summary["benchmark_sources"]["gsm8k"] == "hub:openai/gsm8k[main, test]"
 
 
 def test_protocol_refuses_flags_it_would_override():
