@@ -55,7 +55,7 @@ from tqdm.auto import tqdm
 
 from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_benchmark_names, custom_protocol,
                             default_benchmark_dir, default_math500_file, load_benchmark)
-from apo.config import A_PO_Config, config_to_dict, parse_config, save_config, write_json_atomic
+from apo.config import A_PO_Config, parse_script_config, script_fields, write_json_atomic
 from apo.metrics import episode_records, metrics_from_generations, mode_label, validate_record
 from apo.report import (build_summary, compare_runs, comparison_markdown, results_markdown, summary_line,
                         summary_markdown, write_plots, write_text)
@@ -77,6 +77,8 @@ PROTOCOL_FIELDS = ("num_samples", "eval_temperature", "eval_top_p", "eval_max_ne
 @dataclass
 class EvalConfig:
     """What to evaluate on, how to decode, and where the report goes."""
+
+    _argument_group_name = "evaluate_apo.py"  # the --help section
 
     eval_file: str = field(default="math_eval_500.jsonl", metadata={"help": (
         "JSONL of eval rows from prepare_data.py: id, problem, answer, type, level (int or null).")})
@@ -269,7 +271,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, {row["id"] for row in rows})
     work = [(row, sample) for row in rows for sample in range(eval_cfg.num_samples)]
     todo = [(position, row, sample) for position, (row, sample) in enumerate(work) if (row["id"], sample) not in finished]
-    save_config(os.path.join(run_dir, "eval_config.json"), cfg, eval_cfg)
+    write_json_atomic(os.path.join(run_dir, "eval_config.json"), used_config(cfg, eval_cfg))
 
     # --- generate and grade, appending per chunk ---
     grading_report = GradingReport()
@@ -557,6 +559,11 @@ class _RunningAccuracy:
 # --- provenance ---
 
 
+def used_config(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
+    """The settings evaluation reads: its algorithm groups (model, episode, grading and seed) and EvalConfig."""
+    return {**script_fields(cfg, "evaluate_apo.py"), **dataclasses.asdict(eval_cfg)}
+
+
 def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity: dict, grading_report) -> dict:
     """Where the numbers come from: model identity, packages, prompts, sampling, seed, grader, eval file."""
     return {
@@ -575,7 +582,7 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
         "grading_report_this_invocation": dataclasses.asdict(grading_report),
         "eval_file": {"path": eval_cfg.eval_file, "sha256": settings["eval_file_sha256"], "limit": eval_cfg.limit},
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "config": config_to_dict(cfg, eval_cfg),
+        "config": used_config(cfg, eval_cfg),
     }
 
 
@@ -628,4 +635,4 @@ def file_sha256(path: str) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(*parse_config((A_PO_Config, EvalConfig)))
+    main(*parse_script_config("evaluate_apo.py", (EvalConfig,)))
