@@ -214,7 +214,8 @@ def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict
             runs[model][name] = evaluate_model(model_cfg, bench_cfg, loaded[name][0], run_dirs[model][name])
 
     # --- summary.json and summary.md ---
-    summary = build_summary(runs, protocol.describe(names), {n: origin for n, (_, origin) in loaded.items()}, run_dirs,
+    described = protocol.describe(names, model_cfg.correction_mode, model_cfg.max_correction_turns)
+    summary = build_summary(runs, described, {n: origin for n, (_, origin) in loaded.items()}, run_dirs,
                             limit=eval_cfg.limit)
     write_json_atomic(os.path.join(eval_cfg.output_dir, "summary.json"), summary)
     table = summary_markdown(summary)

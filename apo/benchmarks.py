@@ -267,12 +267,14 @@ class Protocol:
     def decoding(self, benchmark: str) -> Decoding:
         return self.per_benchmark.get(benchmark, self.default)
 
-    def describe(self, benchmarks: list[str]) -> dict:
-        """The protocol as written into summary.json: settings per benchmark actually run."""
+    def describe(self, benchmarks: list[str], correction_mode: str, max_correction_turns: int) -> dict:
+        """The protocol as written into summary.json: the correction setting and the decoding per
+        benchmark actually run (`in_paper` null for the custom protocol)."""
         return {"name": self.name, "title": self.title, "paper_benchmarks": list(self.benchmarks),
-                "correction_mode": self.correction_mode, "max_correction_turns": self.max_correction_turns,
+                "correction_mode": correction_mode, "max_correction_turns": max_correction_turns,
                 "decoding": {b: {**asdict(self.decoding(b)), "pass_k": list(self.decoding(b).pass_k),
-                                 "in_paper": b in self.benchmarks or self.name == "custom"} for b in benchmarks},
+                                 "in_paper": None if self.name == "custom" else b in self.benchmarks}
+                             for b in benchmarks},
                 "sources": list(self.sources), "notes": list(self.notes)}
 
 

@@ -418,9 +418,9 @@ def summary_markdown(summary: dict) -> str:
         decoding = "greedy" if d["temperature"] == 0 else str(d["temperature"])
         lines.append(f"| {b} | `{summary['benchmark_sources'][b]}` | {d['num_samples']} | {decoding} | "
                      f"{d['top_p'] if d['temperature'] else '-'} | {d['max_new_tokens']} | "
-                     f"{'yes' if d['in_paper'] else 'no'} |")
-    correction = protocol["correction_mode"] or "command line"
-    lines += ["", f"Correction mode: {correction}; attempts: {protocol['max_correction_turns'] or 'command line'}.", ""]
+                     f"{'-' if d['in_paper'] is None else 'yes' if d['in_paper'] else 'no'} |")
+    lines += ["", f"Correction mode: {protocol['correction_mode']}, up to {protocol['max_correction_turns']} attempts.",
+              ""]
     lines += [f"- Source: {s}" for s in protocol["sources"]] + [f"- Note: {n}" for n in protocol["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -112,7 +112,9 @@ def test_protocols_name_their_benchmarks_settings_and_sources():
     assert pag.benchmarks == ("math500", "minerva_math", "aime24")
     assert {(pag.decoding(b).num_samples, pag.decoding(b).temperature, pag.decoding(b).top_p)
             for b in pag.benchmarks} == {(32, 0.6, 0.95)}
-    described = apo.describe(["amc23", "gsm8k"])
+    described = apo.describe(["amc23", "gsm8k"], "none", 1)
     assert described["decoding"]["amc23"]["pass_k"] == [1, 32] and described["decoding"]["gsm8k"]["in_paper"] is False
+    assert described["correction_mode"] == "none"
+    assert bm.custom_protocol(apo.default).describe(["gsm8k"], "self_verify", 2)["decoding"]["gsm8k"]["in_paper"] is None
     assert all(p.sources and p.notes for p in (apo, pag))
     assert set(bm.PROTOCOLS) | {"custom"} == {"apo", "pag", "custom"}

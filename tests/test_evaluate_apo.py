@@ -246,6 +246,7 @@ def test_suite_writes_one_run_per_benchmark_and_a_summary(tiny_model_dir, benchm
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert on_disk["benchmarks"] == SUITE and on_disk["protocol"]["name"] == "custom" and on_disk["limit"] == 2
+    assert (on_disk["protocol"]["correction_mode"], on_disk["protocol"]["max_correction_turns"]) == ("none", 2)
     cells = on_disk["models"][0]["benchmarks"]
     assert set(cells) == set(SUITE)
     for cell in cells.values():
