@@ -47,14 +47,17 @@ from apo_algorithm import (
 )
 from apo import correction, stage1
 from apo.checkpoints import (
-    CheckpointWriter, TrainerState, latest_or_none, load_training_state, resolve_resume_checkpoint,
-    skip_model_weights_in_accelerate_state,
+    CheckpointWriter, TrainerState, check_resume_config, claim_output_dir, latest_or_none, load_training_state,
+    resolve_resume_checkpoint, skip_model_weights_in_accelerate_state,
 )
-from apo.config import A_PO_Config, _require, parse_config, save_config
+from apo.cli import run_main
+from apo.config import A_PO_Config, _require, config_to_dict, parse_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport, grade_many
+from apo.errors import InputError
 from apo.models import build_models, load_tokenizer, resolve_mixed_precision
+from apo.records import read_problem_rows
 from apo.stop_signal import StopRequest
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
 
@@ -125,7 +128,11 @@ class TrainConfig:
     save_every: int = field(default=25, metadata={"help": "Write checkpoint-<step>/ every N iterations (and at the end)."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Keep the newest N checkpoints (best/ is kept apart; 0 = all)."})
     resume_from_checkpoint: str = field(default="", metadata={"help": (
-        "'' = start fresh, 'auto' = continue from the latest checkpoint in output_dir, or a checkpoint folder.")})
+        "'' = start fresh, 'auto' = continue from the latest checkpoint in output_dir, or a checkpoint folder. "
+        "A resume refuses settings that differ from the checkpoint's run_config.json and change the run.")})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": (
+        "Let a fresh run use an output_dir that holds another run: its checkpoints, best/, final/, metrics and "
+        "stage-1 values are removed first. Without it such a folder is refused.")})
     stop_after_step: int = field(default=0, metadata={"help": (
         "Write a checkpoint and exit after this iteration (e.g. to fit a job time limit); resume with "
         "--resume_from_checkpoint auto (0 = run to the end).")})
@@ -145,6 +152,8 @@ class TrainConfig:
         _require(self, "epochs", self.epochs > 0 or self.max_steps > 0, "use a positive number of epochs or set max_steps")
         _require(self, "prompts_per_step", self.prompts_per_step % self.optimizer_steps_per_iteration == 0,
                  "use a multiple of optimizer_steps_per_iteration")
+        _require(self, "overwrite_output_dir", not (self.overwrite_output_dir and self.resume_from_checkpoint),
+                 "give --resume_from_checkpoint to continue a run or --overwrite_output_dir to replace it, not both")
 
 
 @dataclass
@@ -503,24 +512,35 @@ def main(cfg: tuple) -> dict:
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     summary: dict[str, Any] = {"output_dir": train.output_dir}
-    if accelerator.is_main_process:
-        os.makedirs(train.output_dir, exist_ok=True)
-        save_config(os.path.join(train.output_dir, "run_config.json"), apo, train)
 
-    # --- data: training prompts and the held-out slice ---
+    # --- data, output folder and resume settings: checked before any model loads ---
+    all_rows = read_problem_rows(train.data_file, require_answer=True)
+    eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
+    resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
+    claim_output_dir(train.output_dir, resuming=resume_dir is not None, overwrite=train.overwrite_output_dir,
+                     is_main=accelerator.is_main_process)
+    if resume_dir is not None:
+        check_resume_config(resume_dir, config_to_dict(*cfg))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_config(os.path.join(train.output_dir, "run_config.json"), *cfg)
+
+    # --- prompts: training prompts and the held-out slice ---
     tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
-    all_rows = stage1.read_rows(train.data_file)
     train_rows = all_rows[:train.max_train_prompts] if train.max_train_prompts else all_rows
-    train_rows, train_prompts, summary["dropped_long_prompts"] = stage1.encode_problems(train_rows, tokenizer, apo)
-    eval_rows = stage1.read_rows(train.eval_file) if train.stage != "1" else []
+    train_rows, train_prompts, dropped = stage1.encode_problems(train_rows, tokenizer, apo)
+    summary["dropped_long_prompts"], summary["dropped_long_prompt_ids"] = len(dropped), dropped
     eval_rows = eval_rows[:train.eval_size] if train.eval_size else eval_rows
-    eval_rows, eval_prompts, summary["dropped_long_eval_prompts"] = stage1.encode_problems(eval_rows, tokenizer, apo)
+    eval_rows, eval_prompts, dropped = stage1.encode_problems(eval_rows, tokenizer, apo)
+    summary["dropped_long_eval_prompts"], summary["dropped_long_eval_prompt_ids"] = len(dropped), dropped
     if train.stage != "1" and not eval_rows:
-        raise ValueError(f"{train.eval_file}: no held-out problem left (eval_size={train.eval_size}, "
+        raise InputError(f"{train.eval_file}: no held-out problem left (eval_size={train.eval_size}, "
                          f"max_prompt_length={apo.max_prompt_length}); stage 2 needs some to measure accuracy")
+    if not train_rows:
+        raise InputError(f"{train.data_file}: every training prompt is longer than max_prompt_length="
+                         f"{apo.max_prompt_length} tokens; raise --max_prompt_length")
 
     # --- models: policy (optionally LoRA) and the frozen reference ---
-    resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
     run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), correction)
 
@@ -542,7 +562,7 @@ def main(cfg: tuple) -> dict:
     train_prompts = [train_prompts[i] for i in keep]
     v_star = [v_star[i] for i in keep]
     if not train_rows:
-        raise ValueError("no training prompts left for stage 2 after filtering (see the counts logged above)")
+        raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
     summary.update(train_stage2(run, train_rows, train_prompts, v_star, eval_prompts,
                                 [r["answer"] for r in eval_rows], value_head, resume_dir))
     summary["grading"] = vars(run.grading)
@@ -550,5 +570,4 @@ def main(cfg: tuple) -> dict:
 
 
 if __name__ == "__main__":
-
-    main(parse_config((A_PO_Config, TrainConfig, correction.CorrectionTrainingConfig)))
+    run_main(lambda argv: main(parse_config((A_PO_Config, TrainConfig, correction.CorrectionTrainingConfig), argv)))

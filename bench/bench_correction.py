@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from apo.config import A_PO_Config, config_to_dict, parse_config, write_json_atomic  # noqa: E402
+from apo.config import A_PO_Config, config_to_dict, parse_config  # noqa: E402
+from apo.records import write_json_atomic  # noqa: E402
 from apo.correction import CorrectionTrainingConfig  # noqa: E402
 from apo.synthetic import generate_problems  # noqa: E402
 

@@ -29,7 +29,8 @@ from apo.config import A_PO_Config, parse_config
 from conftest import REPO_ROOT, build_tiny_policy
 from apo.checkpoints import resolve_resume_checkpoint, rotate_checkpoints, staged_folder
 from apo.data_order import prompt_indices_for_step, total_steps_for
-from apo.training_log import MetricsLogger, plot_training_curves, read_metrics
+from apo.records import read_metrics_lines as read_metrics
+from apo.training_log import MetricsLogger, plot_training_curves
 from train_math_apo import NonFiniteTrainingError, lr_scheduler_for
 
 APO_FIELDS = {f.name for f in dataclasses.fields(A_PO_Config)}
@@ -198,19 +199,7 @@ def test_metrics_logger_drops_steps_after_resume_and_plots(tmp_path):
         MetricsLogger(str(tmp_path), report_to="mlflow")
 
 
-def test_read_rows_names_file_line_and_field(tmp_path):
-    path = tmp_path / "rows.jsonl"
-    path.write_text(json.dumps({"id": "a", "problem": "p", "answer": "1"}) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:2: not valid JSON"):
-        stage1.read_rows(str(path))
-    path.write_text(json.dumps({"id": "a", "problem": "p"}) + "\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:1: field 'answer'"):
-        stage1.read_rows(str(path))
-    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
-        stage1.read_rows(str(tmp_path / "missing.jsonl"))
-
-
-def test_long_prompts_are_dropped_and_counted(embedded_tokenizer, data):
+def test_long_prompts_are_dropped_and_named(embedded_tokenizer, data, caplog):
     from apo.episodes import encode_chat
 
     apo = A_PO_Config()
@@ -218,10 +207,14 @@ def test_long_prompts_are_dropped_and_counted(embedded_tokenizer, data):
                for r in data["rows"]]
     limit = sorted(lengths)[len(lengths) // 2]
     apo = A_PO_Config(max_prompt_length=limit)
-    kept, prompts, dropped = stage1.encode_problems(data["rows"], embedded_tokenizer, apo)
-    assert dropped == sum(length > limit for length in lengths) > 0
-    assert len(kept) == len(prompts) == len(lengths) - dropped
+    with caplog.at_level("WARNING", logger="apo.stage1"):
+        kept, prompts, dropped = stage1.encode_problems(data["rows"], embedded_tokenizer, apo)
+    long_ids = [r["id"] for r, length in zip(data["rows"], lengths) if length > limit]
+    assert dropped == long_ids and len(long_ids) > 0
+    assert len(kept) == len(prompts) == len(lengths) - len(dropped)
     assert all(len(p) <= limit for p in prompts)
+    # the warning names the dropped ids, not just their number (issue 19)
+    assert f"dropped {len(long_ids)} of {len(lengths)} prompts" in caplog.text and long_ids[0] in caplog.text
 
 
 def test_awr_chunk_loss_equals_library_loss_on_one_micro_batch():
