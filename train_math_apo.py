@@ -500,6 +500,31 @@ def step_record(run: Run, state: TrainerState, rollout: dict, update: dict, v_st
 
 # --- main ---
 
+def check_run_inputs(cfg: tuple, accelerator) -> tuple[list[dict], list[dict], str | None]:
+    """(training rows, held-out rows, checkpoint to resume from or None), after claiming
+    output_dir for this run and saving its run_config.json; all before any model loads.
+
+    Raises InputError for an empty or malformed data file (naming file and line), an output_dir
+    that is a file or holds another run (apo.checkpoints.claim_output_dir), or a resume whose
+    settings differ from the checkpoint's (apo.checkpoints.check_resume_config).
+    """
+    apo, train = cfg[0], cfg[1]
+    all_rows = read_problem_rows(train.data_file, require_answer=True)
+    eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
+    resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
+    conflict = stage1.stage1_conflict(os.path.join(train.output_dir, stage1.STAGE1_FILE), apo,
+                                      {row["id"] for row in all_rows})
+    accelerator.wait_for_everyone()
+    claim_output_dir(train.output_dir, resuming=resume_dir is not None, overwrite=train.overwrite_output_dir,
+                     stage1_conflict=conflict, is_main=accelerator.is_main_process)
+    if resume_dir is not None:
+        check_resume_config(resume_dir, config_to_dict(*cfg))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_config(os.path.join(train.output_dir, "run_config.json"), *cfg)
+    return all_rows, eval_rows, resume_dir
+
+
 def main(cfg: tuple) -> dict:
     """Run the stages chosen by `train.stage` for cfg = (A_PO_Config, TrainConfig) or
     (A_PO_Config, TrainConfig, CorrectionTrainingConfig); returns a summary dict of paths and
@@ -514,16 +539,8 @@ def main(cfg: tuple) -> dict:
     summary: dict[str, Any] = {"output_dir": train.output_dir}
 
     # --- data, output folder and resume settings: checked before any model loads ---
-    all_rows = read_problem_rows(train.data_file, require_answer=True)
-    eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
-    resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
-    claim_output_dir(train.output_dir, resuming=resume_dir is not None, overwrite=train.overwrite_output_dir,
-                     is_main=accelerator.is_main_process)
-    if resume_dir is not None:
-        check_resume_config(resume_dir, config_to_dict(*cfg))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_config(os.path.join(train.output_dir, "run_config.json"), *cfg)
+    all_rows, eval_rows, resume_dir = check_run_inputs(cfg, accelerator)
+    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
 
     # --- prompts: training prompts and the held-out slice ---
     tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
@@ -545,7 +562,6 @@ def main(cfg: tuple) -> dict:
     run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), correction)
 
     # --- stage 1: V* from N reference samples, then the value head ---
-    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
     if train.stage in ("all", "1"):
         stage1.run_stage1(run, train_rows, train_prompts, stage1_path)
     records = stage1.load_stage1(stage1_path, {r["id"] for r in all_rows}, [r["id"] for r in train_rows], apo)

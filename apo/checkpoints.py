@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 TRAINER_STATE_FILE = "trainer_state.json"
 RUN_CONFIG_FILE = "run_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|best|final|value_head)\.(tmp|old)$")  # staged_folder's
 
 
 @dataclass
@@ -108,10 +107,11 @@ def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: str) -> s
 
 # --- one run per output folder ---
 
-# What a train_math_apo.py run writes into its output_dir (besides checkpoint-<step>/ and their
-# hidden staging folders); --overwrite_output_dir removes exactly these.
-RUN_OUTPUTS = ("best", "final", "metrics.jsonl", "training_curves.png", RUN_CONFIG_FILE, "stage1_values.jsonl",
-               "stage1_meta.json", "value_head", "tensorboard", "wandb")
+# What a train_math_apo.py run writes into its output_dir besides checkpoint-<step>/ (and the hidden
+# staging folders of staged_folder); --overwrite_output_dir removes exactly these.
+STAGE2_OUTPUTS = ("best", "final", "metrics.jsonl", "training_curves.png", RUN_CONFIG_FILE, "tensorboard", "wandb")
+STAGE1_OUTPUTS = ("stage1_values.jsonl", "stage1_meta.json", "value_head")  # apo.stage1's files
+STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|best|final|value_head)\.(tmp|old)$")
 # Settings a resumed run may change: where and how often it saves, evaluates and reports, how long it runs,
 # and throughput knobs that leave the update's mathematics alone. Any other difference refuses the resume.
 RESUME_MAY_CHANGE = frozenset({
@@ -123,45 +123,48 @@ RESUME_MAY_CHANGE = frozenset({
 
 
 def run_configs(run) -> tuple:
-    """The configs saved as run_config.json: A_PO_Config, TrainConfig and, when training the
-    correction turns, the CorrectionTrainingConfig."""
+    """The configs saved as run_config.json: A_PO_Config, TrainConfig and, when the run has one,
+    the CorrectionTrainingConfig."""
     return (run.apo, run.train) + ((run.correction,) if run.correction is not None else ())
 
 
-def holds_a_run(output_dir: str) -> list[str]:
+def stage2_outputs_in(output_dir: str) -> list[str]:
     """Names in `output_dir` that show a stage-2 run was there: checkpoint-<step>/, best/, final/,
-    a non-empty metrics.jsonl. [] for a missing or fresh folder (stage-1 values alone are not a run:
-    they are reused when their settings match)."""
+    a non-empty metrics.jsonl ([] for a missing folder)."""
     if not os.path.isdir(output_dir):
         return []
-    found = []
-    for name in sorted(os.listdir(output_dir)):
-        path = os.path.join(output_dir, name)
-        if CHECKPOINT_PATTERN.match(name) or name in ("best", "final"):
-            found.append(name)
-        elif name == "metrics.jsonl" and os.path.getsize(path) > 0:
-            found.append(name)
-    return found
+    return [name for name in sorted(os.listdir(output_dir))
+            if CHECKPOINT_PATTERN.match(name) or name in ("best", "final")
+            or (name == "metrics.jsonl" and os.path.getsize(os.path.join(output_dir, name)) > 0)]
 
 
-def claim_output_dir(output_dir: str, *, resuming: bool, overwrite: bool, is_main: bool = True) -> list[str]:
-    """Make `output_dir` ready for this run; returns the names removed. Every process calls it;
+def claim_output_dir(output_dir: str, *, resuming: bool, overwrite: bool, stage1_conflict: str | None = None,
+                     is_main: bool = True) -> list[str]:
+    """Make `output_dir` ready for this run and return the names removed. Every process calls it;
     only the main one (`is_main`) removes and creates.
 
-    Raises InputError when `output_dir` is a file, or when a fresh run (not `resuming`) finds
-    another run's checkpoints or metrics there and `overwrite` is False. With `overwrite`, a
-    fresh run first removes every file a run writes (RUN_OUTPUTS, checkpoint-<step>/), stage-1
-    values included, and nothing else.
+    A fresh run (not `resuming`) refuses, with InputError, a folder that holds another run: a
+    stage-2 run's checkpoints, best/, final/ or metrics, or stage-1 values it cannot reuse
+    (`stage1_conflict` says why; see apo.stage1.stage1_conflict). With `overwrite` it removes
+    them first: every stage-2 output, and the stage-1 files only when they conflict (matching
+    ones are reused, as a re-run of stage 1 would). Nothing else in the folder is touched.
+    Raises InputError when `output_dir` is a file.
     """
     check_output_folder(output_dir)
-    removed = []
+    if resuming:
+        return []
+    found = stage2_outputs_in(output_dir) + ([stage1_conflict] if stage1_conflict else [])
+    if found and not overwrite:
+        raise InputError(f"--output_dir {output_dir} already holds another run ({'; '.join(found[:5])}); pass "
+                         "--resume_from_checkpoint auto to continue it, --overwrite_output_dir to remove it and "
+                         "start over, or another --output_dir")
+    removed: list[str] = []
     if not is_main:
-        if not (overwrite or resuming) and holds_a_run(output_dir):
-            raise InputError(f"--output_dir {output_dir} already holds a run")
         return removed
-    if overwrite and not resuming and os.path.isdir(output_dir):
+    if overwrite and os.path.isdir(output_dir):
+        removable = STAGE2_OUTPUTS + (STAGE1_OUTPUTS if stage1_conflict else ())
         for name in sorted(os.listdir(output_dir)):
-            if name in RUN_OUTPUTS or CHECKPOINT_PATTERN.match(name) or STAGING_PATTERN.match(name):
+            if name in removable or CHECKPOINT_PATTERN.match(name) or STAGING_PATTERN.match(name):
                 path = os.path.join(output_dir, name)
                 if os.path.isdir(path):
                     shutil.rmtree(path)
@@ -170,12 +173,6 @@ def claim_output_dir(output_dir: str, *, resuming: bool, overwrite: bool, is_mai
                 removed.append(name)
         if removed:
             logger.info("--overwrite_output_dir: removed %s from %s", ", ".join(removed), output_dir)
-    elif not resuming:
-        found = holds_a_run(output_dir)
-        if found:
-            raise InputError(f"--output_dir {output_dir} already holds a run ({', '.join(found[:5])}); pass "
-                             "--resume_from_checkpoint auto to continue it, --overwrite_output_dir to remove it and "
-                             "start over, or another --output_dir")
     ensure_output_folder(output_dir)
     return removed
 

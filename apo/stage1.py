@@ -51,7 +51,7 @@ def problem_messages(problem: str, system_prompt: str) -> list[dict]:
     return [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}]
 
 
-def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], int]:
+def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], list[str]]:
     """(kept rows, their chat-template prompt ids, ids of the dropped rows): prompts longer than
     apo.max_prompt_length tokens are dropped, and their ids logged."""
     kept, prompts, dropped = [], [], []
@@ -75,19 +75,40 @@ def stage1_meta(apo) -> dict:
     return {key: getattr(apo, key) for key in META_KEYS}
 
 
-def check_stage1_meta(path: str, apo) -> None:
-    """Raise InputError when the stage1_meta.json beside `path` records other sampling settings."""
+def stage1_meta_differences(path: str, apo) -> dict:
+    """{setting: (saved, now)} where the stage1_meta.json beside `path` differs from `apo` ({} when
+    it matches or there is none)."""
     meta_path = os.path.join(os.path.dirname(path), STAGE1_META_FILE)
     if not os.path.isfile(meta_path):
-        return
+        return {}
     with open(meta_path, encoding="utf-8") as handle:
         saved = json.load(handle)
     expected = stage1_meta(apo)
-    differing = {key: (saved.get(key), expected[key]) for key in META_KEYS if saved.get(key) != expected[key]}
+    return {key: (saved.get(key), expected[key]) for key in META_KEYS if saved.get(key) != expected[key]}
+
+
+def check_stage1_meta(path: str, apo) -> None:
+    """Raise InputError when the stage1_meta.json beside `path` records other sampling settings."""
+    differing = stage1_meta_differences(path, apo)
     if differing:
         raise InputError(f"{path} was sampled with other settings (saved, now): {differing}; use another "
                          "--output_dir, pass --overwrite_output_dir (removes the old run's files) to re-sample, or "
                          "restore the settings")
+
+
+def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
+    """Why the stage-1 values at `path` cannot serve a run with settings `apo` on the problems
+    `data_ids` (other sampling settings, ids that are not in the data file); None when they can
+    or there is no file."""
+    if not os.path.isfile(path):
+        return None
+    differing = stage1_meta_differences(path, apo)
+    if differing:
+        return f"{os.path.basename(path)} was sampled with other settings (saved, now): {differing}"
+    foreign = sorted(set(read_stage1_values(path, apo.num_value_samples)) - data_ids)
+    if foreign:
+        return f"{os.path.basename(path)} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]})"
+    return None
 
 
 @contextlib.contextmanager

@@ -303,6 +303,37 @@ def test_skip_invalid_skips_counts_and_says_so(tmp_path, capsys):
     assert "skipped 3 invalid rows (--skip_invalid)" in capsys.readouterr().out
 
 
+def test_a_byte_that_is_not_utf8_is_named_and_skip_invalid_skips_it(tmp_path, capsys):
+    """Issue 19: UnicodeDecodeError '... byte 0xff in position 1172', even with --skip_invalid."""
+    lines = [json.dumps(GOOD | {"problem": f"What is ${i} + 1$?"}) for i in range(3)]
+    train_path = tmp_path / "train.jsonl"
+    train_path.write_bytes("\n".join(lines).replace("What is $1", "What is \xff1").encode("latin-1") + b"\n")
+    with pytest.raises(DataFormatError, match=r"train.jsonl:2: malformed JSON \(not UTF-8: byte 0xff at column \d+\)"):
+        main(local_config(tmp_path, train_path, "none"))
+    summary = main(local_config(tmp_path, train_path, "none", skip_invalid=True))
+    assert summary.num_train == 2 and len(summary.train_report.invalid) == 1
+    assert "skipped 1 invalid rows (--skip_invalid); first: " in capsys.readouterr().out
+    json_path = tmp_path / "rows.json"
+    json_path.write_bytes(b'[\n{"problem": "x"},\n{"problem": "\xff"}\n]')
+    with pytest.raises(DataFormatError, match=r"rows.json:3: not UTF-8: byte 0xff"):
+        read_json_list(str(json_path))
+
+
+def test_empty_input_and_an_output_folder_that_is_a_file_are_refused(tmp_path):
+    """Issue 19: an empty data file exited 0 and wrote empty training and subset files."""
+    empty = write_lines(tmp_path / "empty.jsonl", [""])
+    with pytest.raises(InputError, match=r"empty.jsonl: no rows \(the file is empty\)"):
+        main(local_config(tmp_path, empty, "none"))
+    train_path = write_lines(tmp_path / "train.jsonl", ["{not json"])
+    with pytest.raises(InputError, match=r"train.jsonl: no usable training problem \(1 rows read: 1 invalid"):
+        main(local_config(tmp_path, train_path, "none", skip_invalid=True))
+    assert not os.listdir(tmp_path / "out")
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(InputError, match=r"--output_dir .*taken: is a file"):
+        main(DataConfig(source="synthetic", synthetic_train_size=4, synthetic_eval_size=0, tokenizer="none",
+                        output_dir=str(tmp_path / "taken")))
+
+
 def test_parse_level_and_unsupported_inputs(tmp_path):
     assert [parse_level(v, "x") for v in ("Level 1", "Level 5", "Level ?", 3, None)] == [1, 5, None, 3, None]
     with pytest.raises(InputError, match="x: field 'level'"):
