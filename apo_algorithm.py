@@ -120,23 +120,20 @@ def advantage_weights(advantages: Tensor, temperature: float, clip: float) -> Te
     return torch.softmax(clipped / temperature, dim=0) * advantages.numel()
 
 
-def advantage_weighted_loss(token_logps: Tensor, response_mask: Tensor, advantages: Tensor, temperature: float,
-                            clip: float) -> Tensor:
+def advantage_weighted_loss(token_logps: Tensor, response_mask: Tensor, weights: Tensor) -> Tensor:
     """The seed design's advantage-weighted LM loss (AWR-style; Peng et al., 2019, arXiv 1910.00177):
 
         loss = mean_b  w_b * NLL_b,   NLL_b = -(1/|y_b|) sum_t log pi(y_bt | x_b, y_b<t),
         w = B * softmax_b( clip(A_b, -c, c) / T ),   A_b = r_b - V(x_b)
 
-    token_logps, response_mask: (B, R); advantages: (B,). The weights are constants. Returns
-    a scalar. Raises ValueError when a response has no token in its mask.
+    token_logps, response_mask: (B, R); weights: (B,), from `advantage_weights` over the whole
+    optimizer-step batch (the trainer takes the softmax over every micro-batch and process of
+    the step, then passes each micro-batch its slice). The weights are constants. A response
+    with an empty mask contributes NLL 0 (the trainer's zero-weight padding pass). Returns a scalar.
     """
     mask = response_mask.to(token_logps.dtype)
-    lengths = mask.sum(dim=-1)
-    if bool((lengths == 0).any()):
-        raise ValueError("advantage_weighted_loss: a response has an empty response_mask")
-    token_nll = -(token_logps * mask).sum(dim=-1) / lengths
-    weights = advantage_weights(advantages, temperature, clip).to(token_nll.device, token_nll.dtype)
-    return (weights * token_nll).mean()
+    token_nll = -(token_logps * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+    return (weights.detach().to(token_nll.device, token_nll.dtype) * token_nll).mean()
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

@@ -370,7 +370,30 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         finishes in minutes{' (--quick: toy sizes, expect no learning)' if cfg.quick else ''}. Each step calls the
         same main() as the script you would run on a GPU. Everything is written under {cfg.output_dir}/.""")
 
-    # --- 1. data ---
+    data = step_1_prepare_data(cfg, paths, seconds)
+    before = step_2_evaluate_untrained(cfg, data, paths, seconds)
+    stage1, stage1_stats = step_3_stage1(cfg, data, paths, seconds)
+    stage2 = step_4_stage2(cfg, data, paths, seconds)
+    after = step_5_evaluate_trained(cfg, data, stage2, paths, seconds)
+    outcome = step_6_compare(cfg, paths)
+    files = show_files_and_next_steps(data, stage1, stage2, paths)
+
+    seconds["total"] = time.perf_counter() - started
+    print(f"\ndemo finished in {seconds['total'] / 60:.1f} min ("
+          + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items() if name != "total") + ")")
+    summary = {
+        "output_dir": cfg.output_dir, "files": files, "seconds": seconds, **outcome, "stage1": stage1_stats,
+        "value_head_metrics": stage1["value_head_metrics"],
+        "before": headline(before), "after": headline(after),
+        "stage2": {key: stage2.get(key) for key in ("steps", "optimizer_steps", "final_accuracy", "nonfinite_steps")},
+    }
+    write_json_atomic(paths[SUMMARY_FILE], summary)
+    return summary
+
+
+# --- the six steps ---
+
+def step_1_prepare_data(cfg: DemoConfig, paths: dict[str, str], seconds: dict[str, float]) -> prepare_data.PreparedData:
     heading(1, "prepare the data (prepare_data.py)")
     say(f"""
         prepare_data reads problems, checks that every answer can be extracted from its solution's final
@@ -383,12 +406,14 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     seconds["prepare_data"] = time.perf_counter() - clock
     if data.eval_file is None:
         raise InputError("prepare_data wrote no eval file; the demo needs held-out problems (check --math500_path)")
-    eval_problems = min(cfg.eval_problems, data.num_eval)
+    return data
 
-    # --- 2. the untrained model ---
+
+def step_2_evaluate_untrained(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[str, str],
+                              seconds: dict[str, float]) -> dict:
     heading(2, "evaluate the untrained model on held-out problems (evaluate_apo.py)")
     say(f"""
-        Before training, we measure the model on the first {eval_problems} held-out problems with greedy decoding.
+        Before training, we measure the model on the first {min(cfg.eval_problems, data.num_eval)} held-out problems with greedy decoding.
         Each problem is one self-correction episode: the model answers, then is asked to check its own answer and
         end with 'The answer is correct' or 'The answer is wrong'; after 'wrong' (or a verdict it fails to state)
         it writes a revision, up to {cfg.max_correction_turns} attempts. The gold answer is only used to grade,
@@ -398,8 +423,11 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     before = evaluate_apo.main(algorithm_config(cfg, cfg.model), eval_config(cfg, data.eval_file,
                                                                               paths["eval_before_training"]))
     seconds["evaluate_before"] = time.perf_counter() - clock
+    return before
 
-    # --- 3. stage 1 ---
+
+def step_3_stage1(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[str, str],
+                  seconds: dict[str, float]) -> tuple[dict, dict]:
     heading(3, "A*-PO stage 1: estimate V* from the reference policy (train_math_apo.py --stage 1)")
     say(f"""
         For each of the {data.num_subset} training prompts, the untrained model (the reference policy) answers
@@ -417,8 +445,7 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     stage1_stats = show_stage1_examples(list(stage1_records.values()),
                                         read_problem_rows(data.subset_file, require_answer=True),
                                         cfg.examples_shown)
-    head = stage1["value_head_metrics"] or {}
-    held = head.get("held_out")
+    held = (stage1["value_head_metrics"] or {}).get("held_out")
     if held:
         print(f"  value head on its {held['n']} held-out prompts: mse {held['mse']:.4f}, mae {held['mae']:.4f}, "
               f"correlation with V* {'n/a' if held['corr'] is None else format(held['corr'], '.3f')}"
@@ -427,8 +454,11 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     say("""
         A prompt whose samples all failed has V* = 0 and, in stage 2, a wrong answer there costs nothing
         while a right one is a large positive surprise. Prompts with V* near 1 are already solved.""")
+    return stage1, stage1_stats
 
-    # --- 4. stage 2 ---
+
+def step_4_stage2(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[str, str],
+                  seconds: dict[str, float]) -> dict:
     heading(4, f"A*-PO stage 2: {cfg.stage2_steps} steps of {STAGE2_KIND[cfg.policy_loss]} "
                "(train_math_apo.py --stage 2)")
     say(stage2_explanation(cfg))
@@ -437,18 +467,24 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     seconds["stage2"] = time.perf_counter() - clock
     if "final_dir" not in stage2:
         raise RuntimeError(f"stage 2 stopped before its last step (summary: {stage2}); the demo has no final model")
+    return stage2
 
-    # --- 5. the trained model ---
+
+def step_5_evaluate_trained(cfg: DemoConfig, data: prepare_data.PreparedData, stage2: dict, paths: dict[str, str],
+                            seconds: dict[str, float]) -> dict:
     heading(5, "evaluate the trained model on the same held-out problems (evaluate_apo.py)")
     say(f"""
-        The same {eval_problems} problems, the same greedy self-correction episodes, now with the trained policy
+        The same {min(cfg.eval_problems, data.num_eval)} problems, the same greedy self-correction episodes, now with the trained policy
         saved in {stage2['final_dir']}/ (LoRA merged into the weights, loadable with from_pretrained).""")
     clock = time.perf_counter()
     after = evaluate_apo.main(algorithm_config(cfg, stage2["final_dir"]),
                               eval_config(cfg, data.eval_file, paths["eval_after_training"]))
     seconds["evaluate_after"] = time.perf_counter() - clock
+    return after
 
-    # --- 6. comparison, files, next steps ---
+
+def step_6_compare(cfg: DemoConfig, paths: dict[str, str]) -> dict[str, Any]:
+    """comparison.md, the paired first-attempt changes and the verdict; returns them for the summary."""
     heading(6, "compare, and what to run next")
     evaluate_apo.main(algorithm_config(cfg, cfg.model), evaluate_apo.EvalConfig(
         compare=[os.path.join(paths[name], "metrics.json") for name in ("eval_before_training", "eval_after_training")],
@@ -474,6 +510,13 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         gain A*-PO gives Qwen2.5-1.5B-Instruct on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for base
         Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s). Self-correction numbers of a 135M model
         mostly measure how often it fails to state a verdict, which counts as 'wrong' and triggers a revision.""")
+    return {"effect_beyond_noise": effect, "verdict": verdict, "first_attempt_changes": accuracy,
+            "boxed_first_attempts": boxed}
+
+
+def show_files_and_next_steps(data: prepare_data.PreparedData, stage1: dict, stage2: dict,
+                              paths: dict[str, str]) -> dict[str, Any]:
+    """Print where every file went and the commands of the real setting; returns the file map."""
     files = {
         "data": [data.train_file, data.subset_file, data.eval_file],
         "stage 1 values": stage1["stage1_values"], "value head": stage1["value_head"],
@@ -492,19 +535,7 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
         The paper trains for 25 epochs of MATH, 256 prompts per step, with vLLM rollouts on 4 H100s. Start with
         --epochs 2 above, read the ms/step of the step lines, and plan longer runs from that. Add --num_samples 32 --eval_temperature 0.6 --eval_top_p
         0.95 --pass_k 1 8 32 to evaluate_apo.py for PAG's Avg@32 numbers.""")
-
-    seconds["total"] = time.perf_counter() - started
-    print(f"\ndemo finished in {seconds['total'] / 60:.1f} min ("
-          + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items() if name != "total") + ")")
-    summary = {
-        "output_dir": cfg.output_dir, "files": files, "seconds": seconds, "effect_beyond_noise": effect,
-        "verdict": verdict, "first_attempt_changes": accuracy, "boxed_first_attempts": boxed, "stage1": stage1_stats,
-        "value_head_metrics": stage1["value_head_metrics"],
-        "before": headline(before), "after": headline(after),
-        "stage2": {key: stage2.get(key) for key in ("steps", "optimizer_steps", "final_accuracy", "nonfinite_steps")},
-    }
-    write_json_atomic(paths[SUMMARY_FILE], summary)
-    return summary
+    return files
 
 
 def boxed_summary(before: dict[str, dict], after: dict[str, dict]) -> dict[str, Any]:

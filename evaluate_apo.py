@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from apo.cli import run_main
-from apo.config import A_PO_Config, config_to_dict, parse_config, save_config
+from apo.config import A_PO_Config, parse_script_config, script_fields
 from apo.errors import InputError
 from apo.metrics import episode_records, metrics_from_generations, mode_label
 from apo.records import (
@@ -63,6 +63,8 @@ RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "m
 @dataclass
 class EvalConfig:
     """What to evaluate on, how to decode, and where the report goes."""
+
+    _argument_group_name = "evaluate_apo.py"  # the --help section
 
     eval_file: str = field(default="math_eval_500.jsonl", metadata={"help": (
         "JSONL of eval rows from prepare_data.py: id, problem, answer, type, level (int or null).")})
@@ -159,7 +161,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, {row["id"] for row in rows})
     work = [(row, sample) for row in rows for sample in range(eval_cfg.num_samples)]
     todo = [(position, row, sample) for position, (row, sample) in enumerate(work) if (row["id"], sample) not in finished]
-    save_config(os.path.join(run_dir, "eval_config.json"), cfg, eval_cfg)
+    write_json_atomic(os.path.join(run_dir, "eval_config.json"), used_config(cfg, eval_cfg))
 
     # --- generate and grade, appending per chunk ---
     grading_report = GradingReport()
@@ -419,6 +421,11 @@ class _RunningAccuracy:
 # --- provenance ---
 
 
+def used_config(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
+    """The settings evaluation reads: its algorithm groups (model, episode, grading and seed) and EvalConfig."""
+    return {**script_fields(cfg, "evaluate_apo.py"), **dataclasses.asdict(eval_cfg)}
+
+
 def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity: dict, grading_report) -> dict:
     """Where the numbers come from: model identity, packages, prompts, sampling, seed, grader, eval file."""
     return {
@@ -437,7 +444,7 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
         "grading_report_this_invocation": dataclasses.asdict(grading_report),
         "eval_file": {"path": eval_cfg.eval_file, "sha256": settings["eval_file_sha256"], "limit": eval_cfg.limit},
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "config": config_to_dict(cfg, eval_cfg),
+        "config": used_config(cfg, eval_cfg),
     }
 
 
@@ -490,4 +497,4 @@ def file_sha256(path: str) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run_main(lambda argv: main(*parse_config((A_PO_Config, EvalConfig), argv)))
+    run_main(lambda argv: main(*parse_script_config("evaluate_apo.py", (EvalConfig,), argv)))

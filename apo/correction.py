@@ -95,6 +95,8 @@ class CorrectionTrainingConfig:
     Parsed next to A_PO_Config: `parse_config((A_PO_Config, CorrectionTrainingConfig))`.
     """
 
+    _argument_group_name = "self-correction turn training"  # the --help section
+
     turn_baseline: Literal["value_head", "running_mean"] = field(default="value_head", metadata=_help(
         "Baseline of verify/revise contexts: 'value_head' = a ValueHead on the policy's hidden state, fitted "
         "online once a group has seen turn_baseline_warmup outcomes (a running mean before); 'running_mean' = "

@@ -4,16 +4,8 @@ Every reward and every reported accuracy passes through `grade`: is this respons
 answer the gold answer? Public: `last_boxed_content`, `extract_answer`, `grade`, `grade_many`,
 `GradingReport`, `GRADER_VERSION` (record it next to every result).
 
-Extraction (`extract_answer`), first rule that applies:
-  1. the last top-level `\\boxed{...}` / `\\fbox{...}` / `\\boxed 2` (braces matched; a box cut
-     off by truncation is ignored); boxes separated only by `and` / `,` are one list
-     (`$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`), otherwise the last box wins;
-  2. the last explicit answer phrase: Minerva's "The final answer is X. I hope it is
-     correct.", PRM800K's "# Answer\\n\\nX", "the answer is X", "Answer: X";
-  3. a one-line response of at most 80 characters and two words is a bare answer;
-  4. otherwise None: never "the last number in the text", which invents answers.
-  Only the last `MAX_RESPONSE_CHARS` of a response are read; NUL bytes and lone surrogates
-  are dropped.
+Extraction (`extract_answer`, `last_boxed_content`) lives in `apo.answer_extraction` and is
+re-exported here; see its docstring for the rules.
 
 Equivalence (`compare_structured`), by the gold's structure:
   - `(a, b)`, `[a, b)` (tuple, point, interval, column vector): same brackets, element by
@@ -21,7 +13,16 @@ Equivalence (`compare_structured`), by the gold's structure:
   - a bare list `a, b, c` (MATH's "enter all the solutions, separated by commas") and
     `\\{a, b\\}`: the same multiset in any order; `x = a` items and `\\pm` are expanded;
   - `A \\cup B`: the same pieces in any order; `x \\in [a, b]`, `a \\le x \\le b`, `x > a`,
-    `x \\ne a` and `\\mathbb{R}` are read as intervals;
+    `x \\ne a` and `\\mathbb{R}` are read as intervals, with the sides either way round
+    (`5 \\le x`), in ASCII (`<=`, `>=`, `!=`), unicode or `\\gt` / `\\lt`, and `or` of them
+    as a union;
+  - a labelled gold: `x_1 = 2, x_2 = 3` is a list of roots, `a = 3, b = -2` the ordered pair
+    `(3, -2)` (or the same labels in any order), `V_1:V_2 = 11:21` the ratio 11/21,
+    `f(x) = ...` / `M = ...` the value; a column vector matches `[a, b]` or `(a, b)`;
+  - two equations in x, y, z match when one is a nonzero constant times the other
+    (`2x+4y-3=0` and `y = -\\frac{1}{2}x + \\frac{3}{4}`); `x = 3` never matches `y = 3`;
+  - a division by zero (`\\frac{1}{0}`, or sympy's `zoo` / `nan`) is equal to nothing, itself
+    included;
   - a leaf: normalised string match (Hendrycks/PRM800K style: `\\text{}` unwrapped, `\\left`,
     spacing commands, `^\\circ`, `\\$`, trailing unit words, `x =`, thousands separators
     dropped; `dfrac` -> `frac`; choice letters `(C)` -> `C`; text answers case-insensitive),
@@ -30,6 +31,11 @@ Equivalence (`compare_structured`), by the gold's structure:
     as LaTeX; numbers compare exactly when rational, else to a relative 1e-9 (math-verify's
     absolute 6-decimal rounding would accept 1/2004! for 1/2006!); everything else by
     math-verify's `verify(gold, pred)`.
+  - Numbers as written: a gold in scientific notation (`4.5e33`, `4.5 \\times 10^{33}`,
+    Minerva's) matches any number that rounds to it (`4.48 \\times 10^{33}`); a decimal of at
+    least 8 significant digits matches the fraction it is cut or rounded from
+    (`0.0833333333333333` for `\\frac{1}{12}`); shorter decimals must be exact. Units after a
+    number (`\\mathrm{~km} \\mathrm{~s}^{-1}`) and numpy prefixes in golds (`np.arcsin`) drop.
   - A `%` on one side only may be read as /100 (`0.5` for `50\\%`, `37.5\\%` for `3/8`), and
     the number alone also matches (`25` for `25\\%`). Different unit words reject (`5 hours`
     vs `5 minutes`); a unit on one side only is ignored.
@@ -52,6 +58,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -59,187 +66,14 @@ from fractions import Fraction
 from typing import Sequence
 
 from apo import grading_pool
+from apo.answer_extraction import (MAX_RESPONSE_CHARS, cut_continuation, extract_answer,  # noqa: F401  (public API)
+                                   last_boxed_content, sanitize_text, top_level_boxes, unwrap_text)
 from apo.grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (shutdown_pool is public API)
 
 logger = logging.getLogger(__name__)
 
-GRADER_VERSION = "apo-math-grader-1.0"
-MAX_RESPONSE_CHARS = 12_000
+GRADER_VERSION = "apo-math-grader-1.1"
 MAX_ANSWER_CHARS = 400
-
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
-
-
-# --- extraction ---
-
-def sanitize_text(text: str) -> str:
-    """Return `text` without NUL bytes or lone surrogates, cut to its last MAX_RESPONSE_CHARS."""
-    text = text[-MAX_RESPONSE_CHARS:]
-    text = text.replace("\x00", "")
-    return text.encode("utf-8", errors="replace").decode("utf-8")
-
-
-def _closing_braces(text: str) -> dict[int, int]:
-    """Map each `{` index to the index just past its matching `}`, in one pass (unclosed ones absent).
-
-    Escaped characters (`\\{`, `\\}`, `\\\\`) are skipped, so `\\boxed{\\{1,2\\}}` works.
-    """
-    closing: dict[int, int] = {}
-    stack: list[int] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "{":
-            stack.append(i)
-        elif ch == "}" and stack:
-            closing[stack.pop()] = i + 1
-        i += 1
-    return closing
-
-
-def _boxed_at(text: str, end: int, closing: dict[int, int]) -> tuple[str, int] | None:
-    """Parse the box whose command ends at `end`: (content, index past it) or None."""
-    j = end
-    while j < len(text) and text[j] in " \t":
-        j += 1
-    if j < len(text) and text[j] == "{":
-        close = closing.get(j)
-        if close is None:
-            return None
-        return text[j + 1 : close - 1], close
-    if j > end:  # `\boxed 2`: one token, ending at `$` or whitespace (MATH's README form)
-        token = re.match(r"[^\s$]+", text[j:])
-        if token:
-            return token.group(0), j + token.end()
-    return None
-
-
-def last_boxed_content(text: str) -> str | None:
-    """Content of the last top-level `\\boxed{...}`, `\\fbox{...}` or `\\boxed 2` in `text`.
-
-    Braces are matched (nested boxes inside a box do not count as the last box); an unclosed
-    box is ignored. Returns None when there is no complete box.
-
-    >>> last_boxed_content("first $\\\\boxed{1}$, then $\\\\boxed{\\\\frac{1}{2}}$.")
-    '\\\\frac{1}{2}'
-    >>> last_boxed_content("so $\\\\boxed 2$.")
-    '2'
-    """
-    boxes = top_level_boxes(text)
-    return boxes[-1][0] if boxes else None
-
-
-def top_level_boxes(text: str) -> list[tuple[str, int, int]]:
-    """Every complete top-level box in `text` as (content, start, end), in order."""
-    boxes = []
-    position = 0
-    closing = _closing_braces(text) if "{" in text else {}
-    while True:
-        match = _BOX_RE.search(text, position)
-        if match is None:
-            return boxes
-        parsed = _boxed_at(text, match.end(), closing)
-        if parsed is None:
-            position = match.end()
-            continue
-        boxes.append((parsed[0], match.start(), parsed[1]))
-        position = parsed[1]
-
-
-def _final_boxed_answer(text: str) -> str | None:
-    """The last box, joined with the boxes just before it when only `and` / `,` separates them.
-
-    `The roots are $\\boxed{2}$ and $\\boxed{-3}$.` -> `2, -3`. Boxes in different sentences
-    are not joined (a corrected answer replaces the earlier one), nor boxes joined by `or`,
-    which MATH solutions use for the same answer in two forms (`\\boxed{15\\frac{39}{40}},$ or
-    $\\boxed{\\frac{639}{40}}`).
-    """
-    boxes = top_level_boxes(text)
-    if not boxes:
-        return None
-    chosen = [boxes[-1]]
-    for box in reversed(boxes[:-1]):
-        between = text[box[2] : chosen[0][1]]
-        if not re.fullmatch(r"[\s$,]*(?:and)?[\s$,]*", between):
-            break
-        chosen.insert(0, box)
-    return ", ".join(_strip_delimiters(content) for content, _, _ in chosen)
-
-
-_PHRASE_WINDOW_CHARS = 3000  # answer phrases are searched in the tail only (bounded regex work)
-_ANSWER_PATTERNS = [
-    # Minerva: "Final Answer: The final answer is X. I hope it is correct."
-    re.compile(r"final answer is[:\s]*(?P<ans>.{1,500}?)\.?\s*I hope it is correct", re.IGNORECASE | re.DOTALL),
-    # PRM800K: "# Answer\n\nX"
-    re.compile(r"^#+\s*Answer\s*\n+(?P<ans>.{1,500}?)\s*$", re.IGNORECASE | re.MULTILINE),
-    re.compile(r"(?:final answer|the answer)\s*(?:is|=)\s*:?\s*(?P<ans>.{1,500}?)(?:\.\s|\.?\s*$|\n)", re.IGNORECASE),
-    re.compile(r"^\**\s*(?:final answer|answer)\s*\**\s*:\s*\**(?P<ans>.{1,500}?)\**\s*$", re.IGNORECASE | re.MULTILINE),
-]
-
-
-def _strip_delimiters(answer: str) -> str:
-    """Remove math delimiters, markdown bold and a final period around an extracted answer."""
-    answer = answer.strip().strip("*").strip()
-    answer = answer.rstrip(".").strip()
-    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-        if answer.startswith(left) and answer.endswith(right) and len(answer) >= len(left) + len(right):
-            answer = answer[len(left) : len(answer) - len(right)].strip()
-    return answer.rstrip(".").strip()
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer of a model response, or None when it states none.
-
-    Rules, first that applies: the last top-level box (`last_boxed_content`); the last
-    explicit answer phrase ("The final answer is X", "# Answer\\n\\nX", "the answer is X",
-    "Answer: X"); the whole response when it is one short line (a bare answer such as
-    `(2, 4)` or `$\\frac{1}{2}$`). Math delimiters and a trailing period are stripped.
-
-    >>> extract_answer("# Answer\\n\\n(2, 4)")
-    '(2, 4)'
-    >>> extract_answer("The answer is: (-1,6).")
-    '(-1,6)'
-    >>> extract_answer("I think it is 5 or maybe 7 and so on, we have many options here.") is None
-    True
-    """
-    text = sanitize_text(text)
-    boxed = _final_boxed_answer(text)
-    if boxed is not None:
-        return _strip_delimiters(boxed) or None
-    for pattern in _ANSWER_PATTERNS:
-        matches = [m for m in pattern.finditer(text[-_PHRASE_WINDOW_CHARS:]) if not _is_verdict(m.group("ans"))]
-        if matches:
-            phrase = matches[-1].group("ans").strip()
-            math_span = re.match(r"\$\$?((?:\\\$|[^$])+)\$|\\\((.+?)\\\)", phrase)
-            if math_span:  # `the answer is $\frac{5}{12}$, which is about 0.42.`
-                phrase = math_span.group(1) or math_span.group(2)
-            answer = _strip_delimiters(phrase)
-            boxed = last_boxed_content(answer)
-            return (boxed if boxed is not None else answer) or None
-    stripped = text.strip()
-    if _looks_like_bare_answer(stripped):
-        return _strip_delimiters(stripped) or None
-    return None
-
-
-_VERDICT_WORDS = {"correct", "wrong", "incorrect"}
-
-
-def _is_verdict(phrase: str) -> bool:
-    """'The answer is correct.' is a self-verification verdict (PAG protocol), not an answer."""
-    return _strip_delimiters(phrase).strip("*'\" ").lower() in _VERDICT_WORDS
-
-
-def _looks_like_bare_answer(text: str) -> bool:
-    """One line of at most 80 characters with at most two words outside LaTeX commands."""
-    if not text or "\n" in text or len(text) > 80:
-        return False
-    words = re.findall(r"[A-Za-z]{3,}", re.sub(r"\\[A-Za-z]+", " ", _unwrap_text(text)))
-    return len(words) <= 2
-
 
 # --- normalisation (fast path) ---
 
@@ -261,17 +95,6 @@ def _trailing_unit(answer: str) -> str | None:
         return None
     word = re.sub(r"\\(?:text|mbox|mathrm)|[{}\s^\d]", "", match.group(0)).lower()
     return "inch" if word == "inches" else word.removesuffix("s")
-
-
-def _unwrap_text(s: str) -> str:
-    """Replace `\\text{x}`, `\\textbf{x}`, `\\mbox{x}`, `\\mathrm{x}` by `x` (innermost first)."""
-    pattern = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|textnormal|operatorname)\s*\{([^{}]*)\}")
-    for _ in range(20):
-        new = pattern.sub(r"\1", s)
-        if new == s:
-            return s
-        s = new
-    return s
 
 
 def _fix_fracs(s: str) -> str:
@@ -307,6 +130,10 @@ def _normalize_cached(answer: str) -> str:
 
 def _normalize(answer: str) -> str:
     s = answer.strip().rstrip(".").strip()
+    s = s.replace("~", " ").replace("\u2264", "\\le ").replace("\u2265", "\\ge ").replace("\u2260", "\\ne ")
+    s = s.replace("<=", "\\le ").replace(">=", "\\ge ")
+    s = re.sub(r"(?<=[a-zA-Z\s])!=", "\\\\ne ", s)  # not `5!=120`
+    s = re.sub(r"\b(?:np|numpy|math|sympy)\.(?=[a-z])", "", s)  # Minerva golds: `np.arcsin(10/13)`
     s = split_top_level(s, "\\approx")[0].strip() or s  # `\frac{1}{3} \approx 0.333` -> the exact value
     s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\quad", "").replace("\\qquad", "")
     s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
@@ -321,10 +148,12 @@ def _normalize(answer: str) -> str:
     s = s.replace("\\$", "").replace("$", "")
     s = s.replace("\\%", "").replace("%", "")
     s = _TRAILING_UNITS_RE.sub("", s)
-    s = _unwrap_text(s)
+    s = _strip_unit_groups(s)
+    s = unwrap_text(s)
     s = _fix_fracs(s)
     s = _column_vector_to_tuple(s)
-    s = re.sub(r"^\s*(?:[a-zA-Z](?:_\{?\w+\}?)?|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)", "", s)
+    s = _LEADING_LABEL_RE.sub("", s)
+    s = _inequalities_or_to_union(s)
     s = re.sub(r"(?<=[\w}\)\]])\s*,?\s*\b(?:and|or)\b\s*(?=[-\w\\(\[])", ",", s)
     s = _drop_spaces(s)
     s = re.sub(r"(?i)(?<=\d)([ap])\.?m\.?$", lambda m: m.group(1).lower() + "m", s)  # 1:03PM -> 1:03pm
@@ -340,22 +169,62 @@ def _normalize(answer: str) -> str:
     return s
 
 
+_NAME = r"(?:\\angle\s*)?(?:[a-zA-Z](?:_\{?\w+\}?)?\s*){1,4}"  # x, x_1, AB, \angle BEA_{1}
+# a label in front of the value: `x =`, `V_1:V_2 =`, `(a, b) =`, `f(x) =`, `x \in`
+_LEADING_LABEL_RE = re.compile(rf"^\s*(?:{_NAME}(?::\s*{_NAME})*|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)")
+# a unit after a number: `\mathrm{~km} \mathrm{~s}^{-1}`, `\text{ cm}^2`, `\text{ erg/s}` (not `\text{ and }`, `\mathrm{i}`)
+_UNIT_GROUP_RE = re.compile(r"(?<=[\d}).\s])\s*\\(?:mathrm|text|mbox|rm|textrm)\s*\{(?!\s*(?:and|or|[eid]|[aApP]\.?[mM]\.?)\s*\})"
+                            r"[\sA-Za-z/.\-\\]*\}\s*(?:\^\s*\{?\s*-?\d+\s*\}?)?\s*$")
+
+
+def _strip_unit_groups(s: str) -> str:
+    """Drop up to four trailing unit groups after a number (`4.5 \\mathrm{~erg} \\mathrm{~s}^{-1}` -> `4.5`)."""
+    for _ in range(4):
+        new = _UNIT_GROUP_RE.sub("", s)
+        if new == s or not new.strip():
+            return s
+        s = new
+    return s
+
+
+def _inequalities_or_to_union(s: str) -> str:
+    """`x < 0 or x > 4` -> `(-\\infty,0)\\cup(4,\\infty)` when every piece is an inequality in one variable."""
+    pieces = re.split(r"\s*,?\s*\bor\b\s*", s)
+    if len(pieces) < 2:
+        return s
+    intervals = [_inequality_to_interval(_drop_spaces(piece)) for piece in pieces]
+    if all(interval != _drop_spaces(piece) and interval[:1] in "([" for interval, piece in zip(intervals, pieces)):
+        return "\\cup".join(intervals)
+    return s
+
+
 _LESS = {"<": ")", "\\lt": ")", "\\le": "]", "\\leq": "]", "\\leqslant": "]"}
 _GREATER = {">": "(", "\\gt": "(", "\\ge": "[", "\\geq": "[", "\\geqslant": "["}
+_FLIPPED = {"<": ">", ">": "<", "\\lt": "\\gt", "\\gt": "\\lt", "\\le": "\\ge", "\\ge": "\\le", "\\leq": "\\geq",
+            "\\geq": "\\leq", "\\leqslant": "\\geqslant", "\\geqslant": "\\leqslant"}
 
 
 def _inequality_to_interval(s: str) -> str:
-    """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed)."""
+    """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed).
+
+    Sides may be swapped (`5\\le x` is `x\\ge5`, `3>x>1` is `(1,3)`); `x\\ne a` is the line
+    without `a`.
+    """
     op = r"(<|>|(?:\\lt|\\leqslant|\\leq|\\le|\\gt|\\geqslant|\\geq|\\ge)(?![a-zA-Z]))"
     m = re.fullmatch(rf"([^<>=]+?){op}\s*[a-zA-Z]\s*{op}([^<>=]+)", s)
     if m and m.group(2) in _LESS and m.group(3) in _LESS:
         return f"{'[' if _LESS[m.group(2)] == ']' else '('}{m.group(1)},{m.group(4)}{_LESS[m.group(3)]}"
+    if m and m.group(2) in _GREATER and m.group(3) in _GREATER:  # b > x > a  ->  (a, b)
+        return f"{_GREATER[m.group(3)]}{m.group(4)},{m.group(1)}{')' if _GREATER[m.group(2)] == '(' else ']'}"
     m = re.fullmatch(rf"[a-zA-Z]\s*{op}([^<>=]+)", s)
     if m and m.group(1) in _LESS:
         return f"(-\\infty,{m.group(2)}{_LESS[m.group(1)]}"
     if m and m.group(1) in _GREATER:
         return f"{_GREATER[m.group(1)]}{m.group(2)},\\infty)"
-    m = re.fullmatch(r"[a-zA-Z](?:\\neq|\\ne|!=)([^<>=]+)", s)
+    m = re.fullmatch(rf"([^<>=]+?){op}\s*([a-zA-Z])", s)
+    if m and not re.fullmatch(r"[a-zA-Z]", m.group(1)):  # `5\le x` -> `x\ge5` (not `x<y`)
+        return _inequality_to_interval(f"{m.group(3)}{_FLIPPED[m.group(2)]}{m.group(1)}")
+    m = re.fullmatch(r"[a-zA-Z](?:\\neq|\\ne)([^<>=]+)", s)
     if m:
         return f"(-\\infty,{m.group(1)})\\cup({m.group(1)},\\infty)"
     return s
@@ -363,7 +232,7 @@ def _inequality_to_interval(s: str) -> str:
 
 def _column_vector_to_tuple(s: str) -> str:
     """`\\begin{pmatrix} 3 \\\\ -1 \\end{pmatrix}` -> `(3,-1)` (a column vector is an ordered tuple)."""
-    m = re.fullmatch(r"\s*\\begin\{[pb]matrix\}(.*)\\end\{[pb]matrix\}\s*", s, re.DOTALL)
+    m = re.fullmatch(r"\s*\\begin\{[pbBv]?matrix\}(.*)\\end\{[pbBv]?matrix\}\s*", s, re.DOTALL)
     if m and "&" not in m.group(1) and "\\begin" not in m.group(1):
         return "(" + ",".join(part.strip() for part in m.group(1).split("\\\\")) + ")"
     return s
@@ -384,9 +253,12 @@ def _as_rational(s: str) -> Fraction | None:
             return None
         value = Fraction(numerator, denominator)
         return -value if m.group(1) else value
-    m = re.fullmatch(r"(-?\d+)/(-?\d+)", s)
-    if m and int(m.group(2)) != 0:
-        return Fraction(int(m.group(1)), int(m.group(2)))
+    m = re.fullmatch(r"(-?\d+\.?\d*)/(-?\d+\.?\d*)", s)  # `3/4`, Minerva's `-1./3`
+    if m and len(s) < 60 and Fraction(m.group(2)) != 0:
+        return Fraction(m.group(1)) / Fraction(m.group(2))
+    scientific = _scientific(s)
+    if scientific is not None:
+        return scientific[0]
     if re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s) and len(s) < 60:
         return Fraction(s)
     m = re.fullmatch(r"(-?)(\d*)\.(\d*)\\overline\{(\d{1,30})\}", s)
@@ -403,13 +275,59 @@ _NUMBER_WORDS = {word: value for value, word in enumerate(
     "seventeen eighteen nineteen twenty".split())}
 
 
+# `4.5e33`, `4.5\times10^{33}`, `10^{-5}`; a mantissa needs its `e` or `\times` (`210^{3}` is 210 cubed)
+_SCIENTIFIC_RE = re.compile(r"(-?)(?:(\d+(?:\.\d*)?|\.\d+)(?:[eE]|(?:\\times|\\cdot|\*)10\^\{?)|10\^\{?)([+-]?\d{1,3})\}?")
+
+
+def _scientific(s: str) -> tuple[Fraction, Fraction] | None:
+    """(value, half a unit in the last written digit) of `4.5e33`, `4.5\\times10^{33}`, `10^{-5}`; else None."""
+    m = _SCIENTIFIC_RE.fullmatch(s)
+    if not m:
+        return None
+    mantissa = m.group(2) or "1"
+    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+    exponent = int(m.group(3))
+    value = Fraction(mantissa) * Fraction(10) ** exponent
+    return (-value if m.group(1) else value), Fraction(10) ** (exponent - decimals) / 2
+
+
+_LONG_DECIMAL_RE = re.compile(r"-?(?:0?\.0*|[1-9]\d*\.)(\d*)")
+_LONG_DECIMAL_DIGITS = 8  # significant digits from which a decimal is a printed fraction, not a rounding
+
+
+def _close_as_written(pred: str, r_pred: Fraction, gold: str, r_gold: Fraction) -> bool:
+    """Unequal rationals that still match as written.
+
+    A gold in scientific notation (Minerva's `4.5e33`) is a rounded value: it matches any
+    number that rounds to it (`4.48\\times10^{33}`). A decimal of eight or more significant
+    digits against a fraction (`0.0833333333333333` for `\\frac{1}{12}`) matches when it is the
+    fraction cut or rounded at its last place (differs by less than one unit there); shorter
+    decimals (`0.142857` for `\\frac{1}{7}`) are roundings and must be exact.
+    """
+    scientific = _scientific(gold)
+    if scientific is not None and abs(r_pred - r_gold) <= scientific[1]:
+        return True
+    for decimal, value, other, other_value in ((pred, r_pred, gold, r_gold), (gold, r_gold, pred, r_pred)):
+        m = _LONG_DECIMAL_RE.fullmatch(decimal)
+        if not m or not re.search(r"\\frac|/", other):
+            continue
+        places = len(decimal.split(".")[1])
+        significant = len(decimal.lstrip("-").replace(".", "").lstrip("0"))
+        scaled = abs(other_value) * 10**places  # the fraction cut, or rounded half up, at the decimal's last place
+        cut_or_rounded = {math.floor(scaled), math.floor(scaled + Fraction(1, 2))}
+        same_sign = (value < 0) == (other_value < 0)
+        if significant >= _LONG_DECIMAL_DIGITS and same_sign and abs(value) * 10**places in cut_or_rounded:
+            return True
+    return False
+
+
 def _fast_atom(pred: str, gold: str) -> bool | None:
     """Decide one normalised atom pair without sympy when certain, else None."""
     if pred == gold:
         return True
     r_pred, r_gold = _as_rational(pred), _as_rational(gold)
     if r_pred is not None and r_gold is not None:
-        return r_pred == r_gold
+        return r_pred == r_gold or _close_as_written(pred, r_pred, gold, r_gold)
     for word_side, number_side in ((pred, gold), (gold, pred)):  # `four` for `4`
         if word_side.casefold() in _NUMBER_WORDS and _as_rational(number_side) is not None:
             return _as_rational(number_side) == _NUMBER_WORDS[word_side.casefold()]
@@ -475,8 +393,14 @@ def _bracketed(s: str) -> tuple[str, str, str] | None:
 
 
 def _strip_assignment(item: str) -> str:
-    """`x=3` -> `3`, `x\\in[1,2]` -> `[1,2]` (a single-letter left side only)."""
-    return re.sub(r"^[a-zA-Z](?:_\{?\w+\}?)?(?:=|\\in)(?=.)", "", item)
+    """`x=3` -> `3`, `x\\in[1,2]` -> `[1,2]`, `\\angle BEA_{1}=90` -> `90` (a name on the left only)."""
+    return re.sub(r"^(?:\\angle ?)?(?:[a-zA-Z](?:_\{?\w+\}?)?){1,4}(?:=|\\in)(?=.)", "", item)
+
+
+def _ratio_as_fraction(answer: str) -> str:
+    """`11:21` -> `\\frac{11}{21}`; anything else unchanged."""
+    m = re.fullmatch(r"\s*\$?\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*\$?\s*", answer)
+    return f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}" if m else answer
 
 
 def _compare_percent(pred: str, gold: str, atom) -> bool | None:
@@ -526,7 +450,73 @@ def _unordered_match(preds: list[str], golds: list[str], atom) -> bool | None:
     return True
 
 
+_UNDEFINED_RE = re.compile(r"\\frac\{[^{}]*\}\{0\}|(?<![\w.])[\w)}]+/0(?![\d.])")
+_COLUMN_RE = re.compile(r"\\begin\{[pbBv]?matrix\}")
+
+
+def _labelled_values(answer: str) -> list[tuple[str, str]] | None:
+    """[(label, value)] of `a = 3, b = -2` (two or more items, each `name = value`), else None."""
+    items = split_top_level(unwrap_text(answer).replace("$", ""))
+    if len(items) < 2:
+        return None
+    pairs = [re.fullmatch(rf"\s*({_NAME})\s*=\s*(\S.*?)\s*", item, re.DOTALL) for item in items]
+    if not all(pairs):
+        return None
+    return [(re.sub(r"\s+", "", m.group(1)), m.group(2)) for m in pairs]
+
+
+def _as_ordered_tuple(gold: str) -> list[tuple[str, str]] | None:
+    """A labelled gold whose labels are distinct names (`a = 3, b = -2`): an ordered tuple.
+
+    Labels that share a base letter (`x_1 = 2, x_2 = 3`) name the roots of one equation, an
+    unordered list, and give None.
+    """
+    labelled = _labelled_values(gold)
+    if labelled is None:
+        return None
+    bases = {re.sub(r"_.*|\\angle", "", label) for label, _ in labelled}
+    return labelled if len(bases) == len(labelled) else None
+
+
+def _equation_pair(pred: str, gold: str) -> tuple[str, str] | None:
+    """Normalised `L=R` forms when both answers are one equation in x, y or z (`2x+4y-3=0`), else None."""
+    sides = []
+    for answer in (pred, gold):
+        parts = split_top_level(unwrap_text(answer).replace("$", ""), "=")
+        if len(parts) != 2 or any(op in answer for op in ("<", ">", "\\le", "\\ge", "\\ne", ",")):
+            return None
+        if not re.search(r"(?<![a-zA-Z\\])[xyz](?![a-zA-Z])", answer):
+            return None
+        sides.append("=".join(_drop_spaces(_normalize_side(part)) for part in parts))
+    return sides[0], sides[1]
+
+
+def _normalize_side(side: str) -> str:
+    """One side of an equation, normalised (no `=` in it, so no label is dropped)."""
+    return normalize_answer(side) or side.strip()
+
+
 def compare_structured(pred: str, gold: str, atom) -> bool | None:
+    """Compare two answers as `_compare_structured` does, and also as equations.
+
+    Two equations in x, y, z (`2x+4y-3=0`, `y = -\\frac{1}{2}x + \\frac{3}{4}`) also match when
+    `atom` finds them equivalent as equations (one side minus the other, up to a constant
+    factor); `x = 3` and `y = 3` never do.
+    """
+    plain = [re.fullmatch(r"\s*([xy])\s*=\s*([^=]+)", unwrap_text(a).replace("$", "")) for a in (pred, gold)]
+    if all(plain) and plain[0].group(1) != plain[1].group(1):
+        return False  # `y = 3` is not the line `x = 3`
+    equations = _equation_pair(pred, gold)
+    verdict = _compare_structured(pred, gold, atom)
+    if equations is None or verdict:
+        return verdict
+    as_equations = atom(*equations)
+    if as_equations:
+        return True
+    return None if as_equations is None or verdict is None else False
+
+
+def _compare_structured(pred: str, gold: str, atom) -> bool | None:
     """Compare two answers by the gold's structure, deciding leaves with `atom(pred, gold)`.
 
     Rules: a gold `(a, b)` / `[a, b)` (tuple, point or interval) matches element by element,
@@ -539,18 +529,33 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
     if pred_unit and gold_unit and pred_unit != gold_unit:  # `5 hours` is not `5 minutes`
         return False
     clock = r"(?i)\s*\b[ap]\.?m\.?\s*$"
-    if re.search(clock, _unwrap_text(gold)) and not re.search(clock, _unwrap_text(pred)):  # `9:45` for `9:45 a.m.`
-        gold = re.sub(clock, "", _unwrap_text(gold))
+    if re.search(clock, unwrap_text(gold)) and not re.search(clock, unwrap_text(pred)):  # `9:45` for `9:45 a.m.`
+        gold = re.sub(clock, "", unwrap_text(gold))
     percent = r"%\s*\}?\s*$"
     if re.search(percent, pred) and "%" not in gold:
         return _compare_percent(pred, gold, atom)
     if re.search(percent, gold) and "%" not in pred:
         return _compare_percent(gold, pred, lambda g, p: atom(p, g))
+    ordered = _as_ordered_tuple(gold)
+    if ordered is not None:  # `a = 3, b = -2`: by label when `pred` has the same labels, else as `(3, -2)`
+        labels = dict(_labelled_values(pred) or [])
+        if set(labels) == {label for label, _ in ordered}:
+            verdicts = [compare_structured(labels[label], value, atom) for label, value in ordered]
+            return False if False in verdicts else None if None in verdicts else True
+        gold = "(" + ", ".join(value for _, value in ordered) + ")"
+        if _bracketed(normalize_answer(pred)) is None and len(split_top_level(normalize_answer(pred))) == len(ordered):
+            pred = "(" + pred + ")"
+    ratio = re.fullmatch(rf"\s*{_NAME}(?::\s*{_NAME})+\s*=\s*(.+)", unwrap_text(gold), re.DOTALL)
+    if ratio:  # `V_1:V_2 = 11:21`: a two-term ratio is the fraction
+        gold, pred = _ratio_as_fraction(ratio.group(1)), _ratio_as_fraction(pred)
+    column = _COLUMN_RE.search(pred) or _COLUMN_RE.search(gold)
     pred, gold = normalize_answer(pred), normalize_answer(gold)
-    if not gold or not pred:
-        return False
+    if not gold or not pred or _UNDEFINED_RE.search(pred) or _UNDEFINED_RE.search(gold):
+        return False  # a division by zero is equal to nothing, itself included
     if pred == gold:
         return True
+    if column:  # a column vector written `[a, b]` or `(a, b)`: the brackets carry no meaning
+        pred, gold = re.sub(r"^\[(.*)\]$", r"(\1)", pred), re.sub(r"^\[(.*)\]$", r"(\1)", gold)
     if "=" not in gold and len(split_top_level(pred, "=")) > 1 and len(split_top_level(pred)) == 1:
         pred = split_top_level(pred, "=")[-1]  # `2^{10}=1024`: the value the chain ends in
         if pred == gold:
@@ -609,7 +614,7 @@ def _plain_to_latex(s: str) -> str:
             s = s[: m.start()] + template % s[m.end() : close - 1] + s[close:]
     s = re.sub(r"\^\s*\(([^()]*)\)", r"^{\1}", s)
     s = re.sub(r"\bpi\b", r"\\pi ", s)
-    s = re.sub(r"\b(sin|cos|tan|log|ln)\b", r"\\\1", s)
+    s = re.sub(r"\b(arcsin|arccos|arctan|sin|cos|tan|log|ln)\b", r"\\\1", s)
     return s.replace("*", "\\cdot ")
 
 
@@ -653,7 +658,9 @@ def _numbers_close(a, b) -> bool | None:
         return None
     if a.free_symbols or b.free_symbols or not (a.is_number and b.is_number):
         return None
-    if a.has(sympy.oo, -sympy.oo, sympy.zoo) or b.has(sympy.oo, -sympy.oo, sympy.zoo):
+    if a.has(sympy.zoo, sympy.nan) or b.has(sympy.zoo, sympy.nan):
+        return False  # undefined (`\\frac{1}{0}`) is equal to nothing, itself included
+    if a.has(sympy.oo, -sympy.oo) or b.has(sympy.oo, -sympy.oo):
         return bool(a == b)  # a relative tolerance would call oo close to -oo
     if a.is_rational and b.is_rational:  # exact: 2^{100}+1 != 2^{100}
         difference = (a - b).doit()
@@ -668,6 +675,31 @@ def _numbers_close(a, b) -> bool | None:
     return bool(abs(va - vb) <= sympy.Float("1e-9", 40) * scale)
 
 
+def _undefined_expr(expr) -> bool:
+    """True for a sympy result that holds `zoo` (a division by zero) or `nan`."""
+    import sympy
+
+    return isinstance(expr, sympy.Basic) and expr.has(sympy.zoo, sympy.nan)
+
+
+def _equations_equivalent(pred: str, gold: str) -> bool:
+    """`L1 = R1` and `L2 = R2` describe the same set: `L1 - R1` is a nonzero constant times `L2 - R2`.
+
+    `2x+4y-3=0` and `y=-\\frac{1}{2}x+\\frac{3}{4}` (factor -4) are the same line; `y=x+4` and
+    `x+y=4` are not.
+    """
+    import sympy
+
+    sides = [_to_sympy(side) for side in split_top_level(pred, "=") + split_top_level(gold, "=")]
+    if any(side is None or not isinstance(side, sympy.Expr) or _undefined_expr(side) for side in sides):
+        return False
+    pred_zero, gold_zero = sides[0] - sides[1], sides[2] - sides[3]
+    if gold_zero == 0 or pred_zero == 0 or not (pred_zero.free_symbols and gold_zero.free_symbols):
+        return False
+    ratio = sympy.simplify(pred_zero / gold_zero)
+    return bool(ratio.is_number and ratio != 0 and ratio.is_finite)
+
+
 def _slow_atom(pred: str, gold: str) -> bool:
     """Symbolic equivalence of two normalised leaves via math-verify (run under a timeout)."""
     from math_verify import verify
@@ -675,8 +707,10 @@ def _slow_atom(pred: str, gold: str) -> bool:
     fast = _fast_atom(pred, gold)
     if fast is not None:
         return fast
+    if len(split_top_level(pred, "=")) == 2 and len(split_top_level(gold, "=")) == 2:
+        return _equations_equivalent(pred, gold)
     gold_expr, pred_expr = _to_sympy(gold), _to_sympy(pred)
-    if gold_expr is None or pred_expr is None:
+    if gold_expr is None or pred_expr is None or _undefined_expr(gold_expr) or _undefined_expr(pred_expr):
         return False
     numeric = _numbers_close(gold_expr, pred_expr)
     if numeric is not None:

@@ -1,10 +1,14 @@
-"""Benchmark apo.grading.grade against plain math-verify on the hand-labelled set.
+"""Benchmark apo.grading.grade against plain math-verify on the hand-labelled sets.
 
-Reports, for each grader in one run: accuracy, false-positive rate (accepted wrong answers /
-all wrong pairs), false-negative rate (rejected right answers / all right pairs) and pairs per
-second on bench/grader_labelled_set.jsonl, a per-category breakdown, every disagreement with
-the labels, and the median milliseconds `grade` takes on a typical MATH response (real MATH
-solutions graded against their own gold and against another problem's gold).
+Two sets, each of {response, gold, label, category} pairs labelled by hand:
+bench/grader_labelled_set.jsonl, the in-sample set the rules were developed against, and
+bench/grader_heldout_set.jsonl, written and committed before the rules it measures (issue
+18), so out-of-sample. For each set and each grader (grade, grade_many, plain math-verify):
+accuracy, false-positive rate (accepted wrong answers / all wrong pairs), false-negative
+rate (rejected right answers / all right pairs), median milliseconds per pair, and the same
+per category; then every pair `grade` gets wrong, the median milliseconds `grade` takes on a
+typical MATH response, and how often each grader accepts the reference solutions of the
+benchmarks that state their answer in a fixed form (GSM8K `#### 18`, Minerva's last box).
 
 Plain math-verify is run the way most harnesses run it: `verify(parse("\\boxed{gold}"),
 parse(response))` with its default extraction configs, in this process (its signal.alarm
@@ -31,16 +35,22 @@ from apo.records import write_json_atomic  # noqa: E402
 from apo import grading  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED_DATA = os.path.join(HERE, "..", "..", "shared", "data")
+GRADERS = ("grade", "grade_many", "math_verify")
 
 
 @dataclass
 class BenchGraderConfig:
-    """Where the labelled set and MATH data live, and where the JSON result goes."""
+    """Where the labelled sets and the data live, and where the JSON result goes."""
 
     labelled_set: str = field(default=os.path.join(HERE, "grader_labelled_set.jsonl"), metadata={
-        "help": "JSONL of {response, gold, label, category} pairs labelled by hand."})
-    math_dir: str = field(default=os.path.join(HERE, "..", "..", "shared", "data", "math"), metadata={
+        "help": "In-sample JSONL of {response, gold, label, category} pairs labelled by hand."})
+    heldout_set: str = field(default=os.path.join(HERE, "grader_heldout_set.jsonl"), metadata={
+        "help": "Out-of-sample JSONL in the same format, written before the rules it measures."})
+    math_dir: str = field(default=os.path.join(SHARED_DATA, "math"), metadata={
         "help": "Folder with test500.jsonl; its solutions are the 'typical MATH responses' for the timing."})
+    benchmark_dir: str = field(default=os.path.join(SHARED_DATA, "benchmarks"), metadata={
+        "help": "Folder with gsm8k.jsonl and minerva_math.jsonl, whose solutions are graded against their answers."})
     num_typical: int = field(default=500, metadata={"help": "How many MATH solutions to time grade() on."})
     timeout: float = field(default=2.0, metadata={"help": "Per-pair timeout in seconds for grade_many."})
     num_workers: int = field(default=2, metadata={"help": "Grader worker processes."})
@@ -75,7 +85,7 @@ def confusion(verdicts: list[bool], labels: list[bool]) -> dict[str, float]:
     fn = sum(l and not v for v, l in zip(verdicts, labels))
     tn = len(labels) - tp - fp - fn
     negatives, positives = fp + tn, tp + fn
-    return {"accuracy": (tp + tn) / len(labels), "false_positive_rate": fp / max(negatives, 1),
+    return {"n": len(labels), "accuracy": (tp + tn) / len(labels), "false_positive_rate": fp / max(negatives, 1),
             "false_negative_rate": fn / max(positives, 1), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
@@ -86,40 +96,53 @@ def start_cold_pool(cfg: BenchGraderConfig) -> None:
     grading.grade_many(["$\\boxed{x+1}$"], ["1+x"], timeout=cfg.timeout, num_workers=cfg.num_workers)
 
 
-def time_labelled(rows: list[dict], cfg: BenchGraderConfig) -> dict[str, dict]:
-    """Run every grader over the labelled rows; verdicts, metrics and throughput per grader."""
-    responses, golds = [r["response"] for r in rows], [r["gold"] for r in rows]
-    labels = [bool(r["label"]) for r in rows]
+def timed(function, pairs: list[tuple[str, str]]) -> tuple[list[bool], list[float]]:
+    """Verdicts of `function(response, gold)` over `pairs` and the milliseconds each call took."""
+    verdicts, milliseconds = [], []
+    for response, gold in pairs:
+        start = time.perf_counter()
+        verdicts.append(bool(function(response, gold)))
+        milliseconds.append(1000 * (time.perf_counter() - start))
+    return verdicts, milliseconds
+
+
+def run_graders(rows: list[dict], cfg: BenchGraderConfig) -> dict[str, dict]:
+    """Every grader over the labelled rows: verdicts, per-pair milliseconds and wall seconds."""
+    pairs = [(r["response"], r["gold"]) for r in rows]
     results = {}
     start_cold_pool(cfg)
     report = grading.GradingReport()
     start = time.perf_counter()
-    verdicts = grading.grade_many(responses, golds, timeout=cfg.timeout, num_workers=cfg.num_workers, report=report)
-    seconds = time.perf_counter() - start
-    results["grade_many"] = {"verdicts": verdicts, "seconds": seconds, "report": vars(report)}
+    verdicts = grading.grade_many([p[0] for p in pairs], [p[1] for p in pairs], timeout=cfg.timeout,
+                                  num_workers=cfg.num_workers, report=report)
+    results["grade_many"] = {"verdicts": verdicts, "seconds": time.perf_counter() - start, "report": vars(report)}
     start_cold_pool(cfg)
-    start = time.perf_counter()
-    verdicts = [grading.grade(r, g) for r, g in zip(responses, golds)]
-    results["grade"] = {"verdicts": verdicts, "seconds": time.perf_counter() - start}
-    start = time.perf_counter()
-    verdicts = [math_verify_grade(r, g) for r, g in zip(responses, golds)]
-    results["math_verify"] = {"verdicts": verdicts, "seconds": time.perf_counter() - start}
-    for name, result in results.items():
-        result.update(confusion(result["verdicts"], labels))
-        result["pairs_per_second"] = len(rows) / result["seconds"]
+    for name, function in (("grade", grading.grade), ("math_verify", math_verify_grade)):
+        start = time.perf_counter()
+        verdicts, milliseconds = timed(function, pairs)
+        results[name] = {"verdicts": verdicts, "milliseconds": milliseconds, "seconds": time.perf_counter() - start}
     return results
 
 
-def per_category(rows: list[dict], results: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """Accuracy of each grader within each labelled category."""
-    table: dict[str, dict[str, float]] = {}
-    for category in sorted({r["category"] for r in rows}):
-        index = [i for i, r in enumerate(rows) if r["category"] == category]
-        table[category] = {"n": len(index)}
-        for name in ("grade", "math_verify"):
-            right = sum(results[name]["verdicts"][i] == bool(rows[i]["label"]) for i in index)
-            table[category][name] = right / len(index)
-    return table
+def summarise(rows: list[dict], results: dict[str, dict]) -> dict:
+    """Overall and per-category metrics of each grader on one set (confusion counts, median ms)."""
+    labels = [bool(r["label"]) for r in rows]
+
+    def metrics(index: list[int]) -> dict[str, dict]:
+        table = {}
+        for name in GRADERS:
+            result = results[name]
+            table[name] = confusion([result["verdicts"][i] for i in index], [labels[i] for i in index])
+            if "milliseconds" in result:
+                table[name]["median_ms"] = statistics.median(result["milliseconds"][i] for i in index)
+        return table
+
+    overall = metrics(list(range(len(rows))))
+    for name in GRADERS:
+        overall[name]["pairs_per_second"] = len(rows) / results[name]["seconds"]
+    categories = {category: metrics([i for i, r in enumerate(rows) if r["category"] == category])
+                  for category in sorted({r["category"] for r in rows})}
+    return {"overall": overall, "categories": categories}
 
 
 def time_typical(cfg: BenchGraderConfig) -> dict[str, float]:
@@ -127,60 +150,80 @@ def time_typical(cfg: BenchGraderConfig) -> dict[str, float]:
     rows = read_jsonl(os.path.join(cfg.math_dir, "test500.jsonl"))[: cfg.num_typical]
     pairs = [(r["solution"], r["answer"]) for r in rows]
     pairs += [(r["solution"], rows[(i + 1) % len(rows)]["answer"]) for i, r in enumerate(rows)]
-    milliseconds, fast = [], 0
-    for solution, gold in pairs:
-        start = time.perf_counter()
-        grading.grade(solution, gold)
-        milliseconds.append(1000 * (time.perf_counter() - start))
-        answer = grading.extract_answer(solution)
-        fast += answer is not None and grading._fast_verdict(answer, gold) is not None
-    right = sum(grading.grade(s, g) for s, g in pairs[: len(rows)])
-    math_verify_ms = []
-    for solution, gold in pairs:
-        start = time.perf_counter()
-        math_verify_grade(solution, gold)
-        math_verify_ms.append(1000 * (time.perf_counter() - start))
+    verdicts, milliseconds = timed(grading.grade, pairs)
+    fast = sum(a is not None and grading._fast_verdict(a, g) is not None
+               for a, g in ((grading.extract_answer(s), g) for s, g in pairs))
+    _, math_verify_ms = timed(math_verify_grade, pairs)
     return {"pairs": len(pairs), "median_ms": statistics.median(milliseconds),
             "p90_ms": sorted(milliseconds)[int(0.9 * len(milliseconds))], "fast_path_fraction": fast / len(pairs),
-            "own_solution_accepted": right / len(rows), "math_verify_median_ms": statistics.median(math_verify_ms)}
+            "own_solution_accepted": sum(verdicts[: len(rows)]) / len(rows),
+            "math_verify_median_ms": statistics.median(math_verify_ms)}
 
 
-def print_table(results: dict[str, dict], categories: dict[str, dict], typical: dict[str, float], n: int) -> None:
-    print(f"labelled pairs: {n}")
-    print(f"{'grader':<12} {'accuracy':>9} {'FP rate':>8} {'FN rate':>8} {'FP':>4} {'FN':>4} {'pairs/s':>9}")
-    for name in ("grade", "grade_many", "math_verify"):
-        r = results[name]
-        print(f"{name:<12} {r['accuracy']:>9.3f} {r['false_positive_rate']:>8.3f} {r['false_negative_rate']:>8.3f} "
-              f"{r['fp']:>4} {r['fn']:>4} {r['pairs_per_second']:>9.1f}")
-    print(f"grade_many report: {results['grade_many']['report']}")
-    print(f"{'category':<15} {'n':>4} {'grade':>7} {'math_verify':>12}")
-    for category, row in categories.items():
-        print(f"{category:<15} {row['n']:>4} {row['grade']:>7.3f} {row['math_verify']:>12.3f}")
-    print(f"typical MATH response: median {typical['median_ms']:.2f} ms, p90 {typical['p90_ms']:.2f} ms over "
-          f"{typical['pairs']} pairs, fast path {typical['fast_path_fraction']:.3f}, "
-          f"own solution accepted {typical['own_solution_accepted']:.3f}; plain math-verify median "
-          f"{typical['math_verify_median_ms']:.2f} ms")
+def reference_solutions(cfg: BenchGraderConfig) -> dict[str, dict]:
+    """Fraction of GSM8K and Minerva reference solutions each grader accepts against their own answer."""
+    table = {}
+    for benchmark in ("gsm8k", "minerva_math"):
+        path = os.path.join(cfg.benchmark_dir, f"{benchmark}.jsonl")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"bench_grader: {path} not found; pass --benchmark_dir")
+        rows = read_jsonl(path)
+        pairs = [(r["solution"], r["answer"]) for r in rows]
+        table[benchmark] = {"n": len(rows)}
+        for name, function in (("grade", grading.grade), ("math_verify", math_verify_grade)):
+            verdicts, milliseconds = timed(function, pairs)
+            table[benchmark][name] = sum(verdicts) / len(rows)
+            table[benchmark][f"{name}_median_ms"] = statistics.median(milliseconds)
+    return table
+
+
+def print_set(title: str, summary: dict) -> None:
+    print(f"\n{title}")
+    print(f"{'grader':<12} {'n':>4} {'accuracy':>9} {'FP rate':>8} {'FN rate':>8} {'FP':>4} {'FN':>4} "
+          f"{'median ms':>10} {'pairs/s':>9}")
+    for name in GRADERS:
+        r = summary["overall"][name]
+        median = f"{r['median_ms']:.2f}" if "median_ms" in r else "-"
+        print(f"{name:<12} {r['n']:>4} {r['accuracy']:>9.3f} {r['false_positive_rate']:>8.3f} "
+              f"{r['false_negative_rate']:>8.3f} {r['fp']:>4} {r['fn']:>4} {median:>10} {r['pairs_per_second']:>9.1f}")
+    print(f"{'category':<15} {'n':>4} | {'grade acc':>9} {'FP':>6} {'FN':>6} {'ms':>6} | "
+          f"{'m-v acc':>8} {'FP':>6} {'FN':>6} {'ms':>6}")
+    for category, row in summary["categories"].items():
+        g, m = row["grade"], row["math_verify"]
+        print(f"{category:<15} {g['n']:>4} | {g['accuracy']:>9.3f} {g['false_positive_rate']:>6.3f} "
+              f"{g['false_negative_rate']:>6.3f} {g['median_ms']:>6.2f} | {m['accuracy']:>8.3f} "
+              f"{m['false_positive_rate']:>6.3f} {m['false_negative_rate']:>6.3f} {m['median_ms']:>6.2f}")
 
 
 def main(cfg: BenchGraderConfig) -> dict:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    # --- labelled set ---
-    rows = read_jsonl(cfg.labelled_set)
-    results = time_labelled(rows, cfg)
-    categories = per_category(rows, results)
-    disagreements = [{**rows[i], "grade": results["grade"]["verdicts"][i], "math_verify": results["math_verify"]["verdicts"][i]}
-                     for i in range(len(rows)) if results["grade"]["verdicts"][i] != bool(rows[i]["label"])]
-    # --- typical MATH responses ---
-    typical = time_typical(cfg)
+    summary = {"grader_version": grading.GRADER_VERSION, "config": vars(cfg), "sets": {}, "disagreements": {}}
+    # --- labelled sets: in-sample, then out-of-sample ---
+    for set_name, path in (("in-sample", cfg.labelled_set), ("out-of-sample", cfg.heldout_set)):
+        rows = read_jsonl(path)
+        results = run_graders(rows, cfg)
+        summary["sets"][set_name] = summarise(rows, results)
+        summary["sets"][set_name]["grade_many_report"] = results["grade_many"]["report"]
+        summary["disagreements"][set_name] = [
+            {**rows[i], "grade": results["grade"]["verdicts"][i], "math_verify": results["math_verify"]["verdicts"][i]}
+            for i in range(len(rows)) if results["grade"]["verdicts"][i] != bool(rows[i]["label"])]
+        print_set(f"{set_name}: {path}", summary["sets"][set_name])
+        print(f"grade_many report: {results['grade_many']['report']}")
+    # --- typical MATH responses and benchmark reference solutions ---
+    summary["typical_math_response"] = typical = time_typical(cfg)
+    summary["reference_solutions"] = references = reference_solutions(cfg)
     # --- report ---
-    print_table(results, categories, typical, len(rows))
-    for row in disagreements:
-        print(f"WRONG grade={row['grade']} label={row['label']} [{row['category']}] gold={row['gold']!r} "
-              f"response={row['response'][-90:]!r}")
-    summary = {"grader_version": grading.GRADER_VERSION, "labelled_pairs": len(rows),
-               "graders": {name: {k: v for k, v in r.items() if k != "verdicts"} for name, r in results.items()},
-               "categories": categories, "typical_math_response": typical, "disagreements": disagreements,
-               "config": vars(cfg)}
+    print(f"\ntypical MATH response: median {typical['median_ms']:.2f} ms, p90 {typical['p90_ms']:.2f} ms over "
+          f"{typical['pairs']} pairs, fast path {typical['fast_path_fraction']:.3f}, "
+          f"own solution accepted {typical['own_solution_accepted']:.3f}; plain math-verify median "
+          f"{typical['math_verify_median_ms']:.2f} ms")
+    for benchmark, row in references.items():
+        print(f"{benchmark} reference solutions accepted: grade {row['grade']:.3f} ({row['grade_median_ms']:.2f} ms), "
+              f"math-verify {row['math_verify']:.3f} ({row['math_verify_median_ms']:.2f} ms) of {row['n']}")
+    for set_name, rows in summary["disagreements"].items():
+        for row in rows:
+            print(f"WRONG [{set_name}] grade={row['grade']} label={row['label']} [{row['category']}] "
+                  f"gold={row['gold']!r} response={row['response'][-90:]!r}")
     write_json_atomic(cfg.output_json, summary)
     return summary
 

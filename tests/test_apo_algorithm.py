@@ -126,13 +126,27 @@ def test_advantage_weighted_loss_hand_computed():
     token_logps = torch.tensor([[-1.0, -3.0, -9.0], [-2.0, -2.0, -2.0]], requires_grad=True)
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     advantages = torch.tensor([1.0, -1.0])
-    loss = advantage_weighted_loss(token_logps, mask, advantages, temperature=1.0, clip=10.0)
+    loss = advantage_weighted_loss(token_logps, mask, advantage_weights(advantages, temperature=1.0, clip=10.0))
     weights = torch.softmax(torch.tensor([1.0, -1.0]), 0) * 2
     expected = (weights[0] * 2.0 + weights[1] * 2.0) / 2  # NLLs: (1 + 3) / 2 = 2, 6 / 3 = 2
     assert loss.item() == pytest.approx(float(expected), rel=1e-6)
     loss.backward()
     assert token_logps.grad[0, 2] == 0  # masked token gets no gradient
     assert token_logps.grad[0, 0] < token_logps.grad[1, 0] < 0  # the higher advantage pulls harder
+
+
+def test_advantage_weighted_loss_of_a_slice_uses_the_whole_batch_weights():
+    """Micro-batches of one optimizer step: each gets its slice of weights taken over the whole
+    step, so the micro-batch losses, weighted by size, add up to the loss over the step."""
+    torch.manual_seed(0)
+    token_logps = -torch.rand(5, 7)
+    mask = (torch.arange(7) < torch.tensor([[7], [3], [5], [1], [6]])).long()
+    weights = advantage_weights(torch.tensor([0.5, -1.0, 2.0, 0.0, 12.0]), 0.7, 10.0)
+    whole = advantage_weighted_loss(token_logps, mask, weights)
+    parts = [advantage_weighted_loss(token_logps[s], mask[s], weights[s]) * len(range(5)[s]) / 5
+             for s in (slice(0, 2), slice(2, 5))]
+    assert float(sum(parts)) == pytest.approx(float(whole), rel=1e-6)
+    assert float(advantage_weighted_loss(token_logps[:1], torch.zeros(1, 7), weights[:1])) == 0.0
 
 
 def test_masked_mean():

@@ -7,8 +7,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
+import dataclasses
+import re
+import subprocess
+import sys
+
 from apo_algorithm import A_PO_Config
-from apo.config import parse_config, save_config
+from apo.config import ALGORITHM_GROUPS, SCRIPT_GROUPS, EpisodeConfig, ModelConfig, parse_config, parse_script_config, save_config
+from conftest import REPO_ROOT
 
 
 @dataclass
@@ -54,8 +60,8 @@ def test_unknown_keys_are_errors(tmp_path):
     run.write_text("beta_2: 0.01\n")
     with pytest.raises(ValueError, match="unknown keys \\['beta_2'\\]"):
         parse_config((A_PO_Config,), ["--config", str(run)])
-    with pytest.raises(ValueError, match="unknown command-line arguments: --epochz 3"):
-        parse_config((A_PO_Config, _ScriptConfig), ["--epochz", "3"])
+    with pytest.raises(ValueError, match="unknown command-line arguments for train.py: --epochz 3"):
+        parse_config((A_PO_Config, _ScriptConfig), ["--epochz", "3"], script="train.py")
 
 
 def test_choices_are_enforced_by_the_parser():
@@ -78,3 +84,74 @@ def test_help_lists_every_field_even_with_a_percent_sign_in_its_help(capsys):
     assert exit_info.value.code == 0
     shown = capsys.readouterr().out
     assert "50% of them" in shown and "--beta2" in shown and "(default: 0.001)" in shown
+
+
+# --- groups: each script parses only what it uses ---
+
+def _names(*types) -> set[str]:
+    return {f.name for t in types for f in dataclasses.fields(t)}
+
+
+def test_a_po_config_is_exactly_the_union_of_its_groups():
+    assert _names(A_PO_Config) == _names(*ALGORITHM_GROUPS)
+    assert sum(len(dataclasses.fields(group)) for group in ALGORITHM_GROUPS) == len(dataclasses.fields(A_PO_Config))
+    merged = A_PO_Config.from_groups(ModelConfig(model="embedded"), EpisodeConfig(max_correction_turns=3))
+    assert (merged.model, merged.max_correction_turns, merged.beta2) == ("embedded", 3, 1e-3)
+
+
+def test_evaluate_parses_only_its_groups_and_names_the_flag_it_uses_instead():
+    cfg, eval_cfg = parse_script_config("evaluate_apo.py", (_ScriptConfig,), ["--model", "embedded", "--seed", "3"])
+    assert isinstance(cfg, A_PO_Config) and (cfg.model, cfg.seed) == ("embedded", 3)
+    with pytest.raises(ValueError) as error:
+        parse_script_config("evaluate_apo.py", (), ["--eval_max_new_tokens", "5", "--max_new_tokens", "128"])
+    message = str(error.value)
+    assert "--max_new_tokens is read by train_math_apo.py (SamplingConfig), not by evaluate_apo.py" in message
+
+
+def test_a_yaml_key_of_another_script_names_that_script(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("model: embedded\nbeta2: 0.01\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['beta2'\] for evaluate_apo.py \(--beta2 is read by "
+                                         r"train_math_apo.py \(APOConfig\)"):
+        parse_script_config("evaluate_apo.py", (), ["--config", str(run)])
+
+
+@pytest.mark.parametrize("script, shown, hidden", [
+    ("evaluate_apo.py", ["--eval_max_new_tokens", "--correction_mode", "--grading_timeout", "--model"],
+     ["--beta2", "--policy_learning_rate", "--lora_r", "--max_new_tokens", "--num_value_samples"]),
+    ("train_math_apo.py", ["--beta2", "--lora_r", "--max_new_tokens", "--prompts_per_step", "--turn_baseline"],
+     ["--eval_max_new_tokens", "--num_samples"]),
+])
+def test_each_script_help_lists_what_it_uses(script, shown, hidden):
+    result = subprocess.run([sys.executable, script, "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    flags = set(re.findall(r"--[a-z0-9_]+", result.stdout))
+    assert set(shown) <= flags, set(shown) - flags
+    assert not set(hidden) & flags, set(hidden) & flags
+
+
+def test_every_script_group_is_a_group_of_a_po_config():
+    for groups in SCRIPT_GROUPS.values():
+        assert set(groups) <= set(ALGORITHM_GROUPS)
+
+
+def _code_outside_config() -> str:
+    paths = [*REPO_ROOT.glob("*.py"), *(REPO_ROOT / "apo").glob("*.py")]
+    return "\n".join(path.read_text(encoding="utf-8") for path in paths if path.name != "config.py"
+                     or path.parent.name != "apo")
+
+
+def test_every_config_field_is_read_somewhere_outside_the_config_module():
+    """A field nobody reads is a documented knob that does nothing (center_turn_advantages was one)."""
+    from apo.correction import CorrectionTrainingConfig
+
+    code = _code_outside_config()
+    unread = sorted(name for name in _names(A_PO_Config, CorrectionTrainingConfig)
+                    if not re.search(rf"\.{name}\b|[\"']{name}[\"']", code))
+    assert not unread, f"config fields never read outside apo/config.py: {unread}"
+
+
+def test_the_unread_field_check_can_fail():
+    code = _code_outside_config()
+    assert not re.search(r"\.no_such_knob_anywhere\b", code)

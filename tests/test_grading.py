@@ -17,7 +17,7 @@ import pytest
 from apo import grading_pool
 from apo import grading
 from apo.grading import GradingReport, extract_answer, grade, grade_many, last_boxed_content
-from tests.conftest import read_jsonl
+from tests.conftest import SHARED_DATA, read_jsonl
 
 LABELLED_SET = Path(__file__).resolve().parents[1] / "bench" / "grader_labelled_set.jsonl"
 
@@ -263,3 +263,175 @@ def test_a_verification_verdict_is_not_an_answer():
     assert extract_answer("All steps check out. The answer is correct.") is None
     assert extract_answer("Step 2 is wrong. **The answer is wrong.**") is None
     assert extract_answer("The answer is 7. Checking again, the answer is correct.") == "7"
+
+
+# --- answers written by others (issue 18) and the benchmarks' formats (issue 15) ---
+
+@pytest.mark.parametrize("text, expected", [
+    ("She earns 9 * 2 = 18.\n#### 18", "18"),  # GSM8K
+    ("#### $70,000", "$70,000"),
+    ("Count them.\n\nAnswer: \\[ 9 \\]", "9"),
+    ("Count them.\n\n**Final Answer:**\n\\[\n\\frac{7}{2}\n\\]", "\\frac{7}{2}"),
+    ("The bags hold 21 and 8.\nThus, the total number of stones is 29.", "29"),  # a concluding sentence
+    ("So the required length is $4\\sqrt{3}$.", "4\\sqrt{3}"),
+    ("Dividing by 3 we find it.\nTherefore, $n = 15$.", "n = 15"),
+    ("Step 1: 2+3 = 5.\nStep 2: the area is 25.", None),  # no concluding word: not an answer
+    ("So $\\boxed{9}$.<|im_end|>\n<|im_start|>user\nWhat is 3*4?<|im_end|>\n<|im_start|>assistant\n$\\boxed{12}$", "9"),
+    ("So $\\boxed{9}$.<|endoftext|>Problem: 2+2. $\\boxed{4}$", "9"),
+    ("6*7 = 42.\nFinal Answer: The final answer is 42. I hope it is correct.\n\nProblem:\nCompute 1+1.\n\n"
+     "Solution: 1+1=2.\nFinal Answer: The final answer is 2. I hope it is correct.", "42"),  # base model went on
+    ("3 * 4 = 12.\n#### 12\n\nQuestion: Sam has 5 pens. He loses 2.\nAnswer: 5 - 2 = 3\n#### 3", "12"),
+    ("$\\boxed{(1, 4)} \\quad \\text{and} \\quad \\boxed{(4, 1)}$", "(1, 4), (4, 1)"),
+    ("So $x = \\boxed{4}$ or $x = \\boxed{-1}$.", "4, -1"),  # `or` joins labelled boxes only
+    ("Thus $p = \\boxed{2}$ and $q = \\boxed{9}$.", "p = 2, q = 9"),
+    ("\\[\\boxed{5}\\]\n\\[\\boxed{-2}\\]", "5, -2"),
+    ("$\\boxed{15\\frac{39}{40}},$ or $\\boxed{\\frac{639}{40}}$", "\\frac{639}{40}"),  # MATH: one answer, two forms
+    ("The area is $A = \\boxed{12}$ and the perimeter is $P = \\boxed{14}$.", "14"),  # words between: not joined
+    ("$\\boxed{4}$\n\n$\\boxed{4}$", "4"),  # a repeated box counts once
+    ("Hence $\\boxed{185\\}$", "185"),  # escaped closing brace
+    ("The answer is $\\boxed{\\frac{1}{", None),  # truncated
+])
+def test_extract_answer_in_the_forms_models_write(text, expected):
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize("response, gold, expected", [
+    # relations: swapped sides, ASCII, unicode, \gt / \lt, `or`; near misses change the direction or an end
+    ("$\\boxed{7 \\le y}$", "y \\ge 7", True),
+    ("$\\boxed{7 \\ge y}$", "y \\ge 7", False),
+    ("$\\boxed{x <= -2}$", "(-\\infty,-2]", True),
+    ("$\\boxed{x < -2}$", "(-\\infty,-2]", False),
+    ("$\\boxed{4 \\lt x}$", "(4,\\infty)", True),
+    ("$\\boxed{4 \\gt x}$", "(4,\\infty)", False),
+    ("$\\boxed{3 > x > 1}$", "(1,3)", True),
+    ("$\\boxed{3 \\geq x > 1}$", "(1,3)", False),
+    ("$\\boxed{x \u2264 2}$", "(-\\infty, 2]", True),
+    ("$\\boxed{x != 3}$", "x \\ne 3", True),
+    ("$\\boxed{x != -3}$", "x \\ne 3", False),
+    ("$\\boxed{x \\le -1 \\text{ or } x \\ge 3}$", "(-\\infty,-1]\\cup[3,\\infty)", True),
+    ("$\\boxed{x < -1 \\text{ or } x \\ge 3}$", "(-\\infty,-1]\\cup[3,\\infty)", False),
+    ("$\\boxed{5!=120}$", "120", True),  # a factorial, not `!=`
+    # several boxes
+    ("$\\boxed{(1, 4)} \\quad \\text{and} \\quad \\boxed{(4, 1)}$", "(1,4), (4,1)", True),
+    ("$\\boxed{(1, 4)} \\quad \\text{and} \\quad \\boxed{(4, 1)}$", "(1,4), (4,2)", False),
+    ("So $x = \\boxed{4}$ or $x = \\boxed{-1}$.", "4, -1", True),
+    ("So $x = \\boxed{4}$ or $x = \\boxed{-1}$.", "4", False),
+    ("Thus $p = \\boxed{2}$ and $q = \\boxed{9}$.", "(2,9)", True),
+    ("Thus $p = \\boxed{9}$ and $q = \\boxed{2}$.", "(2,9)", False),
+    # labelled golds
+    ("$\\boxed{2:3}$", "A_1:A_2 = 2:3", True),
+    ("$\\boxed{\\frac{2}{3}}$", "A_1:A_2 = 2:3", True),
+    ("$\\boxed{3:2}$", "A_1:A_2 = 2:3", False),
+    ("$\\boxed{5, 1}$", "x_1 = 1, x_2 = 5", True),  # roots: any order
+    ("$\\boxed{1, 6}$", "x_1 = 1, x_2 = 5", False),
+    ("$\\boxed{(1, -4)}$", "p=1, q=-4", True),  # distinct names: an ordered pair
+    ("$\\boxed{(-4, 1)}$", "p=1, q=-4", False),
+    ("$\\boxed{y=3, x=2}$", "x=2, y=3", True),
+    ("$\\boxed{y=2, x=3}$", "x=2, y=3", False),
+    ("$\\boxed{90^\\circ, 90^\\circ}$", "\\angle B E A_{1}=90$,$\\angle A E B_{1}=90", True),
+    ("$\\boxed{2x - 1}$", "g(x) = 2x - 1", True),
+    ("$\\boxed{2x + 1}$", "g(x) = 2x - 1", False),
+    # numbers: long decimals of fractions, \pm, column vectors
+    ("$\\boxed{0.0833333333333333}$", "\\frac{1}{12}", True),
+    ("$\\boxed{0.0833333333333343}$", "\\frac{1}{12}", False),  # beyond the last place
+    ("$\\boxed{0.14285714}$", "\\frac17", True),  # cut
+    ("$\\boxed{0.14285715}$", "\\frac17", False),  # neither cut nor rounded
+    ("$\\boxed{0.6666666667}$", "\\frac{2}{3}", True),  # rounded
+    ("$\\boxed{0.142857}$", "\\frac{1}{7}", False),  # six digits: a rounding, not the fraction
+    ("$\\boxed{0.2222222222}$", "-\\frac{2}{9}", False),
+    ("$\\boxed{0.000001}$", "10^{-7}", False),
+    ("$\\boxed{\\pm 5}$", "5, -5", True),
+    ("$\\boxed{\\pm 5}$", "-5", False),
+    ("$\\boxed{\\begin{matrix} 3 \\\\ \\frac14 \\end{matrix}}$", "[3, 0.25]", True),
+    ("$\\boxed{\\begin{matrix} \\frac14 \\\\ 3 \\end{matrix}}$", "[3, 0.25]", False),
+    ("$\\boxed{[4, 0]}$", "\\begin{pmatrix} 4 \\\\ 0 \\end{pmatrix}", True),
+    ("$\\boxed{[0, 4]}$", "\\begin{pmatrix} 4 \\\\ 0 \\end{pmatrix}", False),
+    ("$\\boxed{[-2, 7]}$", "[-2, 7)", False),  # without a vector, brackets still matter
+    # the same line or curve as another equation (sympy)
+    ("$\\boxed{x - 3y + 6 = 0}$", "y = \\frac{1}{3}x + 2", True),
+    ("$\\boxed{x - 3y - 6 = 0}$", "y = \\frac{1}{3}x + 2", False),
+    ("$\\boxed{y = 5 - 2x}$", "2x + y = 5", True),
+    ("$\\boxed{y = 5 + 2x}$", "2x + y = 5", False),
+    ("$\\boxed{(x-1)^2 + y^2 = 4}$", "x^2 - 2x + y^2 = 3", True),
+    ("$\\boxed{(x-1)^2 + y^2 = 2}$", "x^2 - 2x + y^2 = 3", False),
+    ("$\\boxed{x = 2}$", "x^2 = 4", False),
+    ("$\\boxed{y = 3}$", "x = 3", False),
+    # malformed LaTeX
+    ("Hence $\\boxed{72\\}$", "72", True),
+    ("Hence $\\boxed{27\\}$", "72", False),
+    ("Hence $\\boxed{\\frac{2}{9}}}$", "\\frac29", True),
+])
+def test_answers_written_by_others(response, gold, expected):
+    assert grade(response, gold) is expected
+
+
+@pytest.mark.parametrize("response, gold, expected", [
+    # GSM8K: integers with separators and dollars
+    ("She has 9 left.\n#### 1,500", "1500", True),
+    ("She has 9 left.\n#### $1,500", "1500", True),
+    ("She has 9 left.\n#### 150", "1500", False),
+    ("#### 2,000 dollars", "2000", True),
+    ("So each ticket costs $12.50.\nThe answer is $12.50.", "12.5", True),
+    # Minerva: scientific notation, the gold's rounding, units, numpy-style golds
+    ("$\\boxed{6.6 \\times 10^{27}}$", "6.6e27", True),
+    ("$\\boxed{6.6 \\times 10^{28}}$", "6.6e27", False),
+    ("$\\boxed{6.63 \\times 10^{27} \\mathrm{~g}}$", "6.6e27", True),  # rounds to the gold's two figures
+    ("$\\boxed{6.9 \\times 10^{27}}$", "6.6e27", False),
+    ("$\\boxed{0.005}$", "5e-3", True),
+    ("$\\boxed{0.05}$", "5e-3", False),
+    ("$\\boxed{210^{3}}$", "9261000", True),  # 210 cubed, not 2 x 10^3
+    ("$\\boxed{210^{3}}$", "2000", False),
+    ("$\\boxed{1.2 \\mathrm{~km} \\mathrm{~s}^{-1}}$", "1.2", True),
+    ("$\\boxed{-\\frac{3}{2}}$", "-3./2", True),
+    ("$\\boxed{\\frac{3}{2}}$", "-3./2", False),
+    ("$\\boxed{\\arcsin(10/13)}$", "np.arcsin(10/13)", True),
+    # AIME: integers 0-999
+    ("$\\boxed{007}$", "7", True),
+    ("$\\boxed{70}$", "7", False),
+    # OlympiadBench: several values, units, intervals, expressions in n
+    ("$n = \\boxed{3}$ and $n = \\boxed{7}$", "3, 7", True),
+    ("$\\boxed{48 \\mathrm{~cm}^{2}}$", "48", True),
+    ("$\\boxed{3 < a \\leq 5}$", "[3,5]", False),
+    ("$\\boxed{\\frac{n^2 - n}{2}}$", "\\frac{n(n-1)}{2}", True),
+    ("$\\boxed{\\frac{n^2 + n}{2}}$", "\\frac{n(n-1)}{2}", False),
+    ("$\\boxed{30^\\circ, 120^\\circ}$", "30^{\\circ}$,$120^{\\circ}", True),
+])
+def test_benchmark_answer_formats(response, gold, expected):
+    assert grade(response, gold) is expected
+
+
+@pytest.mark.parametrize("response, gold", [
+    ("$\\boxed{\\frac{2}{0}}$", "\\frac{1}{0}"),
+    ("$\\boxed{\\frac{1}{0}}$", "\\frac{1}{0}"),  # undefined is not equal even to itself
+    ("$\\boxed{2/0}$", "2/0"),
+    ("$\\boxed{1/0}$", "\\infty"),
+    ("$\\boxed{\\frac{0}{0}}$", "0"),
+    ("$\\boxed{5}$", "\\frac{5}{0}"),
+])
+def test_division_by_zero_is_never_equal(response, gold):
+    assert grade(response, gold) is False
+    assert grading.slow_equivalent(extract_answer(response), gold) is False
+
+
+BENCHMARK_DIR = SHARED_DATA / "benchmarks"
+
+
+@pytest.mark.parametrize("benchmark", ["gsm8k", "minerva_math"])
+def test_benchmark_reference_solutions_grade_as_their_answers(benchmark):
+    """GSM8K's `#### 18` and Minerva's last box: grade(solution, answer) on at least 99% of rows."""
+    path = BENCHMARK_DIR / f"{benchmark}.jsonl"
+    if not path.is_file():
+        pytest.skip(f"benchmark data not found at {path} (set APO_SHARED_DATA)")
+    rows = read_jsonl(path)
+    report = GradingReport()
+    verdicts = grade_many([r["solution"] for r in rows], [r["answer"] for r in rows], report=report)
+    rejected = [(r["id"], r["answer"]) for r, v in zip(rows, verdicts) if not v]
+    assert len(rejected) <= 0.01 * len(rows), rejected[:20]
+    assert report.timeouts == 0 and report.errors == 0
+
+
+def test_heldout_set_is_well_formed():
+    """The out-of-sample set keeps its shape (its verdicts are measured by bench/bench_grader.py only)."""
+    rows = read_jsonl(LABELLED_SET.parent / "grader_heldout_set.jsonl")
+    assert len(rows) >= 150
+    assert all(isinstance(r["label"], bool) and r["reason"] and r["category"] and r["gold"] for r in rows)

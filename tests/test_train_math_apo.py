@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from apo import checkpoints, stage1
 import apo.synthetic as synthetic_math
 import train_math_apo as T
-from apo_algorithm import advantage_weighted_loss, advantage_weights, estimate_optimal_value
+from apo_algorithm import estimate_optimal_value
 from apo.config import A_PO_Config, parse_config
 from apo.errors import InputError
 from conftest import REPO_ROOT, build_tiny_policy
@@ -216,16 +216,6 @@ def test_long_prompts_are_dropped_and_named(embedded_tokenizer, data, caplog):
     assert all(len(p) <= limit for p in prompts)
     # the warning names the dropped ids, not just their number (issue 19)
     assert f"dropped {len(long_ids)} of {len(lengths)} prompts" in caplog.text and long_ids[0] in caplog.text
-
-
-def test_awr_chunk_loss_equals_library_loss_on_one_micro_batch():
-    torch.manual_seed(0)
-    token_logps = -torch.rand(5, 7)
-    mask = (torch.arange(7) < torch.tensor([[7], [3], [5], [1], [6]])).long()
-    advantages = torch.tensor([0.5, -1.0, 2.0, 0.0, 12.0])
-    expected = advantage_weighted_loss(token_logps * mask, mask, advantages, 0.7, 10.0)
-    got = T.awr_chunk_loss(token_logps * mask, mask, advantage_weights(advantages, 0.7, 10.0))
-    assert float(got) == pytest.approx(float(expected), rel=1e-6)
 
 
 # --- stage 1 ---
