@@ -197,9 +197,8 @@ def drop_long_prompts(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict]) 
     """
     from transformers import AutoConfig
 
-    from apo.episodes import encode_chat
+    from apo.episodes import encode_chat, problem_messages
     from apo.models import load_tokenizer, resolve_model_path
-    from apo.stage1 import problem_messages
 
     context = getattr(AutoConfig.from_pretrained(resolve_model_path(cfg.model, cfg.model_cache_dir)),
                       "max_position_embeddings", None)

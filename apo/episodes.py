@@ -53,6 +53,11 @@ _TRAILING_DECORATION = " \t\r\n*_$'\"`"
 
 # --- prompts ---
 
+def problem_messages(problem: str, system_prompt: str) -> list[Message]:
+    """The first turn of every episode, stage-1 sample and length check: [system, user]."""
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}]
+
+
 def encode_chat(tokenizer, messages: Sequence[Message]) -> list[int]:
     """Token ids of `messages` under the tokenizer's chat template, ending with the generation
     prompt of the assistant turn (`add_generation_prompt=True`)."""
@@ -318,8 +323,7 @@ def run_episodes(
     )
     budget = _LengthBudget(cfg.max_prompt_length, sample["max_new_tokens"])
     episodes = [Episode(problem=problem) for problem in problems]
-    contexts = [[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": problem}]
-                for problem in problems]
+    contexts = [problem_messages(problem, cfg.system_prompt) for problem in problems]
     active = list(range(len(problems)))
     max_attempts = 1 if mode == "none" else cfg.max_correction_turns
     for attempt_index in range(max_attempts):

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
 from apo.grading import grade_many
-from apo.episodes import encode_chat, generate, left_pad
+from apo.episodes import encode_chat, generate, left_pad, problem_messages
 from apo.checkpoints import staged_folder
 from apo.data_order import step_seed
 from apo.errors import InputError, InputFileNotFoundError
@@ -46,10 +46,6 @@ META_KEYS = ("model", "num_value_samples", "temperature", "top_p", "max_new_toke
 
 
 # --- training prompts (read with apo.records.read_problem_rows) ---
-
-def problem_messages(problem: str, system_prompt: str) -> list[dict]:
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}]
-
 
 def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], list[str]]:
     """(kept rows, their chat-template prompt ids, ids of the dropped rows): prompts longer than

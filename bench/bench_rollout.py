@@ -91,7 +91,7 @@ def load_inputs(cfg: BenchRolloutConfig):
     import apo.synthetic as synthetic_math
     from apo.models import load_model, load_tokenizer
     from apo.episodes import encode_chat
-    from apo.stage1 import problem_messages
+    from apo.episodes import problem_messages
 
     tokenizer = load_tokenizer("embedded" if cfg.quick else cfg.model)
     if cfg.quick:

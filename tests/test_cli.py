@@ -76,7 +76,7 @@ def test_each_script_prints_the_error_line_and_exits_2(tmp_path, monkeypatch, ca
         assert first_line in err.splitlines(), (script, err)
         assert "Traceback" not in err, script
     assert run_script("train_math_apo.py", ["--beta2", "-1"], monkeypatch) == 2
-    assert "error: A_PO_Config.beta2=-1.0 is invalid: use a positive value such as 1e-3." in capsys.readouterr().err
+    assert "error: APOConfig.beta2=-1.0 is invalid: use a positive value such as 1e-3." in capsys.readouterr().err
     monkeypatch.setattr(sys, "argv", ["evaluate_apo.py", "--eval_file", str(empty), "--debug"])
     with pytest.raises(InputError, match="no problem rows"):
         runpy.run_path(str(REPO_ROOT / "evaluate_apo.py"), run_name="__main__")

@@ -201,10 +201,10 @@ def test_metrics_logger_drops_steps_after_resume_and_plots(tmp_path):
 
 
 def test_long_prompts_are_dropped_and_named(embedded_tokenizer, data, caplog):
-    from apo.episodes import encode_chat
+    from apo.episodes import encode_chat, problem_messages
 
     apo = A_PO_Config()
-    lengths = [len(encode_chat(embedded_tokenizer, stage1.problem_messages(r["problem"], apo.system_prompt)))
+    lengths = [len(encode_chat(embedded_tokenizer, problem_messages(r["problem"], apo.system_prompt)))
                for r in data["rows"]]
     limit = sorted(lengths)[len(lengths) // 2]
     apo = A_PO_Config(max_prompt_length=limit)
@@ -488,10 +488,10 @@ def format_only_policy(tokenizer, rows, folder, steps, seed=0):
     so any held-out gain afterwards comes from reward, not from this supervised step."""
     import random
 
-    from apo.episodes import encode_chat
+    from apo.episodes import encode_chat, problem_messages
 
     system = A_PO_Config().system_prompt
-    prompts = [encode_chat(tokenizer, stage1.problem_messages(r["problem"], system)) for r in rows]
+    prompts = [encode_chat(tokenizer, problem_messages(r["problem"], system)) for r in rows]
     model = build_tiny_policy(tokenizer, seed=seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     draw = random.Random(seed)
