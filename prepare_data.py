@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from apo.cli import run_main
 from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
+from apo.episodes import problem_messages
 from apo.errors import InputError, InputFileNotFoundError
 from apo.records import ensure_output_folder, parse_level, read_json_lines, write_jsonl_atomic
 from apo.grading import last_boxed_content
@@ -460,9 +461,8 @@ def count_table(rows: list[dict[str, Any]]) -> str:
 
 def prompt_token_lengths(tokenizer, problems: list[str], system_prompt: str = SYSTEM_PROMPT) -> list[int]:
     """Tokens of each first-turn prompt: chat template with the system prompt and the generation prompt."""
-    texts = [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt},
-                                            {"role": "user", "content": problem}],
-                                           tokenize=False, add_generation_prompt=True) for problem in problems]
+    texts = [tokenizer.apply_chat_template(problem_messages(problem, system_prompt), tokenize=False,
+                                           add_generation_prompt=True) for problem in problems]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
