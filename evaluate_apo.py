@@ -19,6 +19,8 @@ attempts); every attempt is graded with apo.grading. Output folder:
         --output_dir outputs/eval_base_vs_trained    # several models: one subfolder each + comparison.md
     python evaluate_apo.py --correction_mode oracle  # writes under <output_dir>/oracle_upper_bound/
     python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
+    python evaluate_apo.py --model outputs/apo/final --generation_backend vllm \\
+        --vllm_gpu_memory_utilization 0.9          # on a GPU, after pip install -r requirements-vllm.txt
 
 Several models: `--model` is the first, `--models` adds more; each run goes to
 <output_dir>/<model name with / -> __>/ and <output_dir>/comparison.md compares them against
@@ -52,7 +54,7 @@ from apo.report import compare_runs, comparison_markdown, results_markdown, summ
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-verify", "sympy", "numpy")
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-verify", "sympy", "numpy", "vllm")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
@@ -128,6 +130,10 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
         return comparison
 
     # --- eval problems ---
+    if cfg.generation_backend == "vllm":
+        from apo.vllm_engine import require_vllm
+
+        require_vllm()  # before anything is loaded
     rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
     models = [cfg.model] + list(eval_cfg.models)
     if len(set(models)) != len(models):
@@ -256,6 +262,7 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
         "oracle_revise_prompt": cfg.oracle_revise_prompt,
         "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises, "seed": cfg.seed,
         "grader_version": grader_version, "dtype": cfg.dtype, "eval_batch_size": eval_cfg.eval_batch_size,
+        "generation_backend": cfg.generation_backend,
     }
 
 
@@ -319,12 +326,17 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
     """Run the episodes of `todo` (position, row, sample) in chunks of eval_batch_size, grade every
     attempt and append each finished chunk to generations.jsonl. Chunk k is seeded with
     cfg.seed + the position of its first episode, so a resumed sampled run draws the same samples."""
-    from apo.models import load_model, load_tokenizer
+    from apo.models import load_model, load_tokenizer, resolve_model_path
     from apo.episodes import run_episodes
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir)
-    model = load_model(cfg.model, cfg.model_cache_dir, cfg.dtype, device)
+    if cfg.generation_backend == "vllm":  # every turn of every episode goes through the engine
+        from apo.vllm_engine import create_engine
+
+        model = create_engine(resolve_model_path(cfg.model, cfg.model_cache_dir), cfg)
+    else:
+        model = load_model(cfg.model, cfg.model_cache_dir, cfg.dtype, device)
     tally = _RunningAccuracy.from_file(generations_path) if running else _RunningAccuracy()
     bar = tqdm(total=total, initial=done, desc=f"eval {cfg.model}", unit="episode")
     for start in range(0, len(todo), eval_cfg.eval_batch_size):
@@ -342,6 +354,8 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
         bar.update(len(chunk))
         bar.set_postfix_str(tally.describe())
     bar.close()
+    if cfg.generation_backend == "vllm":
+        model.close()  # the next model of --models starts its own engine
 
 
 def make_oracle_judge(golds: list[str | None], cfg: A_PO_Config):

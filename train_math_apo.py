@@ -16,6 +16,7 @@ resumable checkpoints, metrics.jsonl and a learning-curve PNG.
     accelerate launch --config_file configs/accelerate_ddp.yaml train_math_apo.py \\
         --config configs/qwen2.5-1.5b-instruct_math.yaml
     python -m torch.distributed.run --nproc_per_node 2 train_math_apo.py ...   # 2 CPU processes (gloo)
+    python train_math_apo.py --config configs/qwen2.5-1.5b-instruct_math.yaml --generation_backend vllm  # GPU
 
 Outputs under --output_dir: stage1_values.jsonl, value_head/, checkpoint-<step>/, best/
 (highest held-out accuracy), final/ (loads with AutoModelForCausalLM.from_pretrained),
@@ -45,7 +46,7 @@ from apo_algorithm import (
     PolicySample, advantage_weighted_loss, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
     response_token_logps,
 )
-from apo import correction, stage1
+from apo import correction, stage1, vllm_engine
 from apo.checkpoints import (
     CheckpointWriter, TrainerState, check_resume_config, claim_output_dir, latest_or_none, load_training_state,
     resolve_resume_checkpoint, skip_model_weights_in_accelerate_state,
@@ -56,7 +57,7 @@ from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport, grade_many
 from apo.errors import InputError
-from apo.models import build_models, load_tokenizer, resolve_mixed_precision
+from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
 from apo.records import read_problem_rows
 from apo.stop_signal import StopRequest
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
@@ -171,10 +172,17 @@ class Run:
     grading: GradingReport
     correction: Any  # apo.correction.CorrectionTrainingConfig: turn baselines, collapse guard, advantages
     resume_dir: str | None = None  # the checkpoint stage 2 continues from
+    engine: Any = None  # apo.vllm_engine.VLLMEngine with --generation_backend vllm
 
     @property
     def unwrapped(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.policy)
+
+    @property
+    def generator(self):
+        """What samples from the current policy: the vLLM engine (kept in step with the policy by
+        `update_policy`), else the policy itself."""
+        return self.engine if self.engine is not None else self.unwrapped
 
     @property
     def is_main(self) -> bool:
@@ -191,7 +199,7 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
     """
     start = time.perf_counter()
     run.policy.eval()
-    generations = generate(run.unwrapped, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
+    generations = generate(run.generator, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
                            temperature=run.apo.temperature, top_p=run.apo.top_p,
                            batch_size=run.apo.generation_batch_size)
     generated = time.perf_counter()
@@ -211,7 +219,7 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     (issue 6); advantages are role-normalised there and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
-    episodes = run_episodes(run.unwrapped, run.tokenizer, [r["problem"] for r in rows], run.apo,
+    episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
                             unparsed_verdict_revises=False)
     generated = time.perf_counter()
     samples, turn_metrics = correction.correction_samples(
@@ -299,6 +307,8 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             scheduler.step()
             state.optimizer_step += 1
             totals["grad_norms"].append(grad_norm)
+            if run.engine is not None:  # the next rollout samples from the policy as it is now
+                run.engine.sync_weights(run.unwrapped, accelerator)
         else:
             totals["skipped"] += 1
         optimizer.zero_grad(set_to_none=True)
@@ -329,7 +339,7 @@ def evaluate_accuracy(run: Run, prompts: list[list[int]], golds: list[str]) -> d
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     mine = list(range(rank, len(prompts), world))
     run.policy.eval()
-    generations = generate(run.unwrapped, run.tokenizer, [prompts[i] for i in mine],
+    generations = generate(run.generator, run.tokenizer, [prompts[i] for i in mine],
                            max_new_tokens=run.apo.max_new_tokens, temperature=0.0, top_p=1.0,
                            batch_size=run.apo.generation_batch_size) if mine else []
     correct = grade_many([g.text for g in generations], [golds[i] for i in mine],
@@ -382,6 +392,8 @@ def start_stage2(run: Run, num_train_prompts: int, value_head, resume_dir: str |
     if resume_dir is not None:
         state = load_training_state(accelerator, resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
+    if run.engine is not None:  # from pi_ref (stage 1) to the policy, which differs when resumed
+        run.engine.sync_weights(run.unwrapped, accelerator)
     metrics = MetricsLogger(cfg.output_dir, cfg.report_to, resume_step=state.step if resume_dir else None,
                             run_config={**vars(apo), **vars(cfg)}) if run.is_main else None
     return Stage2(optimizer, scheduler, turn_baselines, state, metrics, CheckpointWriter(run, value_head), total_steps)
@@ -613,7 +625,11 @@ def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.Correct
     """The policy (LoRA or full) and its frozen reference, resumed from `resume_dir` in stage 2,
     with everything the stages share."""
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
-    return Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), turn_cfg, resume_dir)
+    run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), turn_cfg, resume_dir)
+    if apo.generation_backend == "vllm":  # holds the model folder's weights, i.e. pi_ref, until stage 2 syncs
+        run.engine = vllm_engine.create_engine(resolve_model_path(apo.model, apo.model_cache_dir), apo,
+                                               accelerator=accelerator, trainable=True)
+    return run
 
 
 def main(cfg: tuple) -> dict:
@@ -622,8 +638,13 @@ def main(cfg: tuple) -> dict:
     final metrics (accuracy before and after, value-head error, counts and ids of dropped prompts)."""
     apo, train = cfg[0], cfg[1]
     turn_cfg = cfg[2] if len(cfg) > 2 else correction.CorrectionTrainingConfig()
+    if apo.generation_backend == "vllm":
+        vllm_engine.require_vllm()  # before anything is loaded
     summary: dict[str, Any] = {"output_dir": train.output_dir}
     accelerator = start_accelerator(train)
+    if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
+        raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
+                         "merged into sharded weights for the engine; use the DDP or ZeRO configs")
 
     # --- data, output folder and resume settings: checked before any model loads ---
     all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator)

@@ -58,7 +58,8 @@ def _help(text: str) -> dict[str, str]:
 
 @dataclass
 class ModelConfig:
-    """Which policy: the model to train or evaluate, where it is cached, its dtype."""
+    """Which policy: the model to train or evaluate, where it is cached, its dtype, and the engine that
+    generates with it (transformers, or vLLM on a GPU)."""
 
     _argument_group_name = "model"  # the --help section
 
@@ -69,12 +70,28 @@ class ModelConfig:
         "Where the embedded model is converted to safetensors once."))
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata=_help(
         "Weights dtype; 'auto' = bfloat16 on a GPU that supports it, float32 elsewhere."))
+    generation_backend: Literal["hf", "vllm"] = field(default="hf", metadata=_help(
+        "Engine of every generation (stage 1, stage 2 rollouts, held-out checks, evaluation): 'hf' = transformers "
+        "generate; 'vllm' = a vLLM engine on the same GPU, its weights updated from the policy after every "
+        "optimizer step (needs a CUDA GPU and `pip install -r requirements-vllm.txt`)."))
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata=_help(
+        "'vllm' only: share of the GPU's memory vLLM may take for weights and KV cache; the rest is the trainer's. "
+        "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9."))
+    vllm_enable_sleep_mode: bool = field(default=False, metadata=_help(
+        "'vllm' only, training: after each rollout drop vLLM's KV cache and move its weights to CPU memory (vLLM "
+        "sleep level 1), so the policy update has the GPU; they come back for the weight sync and the next rollout."))
+    vllm_max_model_len: int = field(default=0, metadata=_help(
+        "'vllm' only: longest prompt + response in tokens the engine reserves KV cache for (0 = the model's "
+        "context window). A response cut by it counts as truncated, like one that hits max_new_tokens."))
 
     def __post_init__(self) -> None:
         self._check_model()
 
     def _check_model(self) -> None:
         _require(self, "model", bool(self.model.strip()), "give a hub id, a local model folder or 'embedded'")
+        _require(self, "vllm_gpu_memory_utilization", 0 < self.vllm_gpu_memory_utilization <= 1,
+                 "use a share in (0, 1] such as 0.3")
+        _require(self, "vllm_max_model_len", self.vllm_max_model_len >= 0, "use 0 (the model's window) or a length")
 
 
 @dataclass

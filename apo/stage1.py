@@ -118,15 +118,28 @@ def reference_policy(run):
             yield model
 
 
+@contextlib.contextmanager
+def reference_generator(run):
+    """What stage 1 samples pi_ref with: the vLLM engine (`--generation_backend vllm`), which holds the
+    model folder's weights until stage 2's first update, else `reference_policy(run)`."""
+    if run.engine is None:
+        with reference_policy(run) as model:
+            yield model
+        return
+    if run.engine.weight_updates:
+        raise RuntimeError("stage 1 must sample the reference policy, but the vLLM engine already holds "
+                           "updated policy weights; run stage 1 before stage 2")
+    yield run.engine
+
+
 def sample_values(run, rows: list[dict], prompts: list[list[int]]) -> list[dict]:
     """Stage-1 records of `rows`: N graded samples each from the reference policy."""
     apo, n = run.apo, run.apo.num_value_samples
     if not rows:
         return []
-    with reference_policy(run) as model:
-        generations = generate(model, run.tokenizer, [p for p in prompts for _ in range(n)],
-                               max_new_tokens=apo.max_new_tokens, temperature=apo.temperature, top_p=apo.top_p,
-                               batch_size=apo.generation_batch_size)
+    with reference_generator(run) as model:
+        generations = generate(model, run.tokenizer, prompts, num_samples=n, max_new_tokens=apo.max_new_tokens,
+                               temperature=apo.temperature, top_p=apo.top_p, batch_size=apo.generation_batch_size)
     correct = grade_many([g.text for g in generations], [row["answer"] for row in rows for _ in range(n)],
                          timeout=apo.grading_timeout, num_workers=apo.grading_workers, report=run.grading)
     rewards = torch.tensor([float(ok and not g.truncated) for ok, g in zip(correct, generations)]).view(-1, n)
