@@ -49,7 +49,7 @@ from apo_algorithm import (
 from apo import correction, stage1, vllm_engine
 from apo.checkpoints import (
     CheckpointWriter, TrainerState, check_resume_config, claim_output_dir, latest_or_none, load_training_state,
-    resolve_resume_checkpoint, skip_model_weights_in_accelerate_state,
+    resolve_resume_checkpoint, skip_model_weights_in_accelerate_state, stage2_outputs_in,
 )
 from apo.cli import run_main
 from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config, save_config
@@ -572,19 +572,24 @@ def check_run_inputs(cfg: tuple, accelerator: Accelerator) -> tuple[list[dict], 
 
     Raises InputError for an empty or malformed data file (naming file and line), an output_dir
     that is a file or holds another run (apo.checkpoints.claim_output_dir), or a resume whose
-    settings differ from the checkpoint's (apo.checkpoints.check_resume_config).
+    settings differ from the checkpoint's (apo.checkpoints.check_resume_config). With
+    resume_from_checkpoint 'auto' and no checkpoint yet, a run that stopped before its first
+    checkpoint starts over from step 0 when output_dir/run_config.json has the same settings.
     """
     apo, train = cfg[0], cfg[1]
     all_rows = read_problem_rows(train.data_file, require_answer=True)
     eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
+    # 'auto' in a folder whose run stopped before its first checkpoint: that run starts over, if it is the same run.
+    restart = (train.stage != "1" and train.resume_from_checkpoint == "auto" and resume_dir is None
+               and bool(stage2_outputs_in(train.output_dir)))
     conflict = stage1.stage1_conflict(os.path.join(train.output_dir, stage1.STAGE1_FILE), apo,
                                       {row["id"] for row in all_rows})
     accelerator.wait_for_everyone()
-    claim_output_dir(train.output_dir, resuming=resume_dir is not None, overwrite=train.overwrite_output_dir,
-                     stage1_conflict=conflict, is_main=accelerator.is_main_process)
-    if resume_dir is not None:
-        check_resume_config(resume_dir, config_to_dict(*cfg))
+    claim_output_dir(train.output_dir, resuming=resume_dir is not None or restart,
+                     overwrite=train.overwrite_output_dir, stage1_conflict=conflict, is_main=accelerator.is_main_process)
+    if resume_dir is not None or restart:
+        check_resume_config(resume_dir or train.output_dir, config_to_dict(*cfg))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         save_config(os.path.join(train.output_dir, "run_config.json"), *cfg)

@@ -21,11 +21,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from apo import checkpoints, stage1
+from apo import checkpoints, correction, stage1
 import apo.synthetic as synthetic_math
 import train_math_apo as T
 from apo_algorithm import estimate_optimal_value
-from apo.config import A_PO_Config, parse_config
+from apo.config import A_PO_Config, parse_config, save_config
 from apo.errors import InputError
 from conftest import REPO_ROOT, build_tiny_policy
 from apo.checkpoints import resolve_resume_checkpoint, rotate_checkpoints, staged_folder
@@ -297,6 +297,21 @@ def test_a_resume_refuses_settings_that_change_the_run_naming_them(tiny_dir, dat
             run_stage2(tiny_dir, data, tmp_path, max_steps=3, resume_from_checkpoint="auto", **changed)
     with pytest.raises(InputError, match="not both"):
         make_cfg(tiny_dir, data, tmp_path, resume_from_checkpoint="auto", overwrite_output_dir=True)
+
+
+def test_auto_restarts_a_run_that_stopped_before_its_first_checkpoint_only_with_its_settings(tiny_dir, data,
+                                                                                             tmp_path):
+    apo, train = make_cfg(tiny_dir, data, tmp_path, max_steps=1)
+    write_stage1(tmp_path, data["rows"], apo)
+    save_config(str(tmp_path / "run_config.json"), apo, train, correction.CorrectionTrainingConfig())
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "eval_accuracy": 0.0}\n')  # killed before checkpoint-1
+    with pytest.raises(InputError, match=r"already holds another run \(metrics.jsonl\)"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=1)
+    with pytest.raises(InputError, match=r"cannot resume from .*: settings that change the run differ "
+                                         r"\(policy_learning_rate: checkpoint 0.001, now 0.005\)"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=1, resume_from_checkpoint="auto", policy_learning_rate=5e-3)
+    summary = run_stage2(tiny_dir, data, tmp_path, max_steps=1, resume_from_checkpoint="auto")
+    assert summary["steps"] == 1 and [r["step"] for r in read_metrics(summary["metrics_file"])] == [1, 1]
 
 
 def test_bad_data_files_and_output_folders_are_refused_before_any_model_loads(tiny_dir, data, tmp_path):
