@@ -19,6 +19,8 @@ attempts); every attempt is graded with apo.grading. Output folder:
         --output_dir outputs/eval_base_vs_trained    # several models: one subfolder each + comparison.md
     python evaluate_apo.py --correction_mode oracle  # writes under <output_dir>/oracle_upper_bound/
     python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
+    python evaluate_apo.py --model outputs/apo/final --generation_backend vllm \\
+        --vllm_gpu_memory_utilization 0.9          # on a GPU, after pip install -r requirements-vllm.txt
 
 The benchmark suite (apo/benchmarks.py): each benchmark runs the single-file evaluation above into
 <output_dir>/<benchmark>/ (resumable per benchmark, --limit per benchmark), then summary.json and
@@ -45,7 +47,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Literal
@@ -55,16 +56,20 @@ from tqdm.auto import tqdm
 
 from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_benchmark_names, custom_protocol,
                             default_benchmark_dir, default_math500_file, load_benchmark)
-from apo.config import A_PO_Config, parse_script_config, script_fields, write_json_atomic
-from apo.metrics import episode_records, metrics_from_generations, mode_label, validate_record
+from apo.cli import run_main
+from apo.config import A_PO_Config, parse_script_config, script_fields
+from apo.errors import InputError
+from apo.metrics import episode_records, metrics_from_generations, mode_label
+from apo.records import (
+    append_jsonl, check_output_folder, ensure_output_folder, read_generations, read_json_lines, read_problem_rows,
+    write_json_atomic, write_jsonl_atomic, write_text_atomic,
+)
 from apo.report import (build_summary, compare_runs, comparison_markdown, results_markdown, summary_line,
-                        summary_markdown, write_plots, write_text)
-from apo.records import read_json_lines
+                        summary_markdown, write_plots)
 
 logger = logging.getLogger(__name__)
 
-EVAL_ROW_FIELDS = {"id": (str,), "problem": (str,), "answer": (str, type(None)), "type": (str,), "level": (int, type(None))}
-PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-verify", "sympy", "numpy")
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-verify", "sympy", "numpy", "vllm")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # settings a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "max_correction_turns", "temperature",
@@ -103,6 +108,10 @@ class EvalConfig:
         "metrics.json files to compare side by side (no evaluation is run); writes <output_dir>/comparison.md.")})
     resume: bool = field(default=True, metadata={"help": (
         "Continue an interrupted run in output_dir (same settings required); false refuses a non-empty folder.")})
+    skip_long_prompts: bool = field(default=False, metadata={"help": (
+        "A problem whose first prompt (chat template included) plus eval_max_new_tokens exceeds the model's "
+        "context window is refused before the model loads, naming its id; true skips such problems instead "
+        "(counted, and listed in metrics.json's provenance and in results.md).")})
     # --- benchmark suite (apo/benchmarks.py); replaces --eval_file when given ---
     benchmarks: list[str] = field(default_factory=list, metadata={"help": (
         f"Run these benchmarks ({', '.join(BENCHMARKS)}) into <output_dir>/<benchmark>/ and write "
@@ -135,13 +144,13 @@ class EvalConfig:
         ]
         for name, ok, fix in checks:
             if not ok:
-                raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} is invalid: {fix}.")
+                raise InputError(f"EvalConfig.{name}={getattr(self, name)!r} is invalid: {fix}.")
         check_benchmark_names(self.benchmarks)
         if self.protocol != "custom":
             changed = [f"--{f.name}" for f in dataclasses.fields(self)
                        if f.name in PROTOCOL_FIELDS and getattr(self, f.name) != _field_default(f)]
             if changed:
-                raise ValueError(f"EvalConfig.protocol={self.protocol!r} sets the decoding per benchmark; drop "
+                raise InputError(f"EvalConfig.protocol={self.protocol!r} sets the decoding per benchmark; drop "
                                  f"{' '.join(changed)} or use --protocol custom.")
 
 
@@ -156,22 +165,28 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     {"runs": [paths], "markdown": table}. With eval_cfg.benchmarks or a protocol, runs the benchmark
     suite instead of eval_file and returns the summary (run_suite).
     """
+    check_output_folder(eval_cfg.output_dir)
+
     # --- comparison of finished runs ---
     if eval_cfg.compare:
         comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
         print(comparison["markdown"])
         return comparison
 
+    if cfg.generation_backend == "vllm":
+        from apo.vllm_engine import require_vllm
+
+        require_vllm()  # before anything is loaded
     models = [cfg.model] + list(eval_cfg.models)
     if len(set(models)) != len(models):
-        raise ValueError(f"--model and --models name a model twice: {models}")
+        raise InputError(f"--model and --models name a model twice: {models}")
 
     # --- benchmark suite ---
     if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
         return run_suite(cfg, eval_cfg, models)
 
     # --- eval problems ---
-    rows = load_eval_rows(eval_cfg.eval_file, eval_cfg.limit)
+    rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
 
     # --- one run per model ---
     runs = {}
@@ -182,7 +197,7 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     # --- comparison across models ---
     if len(models) > 1:
         table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
-        write_text(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
+        write_text_atomic(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
         print(table)
     return runs[cfg.model]
 
@@ -219,13 +234,13 @@ def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict
                             limit=eval_cfg.limit)
     write_json_atomic(os.path.join(eval_cfg.output_dir, "summary.json"), summary)
     table = summary_markdown(summary)
-    write_text(os.path.join(eval_cfg.output_dir, "summary.md"), table)
+    write_text_atomic(os.path.join(eval_cfg.output_dir, "summary.md"), table)
     print(table)
     return summary
 
 
 def suite_protocol(cfg: A_PO_Config, eval_cfg: EvalConfig) -> Protocol:
-    """The protocol of eval_cfg (custom: the decoding flags). Raises ValueError when a paper's
+    """The protocol of eval_cfg (custom: the decoding flags). Raises InputError when a paper's
     protocol fixes the correction setting and the command line changed it too."""
     if eval_cfg.protocol == "custom":
         return custom_protocol(Decoding(num_samples=eval_cfg.num_samples, temperature=eval_cfg.eval_temperature,
@@ -236,7 +251,7 @@ def suite_protocol(cfg: A_PO_Config, eval_cfg: EvalConfig) -> Protocol:
     for name in ("correction_mode", "max_correction_turns"):
         if getattr(protocol, name) is not None and getattr(cfg, name) not in (getattr(defaults, name),
                                                                                getattr(protocol, name)):
-            raise ValueError(f"--protocol {protocol.name} sets {name}={getattr(protocol, name)!r}; drop --{name} "
+            raise InputError(f"--protocol {protocol.name} sets {name}={getattr(protocol, name)!r}; drop --{name} "
                              f"{getattr(cfg, name)!r} or use --protocol custom")
     return protocol
 
@@ -255,7 +270,7 @@ def suite_eval_file(output_dir: str, name: str, rows: list[dict], origin: str) -
     if not origin.startswith("hub:"):
         return origin
     path = os.path.join(output_dir, "hub_benchmarks", f"{name}.jsonl")
-    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_jsonl_atomic(path, rows)
     return path
 
 
@@ -264,7 +279,8 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     from apo.grading import GRADER_VERSION, GradingReport
 
     identity = model_identity(cfg.model, cfg.model_cache_dir)  # an unknown model fails here, before any file
-    os.makedirs(run_dir, exist_ok=True)
+    rows, skipped = drop_long_prompts(cfg, eval_cfg, rows)  # before the model loads
+    ensure_output_folder(run_dir)
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
 
@@ -284,10 +300,11 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     metrics = metrics_from_generations(generations_path, pass_k=tuple(eval_cfg.pass_k),
                                        bootstrap_resamples=eval_cfg.bootstrap_resamples, bootstrap_seed=cfg.seed)
     metrics["provenance"] = provenance(cfg, eval_cfg, settings, identity, grading_report)
+    metrics["provenance"]["skipped_long_prompts"] = skipped
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
 
     # --- report: results.md and plots ---
-    write_text(os.path.join(run_dir, "results.md"), results_markdown(metrics))
+    write_text_atomic(os.path.join(run_dir, "results.md"), results_markdown(metrics))
     write_plots(metrics, run_dir)
     print(summary_line(metrics))
     return metrics
@@ -296,44 +313,43 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
 # --- input ---
 
 
-def load_eval_rows(path: str, limit: int = 0) -> list[dict]:
-    """Eval rows of a prepare_data JSONL file (first `limit` when > 0).
+def drop_long_prompts(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict]) -> tuple[list[dict], dict]:
+    """(rows that fit, {"count", "ids", "context_window"} of those skipped).
 
-    Raises FileNotFoundError naming prepare_data.py, ValueError naming the file, line and
-    field for a bad row, a duplicated id, or an empty file.
+    A problem does not fit when its first prompt (chat template and system prompt included) plus
+    eval_max_new_tokens exceeds the model's context window (max_position_embeddings). Only the
+    tokenizer and the model's config are loaded. Raises InputError naming the ids and the flag
+    unless eval_cfg.skip_long_prompts; a model config without a context window is logged and
+    nothing is checked.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"eval file {path!r} not found; write it with `python prepare_data.py` "
-                                "or pass --eval_file")
-    rows, seen = [], {}
-    for line in read_json_lines(path):
-        where = f"{path} line {line.number}"
-        if line.error:
-            raise ValueError(f"{where}: not valid JSON ({line.error})")
-        row = line.value
-        _validate_row(row, where)
-        if row["id"] in seen:
-            raise ValueError(f"{where}: id {row['id']!r} already used on line {seen[row['id']]}")
-        seen[row["id"]] = line.number
-        rows.append(row)
-        if limit and len(rows) == limit:
-            break
-    if not rows:
-        raise ValueError(f"{path}: no eval rows (empty file)")
-    return rows
+    from transformers import AutoConfig
 
+    from apo.episodes import encode_chat, problem_messages
+    from apo.models import load_tokenizer, resolve_model_path
 
-def _validate_row(row: object, where: str) -> None:
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for name, types in EVAL_ROW_FIELDS.items():
-        if name not in row:
-            raise ValueError(f"{where}: missing field {name!r} (eval rows need {sorted(EVAL_ROW_FIELDS)}; "
-                             "write them with prepare_data.py)")
-        value = row[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise ValueError(f"{where}: field {name!r} is {value!r}, expected "
-                             + " or ".join("null" if t is type(None) else t.__name__ for t in types))
+    context = getattr(AutoConfig.from_pretrained(resolve_model_path(cfg.model, cfg.model_cache_dir)),
+                      "max_position_embeddings", None)
+    if context is None:
+        logger.warning("%s: its config has no max_position_embeddings; prompt lengths are not checked", cfg.model)
+        return rows, {"count": 0, "ids": [], "context_window": None}
+    budget = context - eval_cfg.eval_max_new_tokens
+    template = len(cfg.system_prompt.encode("utf-8")) + 256  # chat-template tokens, generously
+    # A byte-level BPE token covers at least one byte, so a problem of fewer bytes than the budget fits.
+    suspects = [row for row in rows if len(row["problem"].encode("utf-8")) + template > budget]
+    tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir) if suspects else None
+    long_ids = {row["id"]: len(encode_chat(tokenizer, problem_messages(row["problem"], cfg.system_prompt)))
+                for row in suspects}
+    long_ids = {problem_id: tokens for problem_id, tokens in long_ids.items() if tokens > budget}
+    if not long_ids:
+        return rows, {"count": 0, "ids": [], "context_window": context}
+    listed = ", ".join(f"{problem_id} ({tokens} tokens)" for problem_id, tokens in list(long_ids.items())[:10])
+    what = (f"{len(long_ids)} problems of {eval_cfg.eval_file} have a first prompt longer than {budget} tokens "
+            f"(context window {context} - eval_max_new_tokens {eval_cfg.eval_max_new_tokens}): {listed}")
+    if not eval_cfg.skip_long_prompts:
+        raise InputError(f"{what}; remove them, or pass --skip_long_prompts true to skip them (listed in results.md)")
+    logger.warning("skipping %s", what)
+    return ([row for row in rows if row["id"] not in long_ids],
+            {"count": len(long_ids), "ids": list(long_ids), "context_window": context})
 
 
 def gold_is_gradable(gold: str | None) -> bool:
@@ -367,86 +383,59 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
         "oracle_revise_prompt": cfg.oracle_revise_prompt,
         "unparsed_verdict_revises": eval_cfg.unparsed_verdict_revises, "seed": cfg.seed,
         "grader_version": grader_version, "dtype": cfg.dtype, "eval_batch_size": eval_cfg.eval_batch_size,
+        "generation_backend": cfg.generation_backend,
     }
 
 
 def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[str]) -> set[tuple[str, int]]:
     """Finished (id, sample) pairs already in run_dir/generations.jsonl.
 
-    A resumed run must match the saved run_settings.json on RESUME_KEYS (ValueError naming the
+    A resumed run must match the saved run_settings.json on RESUME_KEYS (InputError naming the
     differing keys). Records of unfinished episodes (an interrupted chunk, a half-written last
-    line) are dropped and the file is rewritten atomically. Raises ValueError when resume is
+    line) are dropped and the file is rewritten atomically. Raises InputError when resume is
     False and the folder already holds generations, or when they name ids not in the eval file.
     """
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings_path = os.path.join(run_dir, "run_settings.json")
     has_generations = os.path.isfile(generations_path) and os.path.getsize(generations_path) > 0
     if has_generations and not resume:
-        raise ValueError(f"{generations_path} exists; pass --resume true to continue it or choose another --output_dir")
+        raise InputError(f"{generations_path} exists; pass --resume true to continue it or choose another --output_dir")
     if not has_generations:
         write_json_atomic(settings_path, settings)
-        open(generations_path, "w").close()
+        write_text_atomic(generations_path, "")
         return set()
     if not os.path.isfile(settings_path):
-        raise ValueError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
+        raise InputError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
     with open(settings_path, encoding="utf-8") as handle:
         saved = json.load(handle)
     differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
     if differing:
         details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {settings[k]!r}" for k in differing)
-        raise ValueError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")
+        raise InputError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")
     kept, dropped = _finished_records(generations_path)
     unknown = sorted({r["id"] for r in kept} - row_ids)
     if unknown:
-        raise ValueError(f"{generations_path} holds ids that are not among the {len(row_ids)} problems evaluated now "
+        raise InputError(f"{generations_path} holds ids that are not among the {len(row_ids)} problems evaluated now "
                          f"(e.g. {unknown[:3]}; a smaller --limit?); raise --limit or use another --output_dir")
     if dropped:
         logger.warning("resume: dropped %d records of unfinished episodes from %s", dropped, generations_path)
-        _rewrite_jsonl(generations_path, kept)
+        write_jsonl_atomic(generations_path, kept)
     finished = {(r["id"], r["sample"]) for r in kept}
     logger.info("resume: %d finished episodes in %s", len(finished), generations_path)
     return finished
 
 
 def _finished_records(path: str) -> tuple[list[dict], int]:
-    """Records of complete episodes, and how many records were dropped. A last line cut off by an
-    interrupted write is dropped; any other unreadable line raises ValueError naming it."""
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().split("\n")
-    records, dropped = [], 0
-    for line_number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        is_cut_last_line = line_number == len(lines)  # no newline after it
-        try:
-            record = json.loads(line)
-            validate_record(record, f"{path} line {line_number}")
-        except (json.JSONDecodeError, ValueError):
-            if is_cut_last_line:
-                dropped += 1
-                continue
-            raise
-        records.append(record)
+    """Records of complete episodes, and how many records were dropped: a torn last line (an
+    interrupted write) and the records of episodes it left unfinished. Any other bad line raises
+    InputError naming it (apo.records.read_generations)."""
+    lines = sum(1 for line in read_json_lines(path))
+    records = read_generations(path, allow_empty=True)
     counts: dict[tuple[str, int], int] = {}
     for record in records:
         counts[(record["id"], record["sample"])] = counts.get((record["id"], record["sample"]), 0) + 1
     kept = [r for r in records if counts[(r["id"], r["sample"])] == r["episode_turns"]]
-    return kept, dropped + len(records) - len(kept)
-
-
-def _rewrite_jsonl(path: str, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)
-
-
-def _append_jsonl(path: str, records: list[dict]) -> None:
-    """Append one finished chunk in a single write, flushed to disk."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        handle.flush()
-        os.fsync(handle.fileno())
+    return kept, lines - len(kept)
 
 
 # --- generation and grading ---
@@ -458,12 +447,17 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
     """Run the episodes of `todo` (position, row, sample) in chunks of eval_batch_size, grade every
     attempt and append each finished chunk to generations.jsonl. Chunk k is seeded with
     cfg.seed + the position of its first episode, so a resumed sampled run draws the same samples."""
-    from apo.models import load_model, load_tokenizer
+    from apo.models import load_model, load_tokenizer, resolve_model_path
     from apo.episodes import run_episodes
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir)
-    model = load_model(cfg.model, cfg.model_cache_dir, cfg.dtype, device)
+    if cfg.generation_backend == "vllm":  # every turn of every episode goes through the engine
+        from apo.vllm_engine import create_engine
+
+        model = create_engine(resolve_model_path(cfg.model, cfg.model_cache_dir), cfg)
+    else:
+        model = load_model(cfg.model, cfg.model_cache_dir, cfg.dtype, device)
     tally = _RunningAccuracy.from_file(generations_path) if running else _RunningAccuracy()
     bar = tqdm(total=total, initial=done, desc=f"eval {cfg.model}", unit="episode")
     for start in range(0, len(todo), eval_cfg.eval_batch_size):
@@ -476,11 +470,13 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
                                 top_p=eval_cfg.eval_top_p, max_new_tokens=eval_cfg.eval_max_new_tokens,
                                 unparsed_verdict_revises=eval_cfg.unparsed_verdict_revises)
         records = grade_episodes(episodes, chunk, cfg, grading_report)
-        _append_jsonl(generations_path, records)
+        append_jsonl(generations_path, records)
         tally.add(records)
         bar.update(len(chunk))
         bar.set_postfix_str(tally.describe())
     bar.close()
+    if cfg.generation_backend == "vllm":
+        model.close()  # the next model of --models starts its own engine
 
 
 def make_oracle_judge(golds: list[str | None], cfg: A_PO_Config):
@@ -547,8 +543,7 @@ class _RunningAccuracy:
     @classmethod
     def from_file(cls, path: str) -> "_RunningAccuracy":
         tally = cls()
-        with open(path, encoding="utf-8") as handle:
-            tally.add(sorted((json.loads(line) for line in handle if line.strip()), key=lambda r: r["turn"]))
+        tally.add(sorted(read_generations(path), key=lambda r: r["turn"]))
         return tally
 
     def describe(self) -> str:
@@ -636,4 +631,4 @@ def file_sha256(path: str) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(*parse_script_config("evaluate_apo.py", (EvalConfig,)))
+    run_main(lambda argv: main(*parse_script_config("evaluate_apo.py", (EvalConfig,), argv)))

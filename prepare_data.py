@@ -36,8 +36,6 @@ import hashlib
 import json
 import os
 import random
-import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +43,11 @@ from typing import Any, Literal
 
 from apo.benchmarks import (BENCHMARKS, check_benchmark_names, decontamination_key, default_benchmark_dir,
                             default_math500_file, load_benchmark)
+from apo.cli import run_main
 from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
-from apo.records import read_json_lines
+from apo.episodes import problem_messages
+from apo.errors import InputError, InputFileNotFoundError
+from apo.records import ensure_output_folder, parse_level, read_json_lines, write_jsonl_atomic
 from apo.grading import last_boxed_content
 from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
 
@@ -119,16 +120,16 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.source == "local" and not self.train_path:
-            raise ValueError("DataConfig.train_path is empty: --source local needs --train_path "
+            raise InputError("DataConfig.train_path is empty: --source local needs --train_path "
                              f"({', '.join(LOCAL_FORMATS)}).")
         if self.source == "local" and not self.math500_path:
-            raise ValueError("DataConfig.math500_path is empty: --source local needs --math500_path (a MATH-500 "
+            raise InputError("DataConfig.math500_path is empty: --source local needs --math500_path (a MATH-500 "
                              ".jsonl/.json/.parquet file) or --math500_path none to write no eval file.")
         if self.subset_size < 0:
-            raise ValueError(f"DataConfig.subset_size={self.subset_size} is invalid: use 0 or more.")
+            raise InputError(f"DataConfig.subset_size={self.subset_size} is invalid: use 0 or more.")
         check_benchmark_names(self.exclude_benchmark_names, "--exclude_benchmarks")
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 0:
-            raise ValueError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
+            raise InputError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
                              f"{self.synthetic_train_size} and {self.synthetic_eval_size}.")
 
     @property
@@ -142,7 +143,7 @@ class DataConfig:
         return [s.strip() for s in self.exclude_benchmarks.split(",") if s.strip()]
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """A source row or line that cannot be read; the message names the file, the line/row and the field."""
 
 
@@ -192,7 +193,7 @@ def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
     naming the file, the line number and the parser's reason (or is recorded in `skipped`)."""
     rows: list[RawRow] = []
     for line in read_json_lines(path):
-        where = f"{path}, line {line.number}"
+        where = f"{path}:{line.number}"
         if line.error:
             _invalid(f"{where}: malformed JSON ({line.error})", skipped)
         elif not isinstance(line.value, dict):
@@ -203,13 +204,13 @@ def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
 
 
 def read_json_list(path: str, skipped: list[str] | None = None) -> list[RawRow]:
-    """A JSON file holding a list of row objects. Malformed JSON raises DataFormatError (always:
-    one syntax error makes the whole file unreadable); a non-object element is one invalid row."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            records = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"{path}, line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+    """A JSON file holding a list of row objects. Malformed JSON or a byte that is not UTF-8 raises
+    DataFormatError (always: one such error makes the whole file unreadable); a non-object element
+    is one invalid row."""
+    try:
+        records = json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(records, list):
         raise DataFormatError(f"{path}: expected a JSON list of row objects, got {type(records).__name__}")
     rows: list[RawRow] = []
@@ -219,6 +220,17 @@ def read_json_list(path: str, skipped: list[str] | None = None) -> list[RawRow]:
             continue
         rows.append((record, f"{path}, row {index}"))
     return rows
+
+
+def read_utf8(path: str) -> str:
+    """The text of `path`; a byte that is not UTF-8 raises DataFormatError naming its line."""
+    with open(path, "rb") as handle:
+        content = handle.read()
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = content.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(f"{path}:{line}: not UTF-8: byte 0x{content[err.start]:02x}") from None
 
 
 def read_parquet(path: str) -> list[RawRow]:
@@ -243,7 +255,7 @@ def read_math_folder(root: str, splits: list[str], skipped: list[str] | None = N
     for split in splits:
         split_dir = Path(root) / split
         if not split_dir.is_dir():
-            raise FileNotFoundError(f"{split_dir} not found: a MATH folder holds <split>/<subject>/<n>.json "
+            raise InputFileNotFoundError(f"{split_dir} not found: a MATH folder holds <split>/<subject>/<n>.json "
                                     f"(splits asked for: {', '.join(splits)})")
         for subject_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             for problem_file in sorted(subject_dir.glob("*.json"), key=_file_number_key):
@@ -254,12 +266,14 @@ def read_math_folder(root: str, splits: list[str], skipped: list[str] | None = N
 
 def read_json_object(path: str, skipped: list[str] | None = None) -> list[RawRow]:
     """A JSON file holding one row object, as a list of zero (skipped) or one row."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            record = json.load(handle)
-        except json.JSONDecodeError as err:
-            _invalid(f"{path}, line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})", skipped)
-            return []
+    try:
+        record = json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        _invalid(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})", skipped)
+        return []
+    except DataFormatError as err:
+        _invalid(str(err), skipped)
+        return []
     if not isinstance(record, dict):
         _invalid(f"{path}: expected a JSON object, got {type(record).__name__}", skipped)
         return []
@@ -267,19 +281,22 @@ def read_json_object(path: str, skipped: list[str] | None = None) -> list[RawRow
 
 
 def read_local(path: str, splits: list[str], skipped: list[str] | None = None) -> list[RawRow]:
-    """Dispatch on what `path` is: a MATH folder, .jsonl, .json (a list of rows) or .parquet."""
+    """Dispatch on what `path` is: a MATH folder, .jsonl, .json (a list of rows) or .parquet.
+    Raises InputError naming `path` when the file holds no row at all."""
     if os.path.isdir(path):
         return read_math_folder(path, splits, skipped)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist; give {', '.join(LOCAL_FORMATS)}")
+        raise InputFileNotFoundError(f"{path} does not exist; give {', '.join(LOCAL_FORMATS)}")
     suffix = Path(path).suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl(path, skipped)
-    if suffix == ".json":
-        return read_json_list(path, skipped)
-    if suffix == ".parquet":
-        return read_parquet(path)
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; give {', '.join(LOCAL_FORMATS)}")
+    readers = {".jsonl": lambda: read_jsonl(path, skipped), ".json": lambda: read_json_list(path, skipped),
+               ".parquet": lambda: read_parquet(path)}
+    if suffix not in readers:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; give {', '.join(LOCAL_FORMATS)}")
+    skipped_before = len(skipped) if skipped is not None else 0
+    rows = readers[suffix]()
+    if not rows and (skipped is None or len(skipped) == skipped_before):
+        raise InputError(f"{path}: no rows (the file is empty)")
+    return rows
 
 
 def read_hub(name: str, splits: list[str], subject_configs: tuple[str, ...] | None = None) -> list[RawRow]:
@@ -305,9 +322,6 @@ def read_hub(name: str, splits: list[str], subject_configs: tuple[str, ...] | No
 
 # --- validating and cleaning rows ---
 
-_LEVEL_RE = re.compile(r"^Level (\d|\?)$")
-
-
 def normalise_text(text: str) -> str:
     """Whitespace-collapsed text: the key for duplicates and for MATH-500 exclusion."""
     return " ".join(text.split())
@@ -325,20 +339,6 @@ def _field(record: dict[str, Any], names: tuple[str, ...], where: str, kinds: tu
     if required:
         raise DataFormatError(f"{where}: missing field {' / '.join(repr(n) for n in names)}")
     return None
-
-
-def parse_level(value: Any, where: str) -> int | None:
-    """'Level 3' or 3 -> 3; 'Level ?' or null -> None; anything else raises DataFormatError."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
-        return value
-    match = _LEVEL_RE.match(value) if isinstance(value, str) else None
-    if match and match.group(1) == "?":
-        return None
-    if match and 1 <= int(match.group(1)) <= 5:
-        return int(match.group(1))
-    raise DataFormatError(f"{where}: field 'level' must be 'Level 1'..'Level 5', 'Level ?', 1-5 or null, got {value!r}")
 
 
 def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
@@ -374,7 +374,7 @@ def validate_rows(raw_rows: list[RawRow], source: str, report: CleaningReport,
     for record, where in raw_rows:
         try:
             row = to_row(record, where, source)
-        except DataFormatError as err:
+        except InputError as err:  # DataFormatError, or apo.records.parse_level's
             _invalid(str(err), report.invalid if skip_invalid else None)
             continue
         if record.get("answer") is not None and record["answer"] != row["answer"]:
@@ -517,9 +517,8 @@ def count_table(rows: list[dict[str, Any]]) -> str:
 
 def prompt_token_lengths(tokenizer, problems: list[str], system_prompt: str = SYSTEM_PROMPT) -> list[int]:
     """Tokens of each first-turn prompt: chat template with the system prompt and the generation prompt."""
-    texts = [tokenizer.apply_chat_template([{"role": "system", "content": system_prompt},
-                                            {"role": "user", "content": problem}],
-                                           tokenize=False, add_generation_prompt=True) for problem in problems]
+    texts = [tokenizer.apply_chat_template(problem_messages(problem, system_prompt), tokenize=False,
+                                           add_generation_prompt=True) for problem in problems]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -535,24 +534,6 @@ def example_line(row: dict[str, Any], max_chars: int = 240) -> str:
     return json.dumps(short, ensure_ascii=False)
 
 
-# --- writing ---
-
-def write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
-    """Write `rows` one JSON object per line via a temporary file in the same folder, then rename,
-    so an interrupted run leaves either the old file or the complete new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # --- the stage ---
 
 def load_sources(cfg: DataConfig, train_report: CleaningReport,
@@ -565,7 +546,7 @@ def load_sources(cfg: DataConfig, train_report: CleaningReport,
         train_raw = read_hub(cfg.hub_dataset, cfg.split_names, HUB_SUBJECT_CONFIGS.get(cfg.hub_dataset))
     else:
         if not os.path.isdir(cfg.train_path) and cfg.splits != "train":
-            raise ValueError(f"--splits {cfg.splits!r} applies to the hub and to MATH folders, not to the file "
+            raise InputError(f"--splits {cfg.splits!r} applies to the hub and to MATH folders, not to the file "
                              f"{cfg.train_path}; leave it at 'train'")
         train_raw = read_local(cfg.train_path, cfg.split_names, train_skipped)
     if cfg.math500_path.lower() == "none":
@@ -585,6 +566,8 @@ def synthetic_sets(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str
 
 def main(cfg: DataConfig) -> PreparedData:
     train_report, eval_report = CleaningReport(), CleaningReport()
+    if not cfg.inspect_only:
+        ensure_output_folder(cfg.output_dir)
     tokenizer = None if cfg.tokenizer.lower() == "none" else load_report_tokenizer(cfg)
 
     # --- load and validate ---
@@ -606,6 +589,12 @@ def main(cfg: DataConfig) -> PreparedData:
     train_rows = exclude_eval_problems(train_rows, eval_rows, train_report)
     if cfg.source != "synthetic":
         train_rows = exclude_benchmark_problems(train_rows, load_benchmark_problems(cfg), train_report)
+    if not train_rows:
+        raise InputError(
+            f"{cfg.train_path or cfg.hub_dataset}: no usable training problem ({train_report.rows_read} rows read: "
+            f"{len(train_report.invalid)} invalid, {len(train_report.no_answer)} without a \\boxed{{}} answer, "
+            f"{len(train_report.duplicates)} duplicates, {len(train_report.math500_removed)} eval problems, "
+            f"{sum(map(len, train_report.benchmark_removed.values()))} benchmark problems); nothing written")
 
     # --- stratified subset ---
     subset_rows = stratified_subset(train_rows, cfg.subset_size, cfg.seed)
@@ -680,5 +669,4 @@ def prompt_length_report(tokenizer, cfg: DataConfig, rows: list[dict[str, Any]])
 
 
 if __name__ == "__main__":
-    (config,) = parse_config((DataConfig,))
-    main(config)
+    run_main(lambda argv: main(*parse_config((DataConfig,), argv)))

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from apo.errors import InputError, InputFileNotFoundError
 from apo.records import read_json_lines
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def check_benchmark_names(names: list[str], flag: str = "--benchmarks") -> None:
     """Raise ValueError naming the flag and the valid names when one of `names` is unknown."""
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
-        raise ValueError(f"{flag}: unknown benchmark(s) {unknown}; valid names are {list(BENCHMARKS)}")
+        raise InputError(f"{flag}: unknown benchmark(s) {unknown}; valid names are {list(BENCHMARKS)}")
 
 
 def default_benchmark_dir() -> str:
@@ -129,7 +130,7 @@ def benchmark_file(name: str, benchmark_dir: str, math500_file: str) -> str:
         path = os.path.join(benchmark_dir, BENCHMARKS[name].file_name) if benchmark_dir else ""
     if not path or not os.path.isfile(path):
         looked = repr(path) if path else f"{BENCHMARKS[name].file_name} (no folder given)"
-        raise FileNotFoundError(f"benchmark {name!r}: file {looked} not found; pass {flag}, or "
+        raise InputFileNotFoundError(f"benchmark {name!r}: file {looked} not found; pass {flag}, or "
                                 f"--benchmark_source hub to load {BENCHMARKS[name].hub_dataset} from the hub")
     return path
 
@@ -153,27 +154,27 @@ def load_benchmark(name: str, *, source: str = "local", benchmark_dir: str = "",
     elif source == "hub":
         records, origin = _hub_records(BENCHMARKS[name])
     else:
-        raise ValueError(f"benchmark source {source!r} is invalid: use 'local' or 'hub'")
+        raise InputError(f"benchmark source {source!r} is invalid: use 'local' or 'hub'")
     rows, seen = [], set()
     for record, where in records:
         row = to_eval_row(record, where, name)
         if row["id"] in seen:
-            raise ValueError(f"{where}: id {row['id']!r} is used twice")
+            raise InputError(f"{where}: id {row['id']!r} is used twice")
         seen.add(row["id"])
         rows.append(row)
         if limit and len(rows) == limit:
             break
     if not rows:
-        raise ValueError(f"{origin}: no rows (empty benchmark)")
+        raise InputError(f"{origin}: no rows (empty benchmark)")
     return rows, origin
 
 
 def _read_objects(path: str):
     for line in read_json_lines(path):
         if line.error:
-            raise ValueError(f"{path} line {line.number}: not valid JSON ({line.error})")
+            raise InputError(f"{path} line {line.number}: not valid JSON ({line.error})")
         if not isinstance(line.value, dict):
-            raise ValueError(f"{path} line {line.number}: expected a JSON object, got {type(line.value).__name__}")
+            raise InputError(f"{path} line {line.number}: expected a JSON object, got {type(line.value).__name__}")
         yield line.number, line.value
 
 
@@ -193,7 +194,7 @@ def _hub_records(benchmark: Benchmark) -> tuple[list[tuple[dict, str]], str]:
         try:
             records.append((benchmark.from_hub(dict(record), index), where))
         except (KeyError, AttributeError) as err:
-            raise ValueError(f"{where}: missing or malformed field {err} for {benchmark.name}") from None
+            raise InputError(f"{where}: missing or malformed field {err} for {benchmark.name}") from None
     return records, origin
 
 
@@ -201,10 +202,10 @@ def to_eval_row(record: dict, where: str, benchmark: str) -> dict:
     """A benchmark record -> an eval row (module docstring). Raises ValueError naming `where` and the field."""
     for name in ("problem", "answer"):
         if not isinstance(record.get(name), str) or not record[name].strip():
-            raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {record.get(name)!r}")
+            raise InputError(f"{where}: field {name!r} must be a non-empty string, got {record.get(name)!r}")
     row_id = record.get("id", record.get("unique_id"))
     if not isinstance(row_id, str) or not row_id:
-        raise ValueError(f"{where}: field 'id' (or 'unique_id') must be a non-empty string, got {row_id!r}")
+        raise InputError(f"{where}: field 'id' (or 'unique_id') must be a non-empty string, got {row_id!r}")
     problem_type = record.get("type", record.get("subject")) or benchmark
     row = {"id": row_id, "problem": record["problem"], "answer": record["answer"], "type": str(problem_type),
            "level": _level(record.get("level"), where), "source": record.get("source") or benchmark}
@@ -220,7 +221,7 @@ def _level(value: Any, where: str) -> int | None:
         return value
     match = re.fullmatch(r"Level (\d)", value) if isinstance(value, str) else None
     if not match:
-        raise ValueError(f"{where}: field 'level' is {value!r}, expected 'Level 1'..'Level 5', an int or null")
+        raise InputError(f"{where}: field 'level' is {value!r}, expected 'Level 1'..'Level 5', an int or null")
     return int(match.group(1))
 
 

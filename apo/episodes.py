@@ -53,6 +53,11 @@ _TRAILING_DECORATION = " \t\r\n*_$'\"`"
 
 # --- prompts ---
 
+def problem_messages(problem: str, system_prompt: str) -> list[Message]:
+    """The first turn of every episode, stage-1 sample and length check: [system, user]."""
+    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem}]
+
+
 def encode_chat(tokenizer, messages: Sequence[Message]) -> list[int]:
     """Token ids of `messages` under the tokenizer's chat template, ending with the generation
     prompt of the assistant turn (`add_generation_prompt=True`)."""
@@ -69,13 +74,16 @@ class Generation:
 
     `response_ids` end after the first EOS token, inclusive; `truncated` is True when the
     response reached `max_new_tokens` without an EOS (A*-PO gives such a response reward 0).
-    `text` is decoded without special tokens.
+    `text` is decoded without special tokens. `sampled_logprobs` is filled only by the vLLM
+    engine when asked (`VLLMEngine.generate(with_logprobs=True)`, for bench/gpu_check.py):
+    the engine's log-prob of each response token; training recomputes its own.
     """
 
     prompt_ids: list[int]
     response_ids: list[int]
     text: str
     truncated: bool
+    sampled_logprobs: list[float] | None = None
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:
@@ -142,22 +150,35 @@ def generate(
     temperature: float,
     top_p: float,
     batch_size: int,
+    num_samples: int = 1,
     progress: bool = False,
 ) -> list[Generation]:
-    """Generate one response per prompt (token ids, e.g. from `encode_chat`), in the input order.
+    """Generate `num_samples` responses per prompt (token ids, e.g. from `encode_chat`), in the
+    input order, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
-    Prompts are sorted by length and generated in left-padded chunks of `batch_size` (less
-    padding per chunk), then restored to the input order. Sampling seeds come from the global
-    torch RNG: call `torch.manual_seed` for reproducible samples.
+    `model` is a transformers causal LM, or an `apo.vllm_engine.VLLMEngine`
+    (`--generation_backend vllm`), which receives the same prompt ids, EOS ids, length limit
+    and sampling settings and returns the same kind of Generation. With transformers, each
+    prompt is repeated `num_samples` times, the prompts are sorted by length and generated in
+    left-padded chunks of `batch_size` (less padding per chunk), then restored to the input
+    order. Sampling seeds come from the global torch RNG on both engines: call
+    `torch.manual_seed` for reproducible samples.
     Raises ValueError for an empty prompt or an invalid setting.
     """
-    if batch_size < 1 or max_new_tokens < 1:
-        raise ValueError(f"batch_size={batch_size} and max_new_tokens={max_new_tokens} must be >= 1")
+    if batch_size < 1 or max_new_tokens < 1 or num_samples < 1:
+        raise ValueError(f"batch_size={batch_size}, max_new_tokens={max_new_tokens} and num_samples={num_samples} "
+                         "must be >= 1")
     if any(len(prompt) == 0 for prompt in prompts):
         raise ValueError("generate() got an empty prompt; encode prompts with encode_chat()")
     eos_ids = eos_token_ids(model, tokenizer)
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     settings = sampling_kwargs(temperature, top_p)
+    from apo.vllm_engine import VLLMEngine  # here, not at the top: apo.vllm_engine imports this module
+
+    if isinstance(model, VLLMEngine):
+        return model.generate(tokenizer, prompts, eos_ids=eos_ids, max_new_tokens=max_new_tokens,
+                              temperature=temperature, top_p=top_p, num_samples=num_samples)
+    prompts = [prompt for prompt in prompts for _ in range(num_samples)]
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     _warn_beyond_context_window(model, prompts, max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
@@ -318,8 +339,7 @@ def run_episodes(
     )
     budget = _LengthBudget(cfg.max_prompt_length, sample["max_new_tokens"])
     episodes = [Episode(problem=problem) for problem in problems]
-    contexts = [[{"role": "system", "content": cfg.system_prompt}, {"role": "user", "content": problem}]
-                for problem in problems]
+    contexts = [problem_messages(problem, cfg.system_prompt) for problem in problems]
     active = list(range(len(problems)))
     max_attempts = 1 if mode == "none" else cfg.max_correction_turns
     for attempt_index in range(max_attempts):

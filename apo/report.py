@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+from apo.errors import InputError, InputFileNotFoundError  # noqa: E402
+from apo.records import write_text_atomic  # noqa: E402
 
 HEADLINE = ("acc_t1", "acc_final", "improvement")
 COMPARED_ROWS = (
@@ -148,6 +150,11 @@ def _detail_lines(metrics: dict) -> list[str]:
              f"{pct_unit(overall['attempt_truncation_rate'])} of attempts.",
              f"- Ungradable gold answers (excluded from every rate): {metrics['ungradable']['count']}"
              + (f" ({', '.join(metrics['ungradable']['ids'][:20])})" if metrics["ungradable"]["count"] else "") + "."]
+    skipped = metrics.get("provenance", {}).get("skipped_long_prompts")
+    if skipped and skipped["count"]:
+        lines.append(f"- Skipped, first prompt longer than the context window ({skipped['context_window']} tokens) "
+                     f"allows (--skip_long_prompts; not in any rate): {skipped['count']} "
+                     f"({', '.join(skipped['ids'][:20])}).")
     report = metrics.get("provenance", {}).get("grading_report_this_invocation")
     if report:
         lines.append(f"- Grader (this invocation): {report['graded']} graded, {report['timeouts']} timeouts and "
@@ -287,33 +294,33 @@ def compare_runs(paths: list[str], output_dir: str) -> dict:
     loaded = [(path, _load_compared(path)) for path in paths]
     summaries = [is_summary(payload) for _, payload in loaded]
     if any(summaries) and not all(summaries):
-        raise ValueError("--compare: give only metrics.json files or only summary.json files, not both: "
+        raise InputError("--compare: give only metrics.json files or only summary.json files, not both: "
                          + ", ".join(f"{p} ({'summary' if s else 'metrics'})" for p, s in zip(paths, summaries)))
     if all(summaries):
         table = compare_summaries([(_run_name(path, paths), payload) for path, payload in loaded])
-        write_text(os.path.join(output_dir, "comparison.md"), table)
+        write_text_atomic(os.path.join(output_dir, "comparison.md"), table)
         return {"runs": list(paths), "markdown": table}
     runs = []
     for path, metrics in loaded:
         for key in ("overall", "mode", "mode_label", "num_problems", "samples_per_problem"):
             if key not in metrics:
-                raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
+                raise InputError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
         runs.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or path, metrics))
     if len({name for name, _ in runs}) < len(runs):  # e.g. two runs/eval/metrics.json: name them by folder path
         runs = [(os.path.dirname(path) or path, metrics) for path, (_, metrics) in zip(paths, runs)]
     table = comparison_markdown(runs)
-    write_text(os.path.join(output_dir, "comparison.md"), table)
+    write_text_atomic(os.path.join(output_dir, "comparison.md"), table)
     return {"runs": list(paths), "markdown": table}
 
 
 def _load_compared(path: str) -> dict:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"--compare: {path!r} not found")
+        raise InputFileNotFoundError(f"--compare: {path!r} not found")
     with open(path, encoding="utf-8") as handle:
         try:
             return json.load(handle)
         except json.JSONDecodeError as err:
-            raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+            raise InputError(f"--compare: {path} is not valid JSON ({err.msg})") from None
 
 
 def _run_name(path: str, paths: list[str]) -> str:
@@ -321,16 +328,6 @@ def _run_name(path: str, paths: list[str]) -> str:
     names = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
     name = os.path.basename(os.path.dirname(os.path.abspath(path)))
     return name if names.count(name) == 1 and name else (os.path.dirname(path) or path)
-
-
-def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` atomically (temporary file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 # --- benchmark suite: summary.json and summary.md ---

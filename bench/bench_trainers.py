@@ -55,7 +55,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     PeakRSS, count_generation, machine_info, markdown_table, python_argv, run_child, set_torch_threads,
 )
-from apo.config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
+from apo.config import SYSTEM_PROMPT, parse_config  # noqa: E402
+from apo.records import write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("bench_trainers")
 
@@ -239,7 +240,7 @@ def heldout_accuracy(model, tokenizer, rows: list[dict], spec: dict) -> dict:
     computes it (apo.episodes.generate at temperature 0, graded by grade_many)."""
     from apo.grading import grade_many
     from apo.episodes import encode_chat, generate
-    from apo.stage1 import problem_messages
+    from apo.episodes import problem_messages
 
     model.eval()
     prompts = [encode_chat(tokenizer, problem_messages(r["problem"], SYSTEM_PROMPT)) for r in rows]
@@ -454,7 +455,7 @@ def child_update_profile(spec: dict, memory: PeakRSS, repeats: int = 3) -> dict:
 
     from apo_algorithm import response_token_logps, sequence_logps
     from apo.episodes import encode_chat, generate
-    from apo.stage1 import problem_messages
+    from apo.episodes import problem_messages
 
     model, tokenizer = load_policy(spec)
     rows = read_jsonl(spec["train_file"])[:spec["sequences_per_pass"]]

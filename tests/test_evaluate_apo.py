@@ -12,6 +12,7 @@ import pytest
 
 import evaluate_apo as ea
 from apo.config import A_PO_Config
+from apo.errors import InputError
 from conftest import REPO_ROOT, build_tiny_policy
 from apo.metrics import metrics_from_generations
 from apo.synthetic import generate_problems
@@ -130,24 +131,53 @@ def test_several_models_then_compare(tiny_model_dir, embedded_tokenizer, eval_fi
         ea.main(A_PO_Config(), ea.EvalConfig(compare=[str(tmp_path / "missing.json"), str(out / first / "metrics.json")]))
 
 
-def test_bad_eval_files_name_the_file_line_and_field(tmp_path):
+# --- inputs that cannot crash (issue 19) ---
+
+def test_math500_rows_as_distributed_are_evaluated(tiny_model_dir, tmp_path):
+    """Issue 13: evaluate_apo rejected MATH's own "level": "Level 3" (and rows with only `unique_id`)."""
     rows = generate_problems(2, seed=0, levels=(1,), types=("arithmetic",))
-    del rows[1]["answer"]
-    path = write_rows(tmp_path / "missing.jsonl", rows)
-    with pytest.raises(ValueError, match=r"missing.jsonl line 2: missing field 'answer'"):
-        ea.load_eval_rows(path)
-    rows = generate_problems(1, seed=0, levels=(1,), types=("arithmetic",))
-    rows[0]["level"] = "Level 1"
-    with pytest.raises(ValueError, match=r"line 1: field 'level' is 'Level 1', expected int or null"):
-        ea.load_eval_rows(write_rows(tmp_path / "level.jsonl", rows))
-    (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(ValueError, match="empty file"):
-        ea.load_eval_rows(str(tmp_path / "empty.jsonl"))
-    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
-        ea.load_eval_rows(str(tmp_path / "absent.jsonl"))
-    rows = generate_problems(1, seed=0, levels=(1,), types=("arithmetic",))
-    with pytest.raises(ValueError, match="line 2: id 'synthetic/arithmetic/0' already used on line 1"):
-        ea.load_eval_rows(write_rows(tmp_path / "dup.jsonl", rows + rows))
+    for row in rows:
+        row["unique_id"], row["level"] = row.pop("id"), f"Level {row['level']}"
+    metrics = tiny_run(tiny_model_dir, write_rows(tmp_path / "math.jsonl", rows), tmp_path / "out",
+                       correction_mode="none")
+    assert metrics["num_problems"] == 2 and set(metrics["by_level"]) == {"1"}
+
+
+def test_bad_eval_files_and_output_folders_are_refused_before_the_model_loads(tmp_path):
+    """Issue 19: a non-UTF-8 byte was a bare UnicodeDecodeError; --output_dir naming a file a raw FileExistsError."""
+    rows = generate_problems(2, seed=0, levels=(1,), types=("arithmetic",))
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps(rows[0]).encode() + b"\n" + json.dumps(rows[1]).replace("What", "Wh\xe4t").encode(
+        "latin-1") + b"\n")
+    model = str(tmp_path / "no-such-model")  # reading the rows comes first: loading this would fail differently
+    with pytest.raises(InputError, match=r"latin1.jsonl:2: not valid JSON \(not UTF-8: byte 0xe4"):
+        tiny_run(model, str(path), tmp_path / "out")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(InputError, match=r"empty.jsonl: no problem rows"):
+        tiny_run(model, str(tmp_path / "empty.jsonl"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(InputError, match=r"--output_dir .*taken: is a file"):
+        tiny_run(model, write_rows(tmp_path / "ok.jsonl", rows), tmp_path / "taken")
+
+
+def test_a_problem_longer_than_the_context_is_refused_or_skipped_and_listed(tiny_model_dir, tmp_path):
+    """Issue 19: a 5 MB problem was sent to the model, which tried to allocate 36 GB and died. The tiny model's
+    context is 2048 tokens, so 40,000 characters stand in for the 5 MB."""
+    rows = generate_problems(3, seed=0, levels=(1,), types=("arithmetic",))
+    rows[1]["problem"] = "What is " + " + ".join(["1"] * 10_000) + "?"
+    eval_file = write_rows(tmp_path / "eval.jsonl", rows)
+    with pytest.raises(InputError, match=r"1 problems of .*eval.jsonl have a first prompt longer than 2044 tokens "
+                                         r"\(context window 2048 - eval_max_new_tokens 4\): synthetic/arithmetic/1 "
+                                         r"\(\d+ tokens\); .*--skip_long_prompts true"):
+        tiny_run(tiny_model_dir, eval_file, tmp_path / "refused", correction_mode="none")
+    assert not (tmp_path / "refused" / "generations.jsonl").exists()
+    metrics = tiny_run(tiny_model_dir, eval_file, tmp_path / "skipped", correction_mode="none",
+                       skip_long_prompts=True)
+    skipped = metrics["provenance"]["skipped_long_prompts"]
+    assert metrics["num_problems"] == 2 and skipped["count"] == 1 and skipped["ids"] == ["synthetic/arithmetic/1"]
+    assert "(--skip_long_prompts; not in any rate): 1 (synthetic/arithmetic/1)" in (
+        tmp_path / "skipped" / "results.md").read_text()
 
 
 def test_unknown_model_is_a_clear_error(eval_file, tmp_path, monkeypatch):
