@@ -34,7 +34,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from apo.config import A_PO_Config, write_json_atomic
+from apo.config import A_PO_Config
+from apo.records import write_json_atomic
 from apo.episodes import (
     CORRECTION_MODES,
     Episode,

@@ -44,10 +44,12 @@ import evaluate_apo
 import prepare_data
 import train_math_apo
 from apo_algorithm import estimate_optimal_value
-from apo.config import A_PO_Config, parse_config, save_config, write_json_atomic
-from apo.metrics import read_records, wilson_interval
+from apo.cli import run_main
+from apo.config import A_PO_Config, parse_config, save_config
+from apo.errors import InputError
+from apo.metrics import wilson_interval
 from apo.grading import last_boxed_content
-from apo.stage1 import read_stage1_records
+from apo.records import ensure_output_folder, read_generations, read_problem_rows, read_stage1_values, write_json_atomic
 
 logger = logging.getLogger("demo_apo_pipeline")
 
@@ -135,12 +137,12 @@ class DemoConfig:
         for name in ("train_prompts", "eval_problems", "num_value_samples", "stage2_steps", "max_new_tokens",
                      "max_correction_turns"):
             if getattr(self, name) < 1:
-                raise ValueError(f"DemoConfig.{name}={getattr(self, name)!r} is invalid: use a positive integer.")
+                raise InputError(f"DemoConfig.{name}={getattr(self, name)!r} is invalid: use a positive integer.")
         if self.prompts_per_step < 2 or self.prompts_per_step % 2:
-            raise ValueError(f"DemoConfig.prompts_per_step={self.prompts_per_step} is invalid: use an even number "
+            raise InputError(f"DemoConfig.prompts_per_step={self.prompts_per_step} is invalid: use an even number "
                              "(each iteration is split into 2 optimizer steps).")
         if self.source == "local" and not (self.train_path and self.math500_path):
-            raise ValueError("DemoConfig.source='local' needs --train_path and --math500_path "
+            raise InputError("DemoConfig.source='local' needs --train_path and --math500_path "
                              "(e.g. ../shared/data/math/train.jsonl and ../shared/data/math/test500.jsonl).")
 
 
@@ -161,12 +163,13 @@ def heading(number: int, title: str) -> None:
 def prepare_output_dir(output_dir: str) -> dict[str, str]:
     """The demo's sub-paths of `output_dir`, after deleting what an earlier demo run left there.
 
-    Raises ValueError when the folder holds files the demo did not write (nothing is deleted then).
+    Raises InputError when the folder holds files the demo did not write (nothing is deleted then)
+    or is a file.
     """
-    os.makedirs(output_dir, exist_ok=True)
+    ensure_output_folder(output_dir)
     foreign = sorted(set(os.listdir(output_dir)) - set(DEMO_OUTPUTS))
     if foreign:
-        raise ValueError(f"{output_dir} holds files the demo did not write ({foreign[:5]}); the demo replaces its own "
+        raise InputError(f"{output_dir} holds files the demo did not write ({foreign[:5]}); the demo replaces its own "
                          "outputs on a re-run and touches nothing else: pass another --output_dir")
     for name in DEMO_OUTPUTS:
         path = os.path.join(output_dir, name)
@@ -217,7 +220,7 @@ def eval_config(cfg: DemoConfig, eval_file: str, folder: str) -> evaluate_apo.Ev
 
 def first_attempts(generations_path: str) -> dict[str, dict]:
     """id -> the first-attempt record of each episode in an evaluate_apo generations.jsonl."""
-    return {r["id"]: r for r in read_records(generations_path) if r["role"] == "attempt" and r["attempt_index"] == 0}
+    return {r["id"]: r for r in read_generations(generations_path) if r["role"] == "attempt" and r["attempt_index"] == 0}
 
 
 def boxed_share(attempts: dict[str, dict]) -> tuple[int, int]:
@@ -403,7 +406,7 @@ def step_1_prepare_data(cfg: DemoConfig, paths: dict[str, str], seconds: dict[st
     data = prepare_data.main(data_config(cfg, paths["data"]))
     seconds["prepare_data"] = time.perf_counter() - clock
     if data.eval_file is None:
-        raise ValueError("prepare_data wrote no eval file; the demo needs held-out problems (check --math500_path)")
+        raise InputError("prepare_data wrote no eval file; the demo needs held-out problems (check --math500_path)")
     return data
 
 
@@ -440,8 +443,9 @@ def step_3_stage1(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[
     clock = time.perf_counter()
     stage1 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "1")))
     seconds["stage1"] = time.perf_counter() - clock
-    stage1_records = read_stage1_records(stage1["stage1_values"], algorithm_config(cfg, cfg.model))
-    stage1_stats = show_stage1_examples(list(stage1_records.values()), evaluate_apo.load_eval_rows(data.subset_file),
+    stage1_records = read_stage1_values(stage1["stage1_values"], cfg.num_value_samples)
+    stage1_stats = show_stage1_examples(list(stage1_records.values()),
+                                        read_problem_rows(data.subset_file, require_answer=True),
                                         cfg.examples_shown)
     held = (stage1["value_head_metrics"] or {}).get("held_out")
     if held:
@@ -551,5 +555,4 @@ def headline(metrics: dict) -> dict[str, Any]:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    (config,) = parse_config((DemoConfig,))
-    main(config)
+    run_main(lambda argv: main(*parse_config((DemoConfig,), argv)))

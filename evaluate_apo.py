@@ -27,6 +27,17 @@ attempts); every attempt is graded with apo.grading. Output folder:
     python evaluate_apo.py --model outputs/apo/final --generation_backend vllm \\
         --vllm_gpu_memory_utilization 0.9          # on a GPU, after pip install -r requirements-vllm.txt
 
+The benchmark suite (apo/benchmarks.py): each benchmark runs the single-file evaluation above into
+<output_dir>/<benchmark>/ (resumable per benchmark, --limit per benchmark), then summary.json and
+summary.md hold one row per model and one column group per benchmark, with the protocol used:
+
+    python evaluate_apo.py --model M --benchmarks math500 minerva_math olympiadbench amc23 aime24 gsm8k \
+        --output_dir outputs/suite                                      # the decoding flags everywhere
+    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B --models outputs/apo/final --protocol apo \
+        --output_dir outputs/suite_apo                                  # the A*-PO paper's table
+    python evaluate_apo.py --model outputs/pag/final --protocol pag --output_dir outputs/suite_pag  # PAG's
+    python evaluate_apo.py --compare outputs/suite_a/summary.json outputs/suite_b/summary.json
+
 Several models: `--model` is the first, `--models` adds more; each run goes to
 <output_dir>/<model name with / -> __>/ and <output_dir>/comparison.md compares them against
 the first. An oracle run (retry only when the gold answer says wrong) is an upper bound, not
@@ -41,21 +52,28 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from apo.config import A_PO_Config, parse_script_config, script_fields, write_json_atomic
-from apo.metrics import episode_records, metrics_from_generations, mode_label, validate_record
-from apo.report import compare_runs, comparison_markdown, results_markdown, summary_line, write_plots, write_text
-from apo.records import read_json_lines
+from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_benchmark_names, custom_protocol,
+                            default_benchmark_dir, default_math500_file, load_benchmark)
+from apo.cli import run_main
+from apo.config import A_PO_Config, parse_script_config, script_fields
+from apo.errors import InputError
+from apo.metrics import episode_records, metrics_from_generations, mode_label
+from apo.records import (
+    append_jsonl, check_output_folder, ensure_output_folder, read_generations, read_json_lines, read_problem_rows,
+    write_json_atomic, write_jsonl_atomic, write_text_atomic,
+)
+from apo.report import (build_summary, compare_runs, comparison_markdown, results_markdown, summary_line,
+                        summary_markdown, write_plots)
 
 logger = logging.getLogger(__name__)
 
-EVAL_ROW_FIELDS = {"id": (str,), "problem": (str,), "answer": (str, type(None)), "type": (str,), "level": (int, type(None))}
 PACKAGES = ("torch", "transformers", "accelerate", "peft", "tokenizers", "math-verify", "sympy", "numpy", "vllm")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 # settings a resumed run must share with the run it continues
@@ -63,6 +81,8 @@ RESUME_KEYS = ("model", "eval_file_sha256", "num_samples", "correction_mode", "m
                "top_p", "max_new_tokens", "system_prompt", "verify_prompt", "revise_prompt", "oracle_revise_prompt",
                "unparsed_verdict_revises", "seed", "grader_version", "dtype", "prompt_format", "verify_final_attempt",
                "verdict_parse")
+# EvalConfig fields a --protocol sets per benchmark (giving one of them as well is an error)
+PROTOCOL_FIELDS = ("num_samples", "eval_temperature", "eval_top_p", "eval_max_new_tokens", "pass_k")
 
 
 @dataclass
@@ -94,6 +114,25 @@ class EvalConfig:
         "metrics.json files to compare side by side (no evaluation is run); writes <output_dir>/comparison.md.")})
     resume: bool = field(default=True, metadata={"help": (
         "Continue an interrupted run in output_dir (same settings required); false refuses a non-empty folder.")})
+    skip_long_prompts: bool = field(default=False, metadata={"help": (
+        "A problem whose first prompt (chat template included) plus eval_max_new_tokens exceeds the model's "
+        "context window is refused before the model loads, naming its id; true skips such problems instead "
+        "(counted, and listed in metrics.json's provenance and in results.md).")})
+    # --- benchmark suite (apo/benchmarks.py); replaces --eval_file when given ---
+    benchmarks: list[str] = field(default_factory=list, metadata={"help": (
+        f"Run these benchmarks ({', '.join(BENCHMARKS)}) into <output_dir>/<benchmark>/ and write "
+        "<output_dir>/summary.json and summary.md; --limit applies per benchmark. Default with --protocol: "
+        "the paper's benchmarks.")})
+    protocol: Literal["custom", "apo", "pag"] = field(default="custom", metadata={"help": (
+        "Decoding per benchmark: 'apo' = the A*-PO paper's (greedy, AMC23 Avg@32), 'pag' = PAG's (Avg@32 at 0.6/0.95, "
+        "self-verify), 'custom' = the decoding flags for every benchmark. Written into summary.json.")})
+    benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata={"help": (
+        "Folder of <benchmark>.jsonl files (../shared/data/benchmarks schema); default: the shared folder "
+        "beside the checkout when present.")})
+    math500_file: str = field(default_factory=default_math500_file, metadata={"help": (
+        "MATH-500 for the suite (PRM800K schema); default: ../shared/data/math/test500.jsonl when present.")})
+    benchmark_source: Literal["local", "hub"] = field(default="local", metadata={"help": (
+        "'local' = the files above; 'hub' = datasets.load_dataset with the ids in apo/benchmarks.py.")})
 
     def __post_init__(self) -> None:
         checks = [
@@ -111,30 +150,49 @@ class EvalConfig:
         ]
         for name, ok, fix in checks:
             if not ok:
-                raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} is invalid: {fix}.")
+                raise InputError(f"EvalConfig.{name}={getattr(self, name)!r} is invalid: {fix}.")
+        check_benchmark_names(self.benchmarks)
+        if self.protocol != "custom":
+            changed = [f"--{f.name}" for f in dataclasses.fields(self)
+                       if f.name in PROTOCOL_FIELDS and getattr(self, f.name) != _field_default(f)]
+            if changed:
+                raise InputError(f"EvalConfig.protocol={self.protocol!r} sets the decoding per benchmark; drop "
+                                 f"{' '.join(changed)} or use --protocol custom.")
+
+
+def _field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     """Evaluate cfg.model (and eval_cfg.models); returns cfg.model's metrics (with provenance).
 
-    With eval_cfg.compare, only compares those metrics.json files and returns
-    {"runs": [paths], "markdown": table}.
+    With eval_cfg.compare, only compares those metrics.json (or summary.json) files and returns
+    {"runs": [paths], "markdown": table}. With eval_cfg.benchmarks or a protocol, runs the benchmark
+    suite instead of eval_file and returns the summary (run_suite).
     """
+    check_output_folder(eval_cfg.output_dir)
+
     # --- comparison of finished runs ---
     if eval_cfg.compare:
         comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
         print(comparison["markdown"])
         return comparison
 
-    # --- eval problems ---
     if cfg.generation_backend == "vllm":
         from apo.vllm_engine import require_vllm
 
         require_vllm()  # before anything is loaded
-    rows = load_eval_rows(eval_cfg.eval_file, eval_cfg.limit)
     models = [cfg.model] + list(eval_cfg.models)
     if len(set(models)) != len(models):
-        raise ValueError(f"--model and --models name a model twice: {models}")
+        raise InputError(f"--model and --models name a model twice: {models}")
+
+    # --- benchmark suite ---
+    if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
+        return run_suite(cfg, eval_cfg, models)
+
+    # --- eval problems ---
+    rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
 
     # --- one run per model ---
     runs = {}
@@ -145,9 +203,81 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     # --- comparison across models ---
     if len(models) > 1:
         table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
-        write_text(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
+        write_text_atomic(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
         print(table)
     return runs[cfg.model]
+
+
+def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict:
+    """Evaluate every model on every benchmark with the protocol's decoding, each run through
+    evaluate_model into <output_dir>[/<model slug>]/<benchmark>/ (resumable per benchmark), then write
+    <output_dir>/summary.json and summary.md. Returns the summary (apo.report.build_summary)."""
+    # --- protocol and benchmarks (every file is found before any generation) ---
+    protocol = suite_protocol(cfg, eval_cfg)
+    names = list(eval_cfg.benchmarks) or list(protocol.benchmarks)
+    loaded = {name: load_benchmark(name, source=eval_cfg.benchmark_source, benchmark_dir=eval_cfg.benchmark_dir,
+                                   math500_file=eval_cfg.math500_file, limit=eval_cfg.limit) for name in names}
+    eval_files = {name: suite_eval_file(eval_cfg.output_dir, name, rows, origin)
+                  for name, (rows, origin) in loaded.items()}
+
+    # --- one run per model x benchmark ---
+    runs: dict[str, dict[str, dict]] = {}
+    run_dirs: dict[str, dict[str, str]] = {}
+    for model in models:
+        model_cfg = dataclasses.replace(
+            cfg, model=model, correction_mode=protocol.correction_mode or cfg.correction_mode,
+            max_correction_turns=protocol.max_correction_turns or cfg.max_correction_turns)
+        base = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
+        runs[model], run_dirs[model] = {}, {}
+        for name in names:
+            run_dirs[model][name] = os.path.join(base, name)
+            bench_cfg = benchmark_eval_config(eval_cfg, protocol.decoding(name), eval_files[name])
+            runs[model][name] = evaluate_model(model_cfg, bench_cfg, loaded[name][0], run_dirs[model][name])
+
+    # --- summary.json and summary.md ---
+    described = protocol.describe(names, model_cfg.correction_mode, model_cfg.max_correction_turns)
+    summary = build_summary(runs, described, {n: origin for n, (_, origin) in loaded.items()}, run_dirs,
+                            limit=eval_cfg.limit)
+    write_json_atomic(os.path.join(eval_cfg.output_dir, "summary.json"), summary)
+    table = summary_markdown(summary)
+    write_text_atomic(os.path.join(eval_cfg.output_dir, "summary.md"), table)
+    print(table)
+    return summary
+
+
+def suite_protocol(cfg: A_PO_Config, eval_cfg: EvalConfig) -> Protocol:
+    """The protocol of eval_cfg (custom: the decoding flags). Raises InputError when a paper's
+    protocol fixes the correction setting and the command line changed it too."""
+    if eval_cfg.protocol == "custom":
+        return custom_protocol(Decoding(num_samples=eval_cfg.num_samples, temperature=eval_cfg.eval_temperature,
+                                        top_p=eval_cfg.eval_top_p, max_new_tokens=eval_cfg.eval_max_new_tokens,
+                                        pass_k=tuple(eval_cfg.pass_k)))
+    protocol = PROTOCOLS[eval_cfg.protocol]
+    defaults = A_PO_Config()
+    for name in ("correction_mode", "max_correction_turns"):
+        if getattr(protocol, name) is not None and getattr(cfg, name) not in (getattr(defaults, name),
+                                                                               getattr(protocol, name)):
+            raise InputError(f"--protocol {protocol.name} sets {name}={getattr(protocol, name)!r}; drop --{name} "
+                             f"{getattr(cfg, name)!r} or use --protocol custom")
+    return protocol
+
+
+def benchmark_eval_config(eval_cfg: EvalConfig, decoding: Decoding, eval_file: str) -> EvalConfig:
+    """eval_cfg with one benchmark's file and decoding (the rest, e.g. batch size and resume, unchanged)."""
+    return dataclasses.replace(eval_cfg, eval_file=eval_file, num_samples=decoding.num_samples,
+                               eval_temperature=decoding.temperature, eval_top_p=decoding.top_p,
+                               eval_max_new_tokens=decoding.max_new_tokens, pass_k=list(decoding.pass_k),
+                               protocol="custom", benchmarks=[], models=[])
+
+
+def suite_eval_file(output_dir: str, name: str, rows: list[dict], origin: str) -> str:
+    """The file a benchmark run names (and fingerprints) in its settings: the local benchmark file, or
+    for hub rows their copy written to <output_dir>/hub_benchmarks/<name>.jsonl."""
+    if not origin.startswith("hub:"):
+        return origin
+    path = os.path.join(output_dir, "hub_benchmarks", f"{name}.jsonl")
+    write_jsonl_atomic(path, rows)
+    return path
 
 
 def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run_dir: str) -> dict:
@@ -156,7 +286,8 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
 
     identity = model_identity(cfg.model, cfg.model_cache_dir)  # an unknown model fails here, before any file
     check_trained_prompt_format(cfg)
-    os.makedirs(run_dir, exist_ok=True)
+    rows, skipped = drop_long_prompts(cfg, eval_cfg, rows)  # before the model loads
+    ensure_output_folder(run_dir)
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
 
@@ -176,10 +307,11 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     metrics = metrics_from_generations(generations_path, pass_k=tuple(eval_cfg.pass_k),
                                        bootstrap_resamples=eval_cfg.bootstrap_resamples, bootstrap_seed=cfg.seed)
     metrics["provenance"] = provenance(cfg, eval_cfg, settings, identity, grading_report)
+    metrics["provenance"]["skipped_long_prompts"] = skipped
     write_json_atomic(os.path.join(run_dir, "metrics.json"), metrics)
 
     # --- report: results.md and plots ---
-    write_text(os.path.join(run_dir, "results.md"), results_markdown(metrics))
+    write_text_atomic(os.path.join(run_dir, "results.md"), results_markdown(metrics))
     write_plots(metrics, run_dir)
     print(summary_line(metrics))
     return metrics
@@ -188,44 +320,43 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
 # --- input ---
 
 
-def load_eval_rows(path: str, limit: int = 0) -> list[dict]:
-    """Eval rows of a prepare_data JSONL file (first `limit` when > 0).
+def drop_long_prompts(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict]) -> tuple[list[dict], dict]:
+    """(rows that fit, {"count", "ids", "context_window"} of those skipped).
 
-    Raises FileNotFoundError naming prepare_data.py, ValueError naming the file, line and
-    field for a bad row, a duplicated id, or an empty file.
+    A problem does not fit when its first prompt (apo.prompts.encode_problem in cfg.prompt_format) plus
+    eval_max_new_tokens exceeds the model's context window (max_position_embeddings). Only the
+    tokenizer and the model's config are loaded. Raises InputError naming the ids and the flag
+    unless eval_cfg.skip_long_prompts; a model config without a context window is logged and
+    nothing is checked.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"eval file {path!r} not found; write it with `python prepare_data.py` "
-                                "or pass --eval_file")
-    rows, seen = [], {}
-    for line in read_json_lines(path):
-        where = f"{path} line {line.number}"
-        if line.error:
-            raise ValueError(f"{where}: not valid JSON ({line.error})")
-        row = line.value
-        _validate_row(row, where)
-        if row["id"] in seen:
-            raise ValueError(f"{where}: id {row['id']!r} already used on line {seen[row['id']]}")
-        seen[row["id"]] = line.number
-        rows.append(row)
-        if limit and len(rows) == limit:
-            break
-    if not rows:
-        raise ValueError(f"{path}: no eval rows (empty file)")
-    return rows
+    from transformers import AutoConfig
 
+    from apo.models import load_tokenizer, resolve_model_path
+    from apo.prompts import encode_problem
 
-def _validate_row(row: object, where: str) -> None:
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for name, types in EVAL_ROW_FIELDS.items():
-        if name not in row:
-            raise ValueError(f"{where}: missing field {name!r} (eval rows need {sorted(EVAL_ROW_FIELDS)}; "
-                             "write them with prepare_data.py)")
-        value = row[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise ValueError(f"{where}: field {name!r} is {value!r}, expected "
-                             + " or ".join("null" if t is type(None) else t.__name__ for t in types))
+    context = getattr(AutoConfig.from_pretrained(resolve_model_path(cfg.model, cfg.model_cache_dir)),
+                      "max_position_embeddings", None)
+    if context is None:
+        logger.warning("%s: its config has no max_position_embeddings; prompt lengths are not checked", cfg.model)
+        return rows, {"count": 0, "ids": [], "context_window": None}
+    budget = context - eval_cfg.eval_max_new_tokens
+    template = len(cfg.system_prompt.encode("utf-8")) + 256  # chat-template tokens, generously
+    # A byte-level BPE token covers at least one byte, so a problem of fewer bytes than the budget fits.
+    suspects = [row for row in rows if len(row["problem"].encode("utf-8")) + template > budget]
+    tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir) if suspects else None
+    long_ids = {row["id"]: len(encode_problem(tokenizer, row["problem"], cfg.prompt_format, cfg.system_prompt))
+                for row in suspects}
+    long_ids = {problem_id: tokens for problem_id, tokens in long_ids.items() if tokens > budget}
+    if not long_ids:
+        return rows, {"count": 0, "ids": [], "context_window": context}
+    listed = ", ".join(f"{problem_id} ({tokens} tokens)" for problem_id, tokens in list(long_ids.items())[:10])
+    what = (f"{len(long_ids)} problems of {eval_cfg.eval_file} have a first prompt longer than {budget} tokens "
+            f"(context window {context} - eval_max_new_tokens {eval_cfg.eval_max_new_tokens}): {listed}")
+    if not eval_cfg.skip_long_prompts:
+        raise InputError(f"{what}; remove them, or pass --skip_long_prompts true to skip them (listed in results.md)")
+    logger.warning("skipping %s", what)
+    return ([row for row in rows if row["id"] not in long_ids],
+            {"count": len(long_ids), "ids": list(long_ids), "context_window": context})
 
 
 def gold_is_gradable(gold: str | None) -> bool:
@@ -267,80 +398,52 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
 def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[str]) -> set[tuple[str, int]]:
     """Finished (id, sample) pairs already in run_dir/generations.jsonl.
 
-    A resumed run must match the saved run_settings.json on RESUME_KEYS (ValueError naming the
+    A resumed run must match the saved run_settings.json on RESUME_KEYS (InputError naming the
     differing keys). Records of unfinished episodes (an interrupted chunk, a half-written last
-    line) are dropped and the file is rewritten atomically. Raises ValueError when resume is
+    line) are dropped and the file is rewritten atomically. Raises InputError when resume is
     False and the folder already holds generations, or when they name ids not in the eval file.
     """
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings_path = os.path.join(run_dir, "run_settings.json")
     has_generations = os.path.isfile(generations_path) and os.path.getsize(generations_path) > 0
     if has_generations and not resume:
-        raise ValueError(f"{generations_path} exists; pass --resume true to continue it or choose another --output_dir")
+        raise InputError(f"{generations_path} exists; pass --resume true to continue it or choose another --output_dir")
     if not has_generations:
         write_json_atomic(settings_path, settings)
-        open(generations_path, "w").close()
+        write_text_atomic(generations_path, "")
         return set()
     if not os.path.isfile(settings_path):
-        raise ValueError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
+        raise InputError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
     with open(settings_path, encoding="utf-8") as handle:
         saved = json.load(handle)
     differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
     if differing:
         details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {settings[k]!r}" for k in differing)
-        raise ValueError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")
+        raise InputError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")
     kept, dropped = _finished_records(generations_path)
     unknown = sorted({r["id"] for r in kept} - row_ids)
     if unknown:
-        raise ValueError(f"{generations_path} holds ids that are not among the {len(row_ids)} problems evaluated now "
+        raise InputError(f"{generations_path} holds ids that are not among the {len(row_ids)} problems evaluated now "
                          f"(e.g. {unknown[:3]}; a smaller --limit?); raise --limit or use another --output_dir")
     if dropped:
         logger.warning("resume: dropped %d records of unfinished episodes from %s", dropped, generations_path)
-        _rewrite_jsonl(generations_path, kept)
+        write_jsonl_atomic(generations_path, kept)
     finished = {(r["id"], r["sample"]) for r in kept}
     logger.info("resume: %d finished episodes in %s", len(finished), generations_path)
     return finished
 
 
 def _finished_records(path: str) -> tuple[list[dict], int]:
-    """Records of complete episodes, and how many records were dropped. A last line cut off by an
-    interrupted write is dropped; any other unreadable line raises ValueError naming it."""
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.read().split("\n")
-    records, dropped = [], 0
-    for line_number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        is_cut_last_line = line_number == len(lines)  # no newline after it
-        try:
-            record = json.loads(line)
-            validate_record(record, f"{path} line {line_number}")
-        except (json.JSONDecodeError, ValueError):
-            if is_cut_last_line:
-                dropped += 1
-                continue
-            raise
-        records.append(record)
+    """Records of complete episodes, and how many records were dropped: a torn last line (an
+    interrupted write) and the records of episodes it left unfinished. Any other bad line raises
+    InputError naming it (apo.records.read_generations)."""
+    lines = sum(1 for line in read_json_lines(path))
+    records = read_generations(path, allow_empty=True)
     counts: dict[tuple[str, int], int] = {}
     for record in records:
         counts[(record["id"], record["sample"])] = counts.get((record["id"], record["sample"]), 0) + 1
     kept = [r for r in records if counts[(r["id"], r["sample"])] == r["episode_turns"]]
-    return kept, dropped + len(records) - len(kept)
-
-
-def _rewrite_jsonl(path: str, records: list[dict]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)
-
-
-def _append_jsonl(path: str, records: list[dict]) -> None:
-    """Append one finished chunk in a single write, flushed to disk."""
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        handle.flush()
-        os.fsync(handle.fileno())
+    return kept, lines - len(kept)
 
 
 # --- generation and grading ---
@@ -375,7 +478,7 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
                                 top_p=eval_cfg.eval_top_p, max_new_tokens=eval_cfg.eval_max_new_tokens,
                                 unparsed_verdict_revises=eval_cfg.unparsed_verdict_revises)
         records = grade_episodes(episodes, chunk, cfg, grading_report)
-        _append_jsonl(generations_path, records)
+        append_jsonl(generations_path, records)
         tally.add(records)
         bar.update(len(chunk))
         bar.set_postfix_str(tally.describe())
@@ -453,8 +556,7 @@ class _RunningAccuracy:
     @classmethod
     def from_file(cls, path: str) -> "_RunningAccuracy":
         tally = cls()
-        with open(path, encoding="utf-8") as handle:
-            tally.add(sorted((json.loads(line) for line in handle if line.strip()), key=lambda r: r["turn"]))
+        tally.add(sorted(read_generations(path), key=lambda r: r["turn"]))
         return tally
 
     def describe(self) -> str:
@@ -561,4 +663,4 @@ def file_sha256(path: str) -> str:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main(*parse_script_config("evaluate_apo.py", (EvalConfig,)))
+    run_main(lambda argv: main(*parse_script_config("evaluate_apo.py", (EvalConfig,), argv)))

@@ -24,7 +24,10 @@ The default hub training set is MATH's train split, 7,500 problems, as in the A*
 papers; the 12,000-problem set (train plus test minus MATH-500, the PRM800K split) is used only
 when asked for by name (--training_set math_12k). Rules applied on the way: MATH-500 problems
 are removed from the training files by unique_id and by whitespace-normalised problem text
-(qwedsacf/competition_math holds all 12,500 problems in one split); problems repeated after whitespace normalisation are dropped (first kept); rows
+(qwedsacf/competition_math holds all 12,500 problems in one split), and so are the problems of
+--exclude_benchmarks (Minerva Math, OlympiadBench, AMC 23, AIME 24, GSM8K by default), matched
+on their letters and digits only so that LaTeX spacing and brace differences do not hide a copy
+(counts per benchmark are printed); problems repeated after whitespace normalisation are dropped (first kept); rows
 whose answer cannot be extracted (no box, or an empty one) are reported and kept out. A
 malformed line or field stops the run with its file, line and field; --skip_invalid skips such
 rows and counts them. Files are written to a temporary name and renamed.
@@ -36,16 +39,18 @@ import hashlib
 import json
 import os
 import random
-import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config, write_json_atomic
+from apo.benchmarks import (BENCHMARKS, check_benchmark_names, decontamination_key, default_benchmark_dir,
+                            default_math500_file, load_benchmark)
+from apo.cli import run_main
+from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
+from apo.errors import InputError, InputFileNotFoundError
 from apo.prompts import PromptFormat, encode_problem
-from apo.records import read_json_lines
+from apo.records import ensure_output_folder, parse_level, read_json_lines, write_json_atomic, write_jsonl_atomic
 from apo.grading import last_boxed_content
 from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
 
@@ -120,18 +125,28 @@ class DataConfig:
         "--source synthetic: comma-separated levels (1 = single-digit arithmetic a 135M model can reach)."))
     synthetic_types: str = field(default="all", metadata=_help(
         f"--source synthetic: comma-separated types or 'all' ({', '.join(SYNTHETIC_TYPES)})."))
+    # --- decontamination against the held-out benchmarks (apo/benchmarks.py) ---
+    exclude_benchmarks: str = field(default="minerva_math,olympiadbench,amc23,aime24,gsm8k", metadata=_help(
+        "Comma-separated benchmarks whose problems are removed from the training files by normalised text, as "
+        f"MATH-500 is (any of {', '.join(BENCHMARKS)}); 'none' removes none. Not applied to --source synthetic."))
+    benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata=_help(
+        "Folder of <benchmark>.jsonl files; default: ../shared/data/benchmarks beside the checkout when present."))
+    benchmark_source: Literal["auto", "local", "hub"] = field(default="auto", metadata=_help(
+        "Where --exclude_benchmarks are read: 'local' = --benchmark_dir, 'hub' = the hub ids in apo/benchmarks.py, "
+        "'auto' = local when --benchmark_dir is set or --source is local, else hub."))
 
     def __post_init__(self) -> None:
         if self.source == "local" and not self.train_path:
-            raise ValueError("DataConfig.train_path is empty: --source local needs --train_path "
+            raise InputError("DataConfig.train_path is empty: --source local needs --train_path "
                              f"({', '.join(LOCAL_FORMATS)}).")
         if self.source == "local" and not self.math500_path:
-            raise ValueError("DataConfig.math500_path is empty: --source local needs --math500_path (a MATH-500 "
+            raise InputError("DataConfig.math500_path is empty: --source local needs --math500_path (a MATH-500 "
                              ".jsonl/.json/.parquet file) or --math500_path none to write no eval file.")
         if self.subset_size < 0:
-            raise ValueError(f"DataConfig.subset_size={self.subset_size} is invalid: use 0 or more.")
+            raise InputError(f"DataConfig.subset_size={self.subset_size} is invalid: use 0 or more.")
+        check_benchmark_names(self.exclude_benchmark_names, "--exclude_benchmarks")
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 0:
-            raise ValueError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
+            raise InputError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
                              f"{self.synthetic_train_size} and {self.synthetic_eval_size}.")
 
     @property
@@ -143,8 +158,14 @@ class DataConfig:
     def split_names(self) -> list[str]:
         return [s.strip() for s in self.effective_splits.split(",") if s.strip()]
 
+    @property
+    def exclude_benchmark_names(self) -> list[str]:
+        if self.exclude_benchmarks.strip().lower() == "none":
+            return []
+        return [s.strip() for s in self.exclude_benchmarks.split(",") if s.strip()]
 
-class DataFormatError(ValueError):
+
+class DataFormatError(InputError):
     """A source row or line that cannot be read; the message names the file, the line/row and the field."""
 
 
@@ -160,6 +181,7 @@ class CleaningReport:
     math500_removed: list[str] = field(default_factory=list)      # training ids that are MATH-500 problems
     math500_by_id: int = 0
     math500_by_text: int = 0
+    benchmark_removed: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> training ids removed
 
 
 @dataclass
@@ -217,7 +239,7 @@ def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
     naming the file, the line number and the parser's reason (or is recorded in `skipped`)."""
     rows: list[RawRow] = []
     for line in read_json_lines(path):
-        where = f"{path}, line {line.number}"
+        where = f"{path}:{line.number}"
         if line.error:
             _invalid(f"{where}: malformed JSON ({line.error})", skipped)
         elif not isinstance(line.value, dict):
@@ -228,13 +250,13 @@ def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
 
 
 def read_json_list(path: str, skipped: list[str] | None = None) -> list[RawRow]:
-    """A JSON file holding a list of row objects. Malformed JSON raises DataFormatError (always:
-    one syntax error makes the whole file unreadable); a non-object element is one invalid row."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            records = json.load(handle)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"{path}, line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+    """A JSON file holding a list of row objects. Malformed JSON or a byte that is not UTF-8 raises
+    DataFormatError (always: one such error makes the whole file unreadable); a non-object element
+    is one invalid row."""
+    try:
+        records = json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(records, list):
         raise DataFormatError(f"{path}: expected a JSON list of row objects, got {type(records).__name__}")
     rows: list[RawRow] = []
@@ -244,6 +266,17 @@ def read_json_list(path: str, skipped: list[str] | None = None) -> list[RawRow]:
             continue
         rows.append((record, f"{path}, row {index}"))
     return rows
+
+
+def read_utf8(path: str) -> str:
+    """The text of `path`; a byte that is not UTF-8 raises DataFormatError naming its line."""
+    with open(path, "rb") as handle:
+        content = handle.read()
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = content.count(b"\n", 0, err.start) + 1
+        raise DataFormatError(f"{path}:{line}: not UTF-8: byte 0x{content[err.start]:02x}") from None
 
 
 def read_parquet(path: str) -> list[RawRow]:
@@ -268,7 +301,7 @@ def read_math_folder(root: str, splits: list[str], skipped: list[str] | None = N
     for split in splits:
         split_dir = Path(root) / split
         if not split_dir.is_dir():
-            raise FileNotFoundError(f"{split_dir} not found: a MATH folder holds <split>/<subject>/<n>.json "
+            raise InputFileNotFoundError(f"{split_dir} not found: a MATH folder holds <split>/<subject>/<n>.json "
                                     f"(splits asked for: {', '.join(splits)})")
         for subject_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             for problem_file in sorted(subject_dir.glob("*.json"), key=_file_number_key):
@@ -279,12 +312,14 @@ def read_math_folder(root: str, splits: list[str], skipped: list[str] | None = N
 
 def read_json_object(path: str, skipped: list[str] | None = None) -> list[RawRow]:
     """A JSON file holding one row object, as a list of zero (skipped) or one row."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            record = json.load(handle)
-        except json.JSONDecodeError as err:
-            _invalid(f"{path}, line {err.lineno}: malformed JSON ({err.msg} at column {err.colno})", skipped)
-            return []
+    try:
+        record = json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        _invalid(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})", skipped)
+        return []
+    except DataFormatError as err:
+        _invalid(str(err), skipped)
+        return []
     if not isinstance(record, dict):
         _invalid(f"{path}: expected a JSON object, got {type(record).__name__}", skipped)
         return []
@@ -292,19 +327,22 @@ def read_json_object(path: str, skipped: list[str] | None = None) -> list[RawRow
 
 
 def read_local(path: str, splits: list[str], skipped: list[str] | None = None) -> list[RawRow]:
-    """Dispatch on what `path` is: a MATH folder, .jsonl, .json (a list of rows) or .parquet."""
+    """Dispatch on what `path` is: a MATH folder, .jsonl, .json (a list of rows) or .parquet.
+    Raises InputError naming `path` when the file holds no row at all."""
     if os.path.isdir(path):
         return read_math_folder(path, splits, skipped)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist; give {', '.join(LOCAL_FORMATS)}")
+        raise InputFileNotFoundError(f"{path} does not exist; give {', '.join(LOCAL_FORMATS)}")
     suffix = Path(path).suffix.lower()
-    if suffix == ".jsonl":
-        return read_jsonl(path, skipped)
-    if suffix == ".json":
-        return read_json_list(path, skipped)
-    if suffix == ".parquet":
-        return read_parquet(path)
-    raise ValueError(f"{path}: unsupported file type {suffix!r}; give {', '.join(LOCAL_FORMATS)}")
+    readers = {".jsonl": lambda: read_jsonl(path, skipped), ".json": lambda: read_json_list(path, skipped),
+               ".parquet": lambda: read_parquet(path)}
+    if suffix not in readers:
+        raise InputError(f"{path}: unsupported file type {suffix!r}; give {', '.join(LOCAL_FORMATS)}")
+    skipped_before = len(skipped) if skipped is not None else 0
+    rows = readers[suffix]()
+    if not rows and (skipped is None or len(skipped) == skipped_before):
+        raise InputError(f"{path}: no rows (the file is empty)")
+    return rows
 
 
 def read_hub(name: str, splits: list[str], subject_configs: tuple[str, ...] | None = None) -> list[RawRow]:
@@ -330,9 +368,6 @@ def read_hub(name: str, splits: list[str], subject_configs: tuple[str, ...] | No
 
 # --- validating and cleaning rows ---
 
-_LEVEL_RE = re.compile(r"^Level (\d|\?)$")
-
-
 def normalise_text(text: str) -> str:
     """Whitespace-collapsed text: the key for duplicates and for MATH-500 exclusion."""
     return " ".join(text.split())
@@ -350,20 +385,6 @@ def _field(record: dict[str, Any], names: tuple[str, ...], where: str, kinds: tu
     if required:
         raise DataFormatError(f"{where}: missing field {' / '.join(repr(n) for n in names)}")
     return None
-
-
-def parse_level(value: Any, where: str) -> int | None:
-    """'Level 3' or 3 -> 3; 'Level ?' or null -> None; anything else raises DataFormatError."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5:
-        return value
-    match = _LEVEL_RE.match(value) if isinstance(value, str) else None
-    if match and match.group(1) == "?":
-        return None
-    if match and 1 <= int(match.group(1)) <= 5:
-        return int(match.group(1))
-    raise DataFormatError(f"{where}: field 'level' must be 'Level 1'..'Level 5', 'Level ?', 1-5 or null, got {value!r}")
 
 
 def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
@@ -399,7 +420,7 @@ def validate_rows(raw_rows: list[RawRow], source: str, report: CleaningReport,
     for record, where in raw_rows:
         try:
             row = to_row(record, where, source)
-        except DataFormatError as err:
+        except InputError as err:  # DataFormatError, or apo.records.parse_level's
             _invalid(str(err), report.invalid if skip_invalid else None)
             continue
         if record.get("answer") is not None and record["answer"] != row["answer"]:
@@ -449,6 +470,40 @@ def exclude_eval_problems(rows: list[dict[str, Any]], eval_rows: list[dict[str, 
             report.math500_by_text += by_text
         else:
             kept.append(row)
+    return kept
+
+
+def load_benchmark_problems(cfg: DataConfig) -> dict[str, set[str]]:
+    """apo.benchmarks.decontamination_key of every problem of each of cfg.exclude_benchmarks; raises
+    FileNotFoundError naming the file looked for when a local benchmark is missing."""
+    source = cfg.benchmark_source
+    if source == "auto":
+        source = "local" if cfg.benchmark_dir or cfg.source == "local" else "hub"
+    math500_file = cfg.math500_path if os.path.isfile(cfg.math500_path) else default_math500_file()
+    problems = {}
+    for name in cfg.exclude_benchmark_names:
+        try:
+            rows, _ = load_benchmark(name, source=source, benchmark_dir=cfg.benchmark_dir, math500_file=math500_file)
+        except (FileNotFoundError, ConnectionError) as err:
+            raise type(err)(f"--exclude_benchmarks: {err} (or --exclude_benchmarks none to skip decontamination)") \
+                from None
+        problems[name] = {decontamination_key(row["problem"]) for row in rows}
+    return problems
+
+
+def exclude_benchmark_problems(rows: list[dict[str, Any]], benchmark_problems: dict[str, set[str]],
+                               report: CleaningReport) -> list[dict[str, Any]]:
+    """Remove training rows whose problem is a benchmark problem (same decontamination_key); the ids
+    removed go to report.benchmark_removed[benchmark] (a row in several benchmarks counts under the first)."""
+    report.benchmark_removed = {name: [] for name in benchmark_problems}
+    kept = []
+    for row in rows:
+        text = decontamination_key(row["problem"])
+        hit = next((name for name, texts in benchmark_problems.items() if text in texts), None)
+        if hit is None:
+            kept.append(row)
+        else:
+            report.benchmark_removed[hit].append(row["id"])
     return kept
 
 
@@ -525,24 +580,6 @@ def example_line(row: dict[str, Any], max_chars: int = 240) -> str:
     return json.dumps(short, ensure_ascii=False)
 
 
-# --- writing ---
-
-def write_jsonl_atomic(path: str, rows: list[dict[str, Any]]) -> None:
-    """Write `rows` one JSON object per line via a temporary file in the same folder, then rename,
-    so an interrupted run leaves either the old file or the complete new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 # --- the stage ---
 
 def load_sources(cfg: DataConfig, train_report: CleaningReport,
@@ -555,7 +592,7 @@ def load_sources(cfg: DataConfig, train_report: CleaningReport,
         train_raw = read_hub(cfg.hub_dataset, cfg.split_names, HUB_SUBJECT_CONFIGS.get(cfg.hub_dataset))
     else:
         if not os.path.isdir(cfg.train_path) and cfg.splits not in ("", "train"):
-            raise ValueError(f"--splits {cfg.splits!r} applies to the hub and to MATH folders, not to the file "
+            raise InputError(f"--splits {cfg.splits!r} applies to the hub and to MATH folders, not to the file "
                              f"{cfg.train_path}; leave it at 'train'")
         train_raw = read_local(cfg.train_path, cfg.split_names, train_skipped)
     if cfg.math500_path.lower() == "none":
@@ -575,6 +612,8 @@ def synthetic_sets(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str
 
 def main(cfg: DataConfig) -> PreparedData:
     train_report, eval_report = CleaningReport(), CleaningReport()
+    if not cfg.inspect_only:
+        ensure_output_folder(cfg.output_dir)
     tokenizer = None if cfg.tokenizer.lower() == "none" else load_report_tokenizer(cfg)
 
     # --- load and validate ---
@@ -592,8 +631,16 @@ def main(cfg: DataConfig) -> PreparedData:
               f"{'none (--math500_path none)' if eval_raw is None else cfg.math500_path or cfg.math500_dataset}"
               f" -> {eval_report.rows_read} rows read")
 
-    # --- keep the eval problems out of training ---
+    # --- keep the eval and benchmark problems out of training ---
     train_rows = exclude_eval_problems(train_rows, eval_rows, train_report)
+    if cfg.source != "synthetic":
+        train_rows = exclude_benchmark_problems(train_rows, load_benchmark_problems(cfg), train_report)
+    if not train_rows:
+        raise InputError(
+            f"{cfg.train_path or cfg.hub_dataset}: no usable training problem ({train_report.rows_read} rows read: "
+            f"{len(train_report.invalid)} invalid, {len(train_report.no_answer)} without a \\boxed{{}} answer, "
+            f"{len(train_report.duplicates)} duplicates, {len(train_report.math500_removed)} eval problems, "
+            f"{sum(map(len, train_report.benchmark_removed.values()))} benchmark problems); nothing written")
 
     # --- stratified subset ---
     subset_rows = stratified_subset(train_rows, cfg.subset_size, cfg.seed)
@@ -611,6 +658,13 @@ def main(cfg: DataConfig) -> PreparedData:
     print(f"{eval_name} exclusion: removed {len(train_report.math500_removed)} training rows "
           f"(matched by unique_id: {train_report.math500_by_id}, by normalised problem text: "
           f"{train_report.math500_by_text})")
+    if cfg.source == "synthetic":
+        print("benchmark decontamination: not applied to synthetic problems")
+    elif train_report.benchmark_removed:
+        print("benchmark decontamination (problem text, letters and digits only): removed "
+              + ", ".join(f"{name} {len(ids)}" for name, ids in train_report.benchmark_removed.items())
+              + " training rows" + "".join(f"; {name}: {', '.join(ids[:5])}" for name, ids
+                                            in train_report.benchmark_removed.items() if ids))
     for title, rows in ((cfg.train_file, train_rows), (cfg.subset_file, subset_rows), (cfg.eval_file, eval_rows)):
         print(f"\n{title}: {len(rows)} rows\n{count_table(rows)}")
     provenance = data_provenance(cfg, len(train_rows), len(eval_rows), len(train_report.math500_removed))
@@ -666,5 +720,4 @@ def prompt_length_report(tokenizer, cfg: DataConfig, rows: list[dict[str, Any]])
 
 
 if __name__ == "__main__":
-    (config,) = parse_config((DataConfig,))
-    main(config)
+    run_main(lambda argv: main(*parse_config((DataConfig,), argv)))

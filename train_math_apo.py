@@ -50,14 +50,17 @@ from apo_algorithm import (
 )
 from apo import correction, stage1, vllm_engine
 from apo.checkpoints import (
-    CheckpointWriter, TrainerState, latest_or_none, load_training_state, resolve_resume_checkpoint,
-    skip_model_weights_in_accelerate_state,
+    CheckpointWriter, TrainerState, check_resume_config, claim_output_dir, latest_or_none, load_training_state,
+    resolve_resume_checkpoint, skip_model_weights_in_accelerate_state, stage2_outputs_in,
 )
-from apo.config import A_PO_Config, _require, parse_script_config, save_config
+from apo.cli import run_main
+from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport
+from apo.errors import InputError
 from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
+from apo.records import read_problem_rows
 from apo.stop_signal import StopRequest
 from apo.strict_grading import rewards_by_rule
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
@@ -131,7 +134,11 @@ class TrainConfig:
     save_every: int = field(default=25, metadata={"help": "Write checkpoint-<step>/ every N iterations (and at the end)."})
     keep_checkpoints: int = field(default=2, metadata={"help": "Keep the newest N checkpoints (best/ is kept apart; 0 = all)."})
     resume_from_checkpoint: str = field(default="", metadata={"help": (
-        "'' = start fresh, 'auto' = continue from the latest checkpoint in output_dir, or a checkpoint folder.")})
+        "'' = start fresh, 'auto' = continue from the latest checkpoint in output_dir, or a checkpoint folder. "
+        "A resume refuses settings that differ from the checkpoint's run_config.json and change the run.")})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": (
+        "Let a fresh run use an output_dir that holds another run: its checkpoints, best/, final/, metrics and "
+        "stage-1 values are removed first. Without it such a folder is refused.")})
     stop_after_step: int = field(default=0, metadata={"help": (
         "Write a checkpoint and exit after this iteration (e.g. to fit a job time limit); resume with "
         "--resume_from_checkpoint auto (0 = run to the end).")})
@@ -151,6 +158,8 @@ class TrainConfig:
         _require(self, "epochs", self.epochs > 0 or self.max_steps > 0, "use a positive number of epochs or set max_steps")
         _require(self, "prompts_per_step", self.prompts_per_step % self.optimizer_steps_per_iteration == 0,
                  "use a multiple of optimizer_steps_per_iteration")
+        _require(self, "overwrite_output_dir", not (self.overwrite_output_dir and self.resume_from_checkpoint),
+                 "give --resume_from_checkpoint to continue a run or --overwrite_output_dir to replace it, not both")
 
 
 @dataclass
@@ -326,10 +335,10 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
 def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Config) -> None:
     """DeepSpeed steps its optimizer inside every synced backward, so the trainer's own
     micro-batch accumulation cannot run under it: require one micro-batch per optimizer step
-    and tell the engine its size. Raises ValueError naming the settings otherwise."""
+    and tell the engine its size. Raises InputError naming the settings otherwise."""
     per_step = cfg.prompts_per_step // (accelerator.num_processes * cfg.optimizer_steps_per_iteration)
     if apo.train_correction or cfg.micro_batch_size < per_step:
-        raise ValueError(f"under DeepSpeed each optimizer step must be one micro-batch: set micro_batch_size >= "
+        raise InputError(f"under DeepSpeed each optimizer step must be one micro-batch: set micro_batch_size >= "
                          f"{per_step} (prompts_per_step / (num_processes x optimizer_steps_per_iteration)) and "
                          "train_correction false, or use the DDP/FSDP configs, whose accumulation is the trainer's")
     ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -378,7 +387,7 @@ def start_stage2(run: Run, num_train_prompts: int, value_head, resume_dir: str |
     apo, cfg, accelerator = run.apo, run.train, run.accelerator
     world = accelerator.num_processes
     if cfg.prompts_per_step % (world * cfg.optimizer_steps_per_iteration):
-        raise ValueError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of num_processes ({world}) "
+        raise InputError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of num_processes ({world}) "
                          f"x optimizer_steps_per_iteration ({cfg.optimizer_steps_per_iteration})")
     total_steps = total_steps_for(num_train_prompts, cfg.prompts_per_step, cfg.epochs, cfg.max_steps)
     trainable = [p for p in run.policy.parameters() if p.requires_grad]
@@ -572,38 +581,69 @@ class Prompts:
     eval_prompts: list[list[int]]
 
 
-def load_prompts(apo: A_PO_Config, train: TrainConfig, tokenizer, summary: dict) -> Prompts:
-    """Read and tokenise the training file (its first max_train_prompts rows) and, for stage 2,
-    the first eval_size rows of the eval file; counts of dropped prompts go into `summary`."""
-    all_rows = stage1.read_rows(train.data_file)
+def check_run_inputs(cfg: tuple, accelerator: Accelerator) -> tuple[list[dict], list[dict], str | None]:
+    """(training rows, held-out rows, checkpoint to resume from or None), after claiming
+    output_dir for this run and saving its run_config.json; all before any model loads.
+
+    Raises InputError for an empty or malformed data file (naming file and line), an output_dir
+    that is a file or holds another run (apo.checkpoints.claim_output_dir), or a resume whose
+    settings differ from the checkpoint's (apo.checkpoints.check_resume_config). With
+    resume_from_checkpoint 'auto' and no checkpoint yet, a run that stopped before its first
+    checkpoint starts over from step 0 when output_dir/run_config.json has the same settings.
+    """
+    apo, train = cfg[0], cfg[1]
+    all_rows = read_problem_rows(train.data_file, require_answer=True)
+    eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
+    resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
+    # 'auto' in a folder whose run stopped before its first checkpoint: that run starts over, if it is the same run.
+    restart = (train.stage != "1" and train.resume_from_checkpoint == "auto" and resume_dir is None
+               and bool(stage2_outputs_in(train.output_dir)))
+    conflict = stage1.stage1_conflict(os.path.join(train.output_dir, stage1.STAGE1_FILE), apo,
+                                      {row["id"] for row in all_rows})
+    accelerator.wait_for_everyone()
+    claim_output_dir(train.output_dir, resuming=resume_dir is not None or restart,
+                     overwrite=train.overwrite_output_dir, stage1_conflict=conflict, is_main=accelerator.is_main_process)
+    if resume_dir is not None or restart:
+        check_resume_config(resume_dir or train.output_dir, config_to_dict(*cfg))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_config(os.path.join(train.output_dir, "run_config.json"), *cfg)
+    return all_rows, eval_rows, resume_dir
+
+
+def load_prompts(apo: A_PO_Config, train: TrainConfig, all_rows: list[dict], eval_rows: list[dict], tokenizer,
+                 summary: dict) -> Prompts:
+    """Tokenise the training rows (the first max_train_prompts) and, for stage 2, the first
+    eval_size held-out rows; the ids of dropped prompts and their counts go into `summary`."""
     train_rows = all_rows[:train.max_train_prompts] if train.max_train_prompts else all_rows
-    train_rows, train_prompts, summary["dropped_long_prompts"] = stage1.encode_problems(train_rows, tokenizer, apo)
-    eval_rows = stage1.read_rows(train.eval_file) if train.stage != "1" else []
+    train_rows, train_prompts, dropped = stage1.encode_problems(train_rows, tokenizer, apo)
+    summary["dropped_long_prompts"], summary["dropped_long_prompt_ids"] = len(dropped), dropped
     eval_rows = eval_rows[:train.eval_size] if train.eval_size else eval_rows
-    eval_rows, eval_prompts, summary["dropped_long_eval_prompts"] = stage1.encode_problems(eval_rows, tokenizer, apo)
+    eval_rows, eval_prompts, dropped = stage1.encode_problems(eval_rows, tokenizer, apo)
+    summary["dropped_long_eval_prompts"], summary["dropped_long_eval_prompt_ids"] = len(dropped), dropped
     if train.stage != "1" and not eval_rows:
-        raise ValueError(f"{train.eval_file}: no held-out problem left (eval_size={train.eval_size}, "
+        raise InputError(f"{train.eval_file}: no held-out problem left (eval_size={train.eval_size}, "
                          f"max_prompt_length={apo.max_prompt_length}); stage 2 needs some to measure accuracy")
+    if not train_rows:
+        raise InputError(f"{train.data_file}: every training prompt is longer than max_prompt_length="
+                         f"{apo.max_prompt_length} tokens; raise --max_prompt_length")
     return Prompts({r["id"] for r in all_rows}, train_rows, train_prompts, eval_rows, eval_prompts)
 
 
 def start_accelerator(train: TrainConfig) -> Accelerator:
-    """The Accelerator (gloo on CPU processes), logging for this process, and the output folder."""
+    """The Accelerator (gloo on CPU processes) and logging for this process."""
     # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision), cpu=multi_cpu)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if accelerator.is_main_process:
-        os.makedirs(train.output_dir, exist_ok=True)
     return accelerator
 
 
 def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.CorrectionTrainingConfig,
-              accelerator: Accelerator, tokenizer) -> Run:
-    """The policy (LoRA or full) and its frozen reference, resumed from
-    train.resume_from_checkpoint in stage 2, with everything the stages share."""
-    resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
+              accelerator: Accelerator, tokenizer, resume_dir: str | None) -> Run:
+    """The policy (LoRA or full) and its frozen reference, resumed from `resume_dir` in stage 2,
+    with everything the stages share."""
     policy, ref_model = build_models(apo, train, accelerator.device, resume_dir)
     run = Run(apo, train, accelerator, tokenizer, policy, ref_model, GradingReport(), turn_cfg, resume_dir)
     if apo.generation_backend == "vllm":  # holds the model folder's weights, i.e. pi_ref, until stage 2 syncs
@@ -615,7 +655,7 @@ def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.Correct
 def main(cfg: tuple) -> dict:
     """Run the stages chosen by `train.stage` for cfg = (A_PO_Config, TrainConfig) or
     (A_PO_Config, TrainConfig, CorrectionTrainingConfig); returns a summary dict of paths and
-    final metrics (accuracy before and after, value-head error, counts of dropped prompts)."""
+    final metrics (accuracy before and after, value-head error, counts and ids of dropped prompts)."""
     apo, train = cfg[0], cfg[1]
     turn_cfg = cfg[2] if len(cfg) > 2 else correction.CorrectionTrainingConfig()
     if apo.generation_backend == "vllm":
@@ -623,17 +663,16 @@ def main(cfg: tuple) -> dict:
     summary: dict[str, Any] = {"output_dir": train.output_dir}
     accelerator = start_accelerator(train)
     if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
-        raise ValueError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
+        raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
                          "merged into sharded weights for the engine; use the DDP or ZeRO configs")
-    if accelerator.is_main_process:
-        save_config(os.path.join(train.output_dir, "run_config.json"), apo, train)
 
-    # --- data: training prompts and the held-out slice, checked before any model loads ---
+    # --- data, output folder and resume settings: checked before any model loads ---
+    all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator)
     tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
-    data = load_prompts(apo, train, tokenizer, summary)
+    data = load_prompts(apo, train, all_rows, eval_rows, tokenizer, summary)
 
     # --- models: the policy (optionally LoRA) and its frozen reference ---
-    run = build_run(apo, train, turn_cfg, accelerator, tokenizer)
+    run = build_run(apo, train, turn_cfg, accelerator, tokenizer, resume_dir)
 
     # --- stage 1: V* from N reference samples, then the value head ---
     stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
@@ -651,7 +690,7 @@ def main(cfg: tuple) -> dict:
     keep, v_star, counts = stage1.stage2_baselines(run, data.train_rows, data.train_prompts, records, value_head)
     summary.update(counts)
     if not keep:
-        raise ValueError("no training prompts left for stage 2 after filtering (see the counts logged above)")
+        raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
     summary.update(train_stage2(run, [data.train_rows[i] for i in keep], [data.train_prompts[i] for i in keep],
                                 [v_star[i] for i in keep], data.eval_prompts, [r["answer"] for r in data.eval_rows],
                                 value_head, run.resume_dir))
@@ -660,4 +699,5 @@ def main(cfg: tuple) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_script_config("train_math_apo.py", (TrainConfig, correction.CorrectionTrainingConfig)))
+    run_main(lambda argv: main(
+        parse_script_config("train_math_apo.py", (TrainConfig, correction.CorrectionTrainingConfig), argv)))

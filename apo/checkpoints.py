@@ -27,11 +27,14 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
-from apo.config import save_config, write_json_atomic
+from apo.config import save_config
+from apo.errors import InputError, InputFileNotFoundError
+from apo.records import check_output_folder, ensure_output_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "trainer_state.json"
+RUN_CONFIG_FILE = "run_config.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -89,7 +92,7 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: str) -> str | None:
     """The checkpoint folder to resume from: None for "", the latest under `output_dir` for
     "auto" (None when there is none yet), else the given folder, which must be complete.
-    Raises FileNotFoundError naming the folder and what is missing."""
+    Raises InputFileNotFoundError naming the folder and what is missing."""
     if resume_from_checkpoint == "":
         return None
     if resume_from_checkpoint == "auto":
@@ -97,9 +100,104 @@ def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: str) -> s
         return checkpoints[-1][1] if checkpoints else None
     state_file = os.path.join(resume_from_checkpoint, TRAINER_STATE_FILE)
     if not os.path.isfile(state_file):
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint!r}: {state_file} not found; "
+        raise InputFileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint!r}: {state_file} not found; "
                                 "give a complete checkpoint-<step> folder, 'auto' (latest under output_dir) or ''")
     return resume_from_checkpoint
+
+
+# --- one run per output folder ---
+
+# What a train_math_apo.py run writes into its output_dir besides checkpoint-<step>/ (and the hidden
+# staging folders of staged_folder); --overwrite_output_dir removes exactly these.
+STAGE2_OUTPUTS = ("best", "final", "metrics.jsonl", "training_curves.png", RUN_CONFIG_FILE, "tensorboard", "wandb")
+STAGE1_OUTPUTS = ("stage1_values.jsonl", "stage1_meta.json", "value_head")  # apo.stage1's files
+STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|best|final|value_head)\.(tmp|old)$")
+# Settings a resumed run may change: where and how often it saves, evaluates and reports, how long it runs,
+# and throughput knobs that leave the update's mathematics alone. Any other difference refuses the resume.
+RESUME_MAY_CHANGE = frozenset({
+    "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "stop_after_step", "max_steps", "epochs",
+    "stage", "eval_every", "eval_size", "eval_at_start", "save_every", "keep_checkpoints", "report_to",
+    "max_nonfinite_steps", "micro_batch_size", "generation_batch_size", "stage1_batch_size", "value_batch_size",
+    "save_stage1_responses", "grading_workers", "model_cache_dir", "gradient_checkpointing",
+})
+
+
+def run_configs(run) -> tuple:
+    """The configs saved as run_config.json: A_PO_Config, TrainConfig and, when the run has one,
+    the CorrectionTrainingConfig."""
+    return (run.apo, run.train) + ((run.correction,) if run.correction is not None else ())
+
+
+def stage2_outputs_in(output_dir: str) -> list[str]:
+    """Names in `output_dir` that show a stage-2 run was there: checkpoint-<step>/, best/, final/,
+    a non-empty metrics.jsonl ([] for a missing folder)."""
+    if not os.path.isdir(output_dir):
+        return []
+    return [name for name in sorted(os.listdir(output_dir))
+            if CHECKPOINT_PATTERN.match(name) or name in ("best", "final")
+            or (name == "metrics.jsonl" and os.path.getsize(os.path.join(output_dir, name)) > 0)]
+
+
+def claim_output_dir(output_dir: str, *, resuming: bool, overwrite: bool, stage1_conflict: str | None = None,
+                     is_main: bool = True) -> list[str]:
+    """Make `output_dir` ready for this run and return the names removed. Every process calls it;
+    only the main one (`is_main`) removes and creates.
+
+    A fresh run (not `resuming`) refuses, with InputError, a folder that holds another run: a
+    stage-2 run's checkpoints, best/, final/ or metrics, or stage-1 values it cannot reuse
+    (`stage1_conflict` says why; see apo.stage1.stage1_conflict). With `overwrite` it removes
+    them first: every stage-2 output, and the stage-1 files only when they conflict (matching
+    ones are reused, as a re-run of stage 1 would). Nothing else in the folder is touched.
+    Raises InputError when `output_dir` is a file.
+    """
+    check_output_folder(output_dir)
+    if resuming:
+        return []
+    found = stage2_outputs_in(output_dir) + ([stage1_conflict] if stage1_conflict else [])
+    if found and not overwrite:
+        raise InputError(f"--output_dir {output_dir} already holds another run ({'; '.join(found[:5])}); pass "
+                         "--resume_from_checkpoint auto to continue it, --overwrite_output_dir to remove it and "
+                         "start over, or another --output_dir")
+    removed: list[str] = []
+    if not is_main:
+        return removed
+    if overwrite and os.path.isdir(output_dir):
+        removable = STAGE2_OUTPUTS + (STAGE1_OUTPUTS if stage1_conflict else ())
+        for name in sorted(os.listdir(output_dir)):
+            if name in removable or CHECKPOINT_PATTERN.match(name) or STAGING_PATTERN.match(name):
+                path = os.path.join(output_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
+                removed.append(name)
+        if removed:
+            logger.info("--overwrite_output_dir: removed %s from %s", ", ".join(removed), output_dir)
+    ensure_output_folder(output_dir)
+    return removed
+
+
+def check_resume_config(resume_dir: str, current: dict) -> None:
+    """Raise InputError naming every setting that differs between `resume_dir`/run_config.json
+    and `current` (a flat config dict) and would change the run (not in RESUME_MAY_CHANGE).
+    Settings the checkpoint does not record (it predates them) are logged, not compared."""
+    path = os.path.join(resume_dir, RUN_CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise InputError(f"{path} not found: cannot check that the resumed run has the checkpoint's settings; "
+                         "resume from a checkpoint this trainer wrote")
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle)
+    comparable = json.loads(json.dumps(current, default=str))  # as saved: tuples as lists, paths as strings
+    differing = [key for key in sorted(comparable) if key in saved and key not in RESUME_MAY_CHANGE
+                 and saved[key] != comparable[key]]
+    unrecorded = sorted(set(comparable) - set(saved) - RESUME_MAY_CHANGE)
+    if unrecorded:
+        logger.warning("%s does not record %s; they are not compared", path, ", ".join(unrecorded))
+    if differing:
+        details = "; ".join(f"{key}: checkpoint {saved[key]!r}, now {comparable[key]!r}" for key in differing)
+        raise InputError(f"cannot resume from {resume_dir}: settings that change the run differ ({details}); "
+                         "resume with the checkpoint's settings, or start a new run with --overwrite_output_dir or "
+                         "another --output_dir")
 
 
 @contextlib.contextmanager
@@ -193,7 +291,7 @@ class CheckpointWriter:
     def _write_extras(self, folder: str, state: TrainerState) -> None:
         if self.value_head is not None:
             self.value_head.save(os.path.join(folder, "value_head"))
-        save_config(os.path.join(folder, "run_config.json"), self.run.apo, self.run.train)
+        save_config(os.path.join(folder, RUN_CONFIG_FILE), *run_configs(self.run))
         state.save(os.path.join(folder, TRAINER_STATE_FILE))  # last: marks the folder complete
 
     def save_checkpoint(self, state: TrainerState) -> str:

@@ -28,14 +28,16 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from transformers import HfArgumentParser
 
+from apo.episodes import CORRECTION_MODES, CorrectionMode  # noqa: F401  (CORRECTION_MODES re-exported)
+from apo.errors import InputError, InputFileNotFoundError
 from apo.prompts import PromptFormat
+from apo.records import write_json_atomic
 
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -50,9 +52,6 @@ REVISE_PROMPT = (
 # 'oracle' mode has no verify turn, so the model indicated nothing: the retry says what the oracle knows
 # (this attempt is wrong), never what the right answer is.
 ORACLE_REVISE_PROMPT = "Your previous answer is wrong. Please provide the correct solution to the math problem."
-# The one list of correction modes (episodes, metrics and the config field all use it).
-CorrectionMode = Literal["self_verify", "oracle", "none"]
-CORRECTION_MODES: tuple[str, ...] = get_args(CorrectionMode)
 
 
 def _help(text: str) -> dict[str, str]:
@@ -333,9 +332,9 @@ SCRIPT_GROUPS: dict[str, tuple[type, ...]] = {
 
 
 def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:
-    """Raise ValueError naming the field, its value and the fix when `ok` is False."""
+    """Raise InputError naming the field, its value and the fix when `ok` is False."""
     if not ok:
-        raise ValueError(f"{type(cfg).__name__}.{name}={getattr(cfg, name)!r} is invalid: {fix}.")
+        raise InputError(f"{type(cfg).__name__}.{name}={getattr(cfg, name)!r} is invalid: {fix}.")
 
 
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None,
@@ -343,7 +342,7 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     """Parse `dataclass_types` from defaults < `--config file.yaml` < command-line flags.
 
     The YAML file is a flat mapping of field names to values. An unknown key in the file or an
-    unknown flag raises ValueError naming it, the file, and the script(s) that do read it
+    unknown flag raises InputError naming it, the file, and the script(s) that do read it
     (`script` names the calling script in that message; default: sys.argv[0]). Returns one
     instance per type.
     """
@@ -351,6 +350,7 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     script = script or os.path.basename(sys.argv[0])
     parser = HfArgumentParser(dataclass_types)
     parser.add_argument("--config", default=None, help="YAML file of field: value pairs; command-line flags override it.")
+    parser.add_argument("--debug", action="store_true", help="Show the full traceback of an input error (apo.cli).")
     for action in parser._actions:  # help texts are prose ("50% of ..."), not argparse format strings
         if action.help and "%(" not in action.help:
             action.help = action.help.replace("%", "%%")
@@ -364,7 +364,7 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     if leftovers:
         flags = [a.split("=", 1)[0].removeprefix("--") for a in leftovers if a.startswith("--")]
         hints = "; ".join(_where_used(name, dataclass_types, script) for name in flags)
-        raise ValueError(f"unknown command-line arguments for {script}: {' '.join(leftovers)}"
+        raise InputError(f"unknown command-line arguments for {script}: {' '.join(leftovers)}"
                          + (f" ({hints})" if hints else "") + f"; see {script} --help for the valid flags")
     return tuple(config_values[: len(dataclass_types)])
 
@@ -395,7 +395,7 @@ def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     for i, arg in enumerate(argv):
         if arg == "--config":
             if i + 1 >= len(argv):
-                raise ValueError("--config needs a YAML file path")
+                raise InputError("--config needs a YAML file path")
             return argv[i + 1], argv[:i] + argv[i + 2:]
         if arg.startswith("--config="):
             return arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
@@ -403,15 +403,20 @@ def _pop_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _yaml_to_argv(path: str, dataclass_types: tuple[type, ...], script: str) -> list[str]:
-    with open(path, encoding="utf-8") as handle:
-        values = yaml.safe_load(handle) or {}
+    if not os.path.isfile(path):
+        raise InputFileNotFoundError(f"--config {path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a valid YAML file ({err})") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of field names to values, got {type(values).__name__}")
+        raise InputError(f"{path}: expected a mapping of field names to values, got {type(values).__name__}")
     known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
     unknown = sorted(set(values) - known)
     if unknown:
         hints = "; ".join(_where_used(name, dataclass_types, script) for name in unknown)
-        raise ValueError(f"{path}: unknown keys {unknown} for {script} ({hints}); valid keys are {sorted(known)}")
+        raise InputError(f"{path}: unknown keys {unknown} for {script} ({hints}); valid keys are {sorted(known)}")
     argv: list[str] = []
     for key, value in values.items():
         if isinstance(value, list):  # list fields (nargs="+") take one argument per element
@@ -439,17 +444,3 @@ def save_config(path: str, *configs: Any) -> None:
     """Write the resolved configs as JSON to `path` atomically (temporary file, then rename)."""
     write_json_atomic(path, config_to_dict(*configs))
 
-
-def write_json_atomic(path: str, payload: Any) -> None:
-    """Write `payload` as indented JSON to `path` via a temporary file in the same folder."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

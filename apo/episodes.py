@@ -34,12 +34,11 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 from tqdm.auto import tqdm
 
-from apo.config import CORRECTION_MODES
 from apo.prompts import Message, encode_chat, encode_context, first_turn_context
 
 if TYPE_CHECKING:
@@ -49,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CORRECTION_MODES", "Episode", "Generation", "Turn", "encode_chat", "eos_token_ids", "generate",
            "parse_verdict", "run_episodes"]
+# The one list of correction modes: the config field's type, run_episodes, the metrics and the records use it.
+CorrectionMode = Literal["self_verify", "oracle", "none"]
+CORRECTION_MODES: tuple[str, ...] = get_args(CorrectionMode)
 Verdict = Literal["correct", "wrong"]
 VERDICT_PARSES = ("pag", "lenient")
 

@@ -1,6 +1,7 @@
 """Per-turn self-correction records -> every reported metric, computed from the records alone.
 
-A record is one problem x sample x turn of a self-correction episode (docs/ARCHITECTURE.md):
+A record is one problem x sample x turn of a self-correction episode (docs/FORMATS.md; read and
+validated by apo.records.read_generations):
 
     {"id", "sample", "turn", "role", "attempt_index", "type", "level", "gold", "mode", "text",
      "extracted_answer", "correct", "verdict", "verdict_parsed", "checked_attempt_correct",
@@ -42,7 +43,7 @@ attempt or revise turn; Kumar et al. 2024 (SCoRe) and Jiang et al. 2025 (PAG, ar
                         averaged over problems
 A rate with an empty denominator is null, not 0.
 
->>> metrics = compute_metrics(read_records("outputs/eval/generations.jsonl"), pass_k=(1, 4))  # doctest: +SKIP
+>>> metrics = compute_metrics(read_generations("outputs/eval/generations.jsonl"), pass_k=(1, 4))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -54,27 +55,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from apo.config import CORRECTION_MODES
-from apo.records import read_json_lines
+from apo.episodes import CORRECTION_MODES
+from apo.records import GENERATION_ROLES as ROLES, read_generations
 
 ATTEMPT_ROLES = ("attempt", "revise")
 VERIFY_ROLE = "verify"
-ROLES = ATTEMPT_ROLES + (VERIFY_ROLE,)
 MODES = CORRECTION_MODES
 MODE_LABELS = {"self_verify": "self-verify", "none": "first attempt only", "oracle": "oracle (upper bound)"}
-VERDICTS = ("correct", "wrong")
 WILSON_Z95 = 1.959963984540054  # standard normal quantile at 0.975
 TRANSITIONS = ("stayed_right", "fixed", "broken", "stayed_wrong")
-
-# field -> allowed types; every record carries every field
-RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "id": (str,), "sample": (int,), "turn": (int,), "role": (str,), "attempt_index": (int,),
-    "type": (str,), "level": (int, type(None)), "gold": (str, type(None)), "mode": (str,),
-    "text": (str,), "extracted_answer": (str, type(None)), "correct": (bool, type(None)),
-    "verdict": (str, type(None)), "verdict_parsed": (bool,), "checked_attempt_correct": (bool, type(None)),
-    "prompt_tokens": (int,), "response_tokens": (int,), "truncated": (bool,), "episode_turns": (int,),
-}
-
 
 def mode_label(mode: str) -> str:
     """Human label of a correction mode; oracle is always called an upper bound."""
@@ -140,44 +129,6 @@ def episode_records(
         })
         if strict_correctness is not None and is_attempt:
             records[-1]["correct_boxed_exact"] = strict_correctness[attempts_seen]
-    return records
-
-
-def validate_record(record: Any, where: str) -> None:
-    """Raise ValueError naming `where` (e.g. "generations.jsonl line 7") and the bad field."""
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for name, types in RECORD_FIELDS.items():
-        if name not in record:
-            raise ValueError(f"{where}: missing field {name!r}")
-        value = record[name]
-        # bool is an int subclass: an int field must not accept true/false
-        bad_bool = isinstance(value, bool) and bool not in types
-        if bad_bool or not isinstance(value, types):
-            allowed = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise ValueError(f"{where}: field {name!r} is {value!r}, expected {allowed}")
-    strict = record.get("correct_boxed_exact")
-    if strict is not None and not isinstance(strict, bool):
-        raise ValueError(f"{where}: field 'correct_boxed_exact' is {strict!r}, expected bool or null")
-    if record["role"] not in ROLES:
-        raise ValueError(f"{where}: field 'role' is {record['role']!r}, expected one of {list(ROLES)}")
-    if record["mode"] not in MODES:
-        raise ValueError(f"{where}: field 'mode' is {record['mode']!r}, expected one of {list(MODES)}")
-    if record["verdict"] is not None and record["verdict"] not in VERDICTS:
-        raise ValueError(f"{where}: field 'verdict' is {record['verdict']!r}, expected one of {list(VERDICTS)} or null")
-
-
-def read_records(path: str) -> list[dict]:
-    """Read and validate a generations.jsonl file; errors name the file, the line and the field."""
-    records = []
-    for line in read_json_lines(path):
-        where = f"{path} line {line.number}"
-        if line.error:
-            raise ValueError(f"{where}: not valid JSON ({line.error})")
-        validate_record(line.value, where)
-        records.append(line.value)
-    if not records:
-        raise ValueError(f"{path}: no records (empty file)")
     return records
 
 
@@ -496,4 +447,4 @@ def _samples_per_problem(episodes: list[EpisodeOutcome]) -> int:
 
 def metrics_from_generations(path: str, **settings: Any) -> dict:
     """compute_metrics on a generations.jsonl file; `settings` are metrics.json's "metric_settings"."""
-    return compute_metrics(read_records(path), **settings)
+    return compute_metrics(read_generations(path), **settings)

@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from apo.errors import InputError
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "embedded"
@@ -39,7 +41,7 @@ DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "apo_math", "models")
 _COMPLETE_MARKER = "conversion_complete.txt"
 
 
-class ModelNotAvailableError(RuntimeError):
+class ModelNotAvailableError(InputError):
     """Raised when `--model` names nothing that can be loaded on this machine."""
 
 

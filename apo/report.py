@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
+
+from apo.errors import InputError, InputFileNotFoundError  # noqa: E402
+from apo.records import write_text_atomic  # noqa: E402
 
 HEADLINE = ("acc_t1", "acc_final", "improvement")
 COMPARED_ROWS = (
@@ -160,6 +162,11 @@ def _detail_lines(metrics: dict) -> list[str]:
               f"{pct_unit(overall['attempt_truncation_rate'])} of attempts.",
               f"- Ungradable gold answers (excluded from every rate): {metrics['ungradable']['count']}"
               + (f" ({', '.join(metrics['ungradable']['ids'][:20])})" if metrics["ungradable"]["count"] else "") + "."]
+    skipped = metrics.get("provenance", {}).get("skipped_long_prompts")
+    if skipped and skipped["count"]:
+        lines.append(f"- Skipped, first prompt longer than the context window ({skipped['context_window']} tokens) "
+                     f"allows (--skip_long_prompts; not in any rate): {skipped['count']} "
+                     f"({', '.join(skipped['ids'][:20])}).")
     report = metrics.get("provenance", {}).get("grading_report_this_invocation")
     if report:
         lines.append(f"- Grader (this invocation): {report['graded']} graded, {report['timeouts']} timeouts and "
@@ -293,33 +300,176 @@ def summary_line(metrics: dict) -> str:
 
 
 def compare_runs(paths: list[str], output_dir: str) -> dict:
-    """Side-by-side comparison of metrics.json files, the first being the baseline; writes
-    <output_dir>/comparison.md. Raises FileNotFoundError / ValueError naming a bad file."""
+    """Side-by-side comparison of metrics.json files, or of benchmark-suite summary.json files, the
+    first being the baseline; writes <output_dir>/comparison.md. Raises FileNotFoundError /
+    ValueError naming a bad file, or a mix of the two kinds."""
+    loaded = [(path, _load_compared(path)) for path in paths]
+    summaries = [is_summary(payload) for _, payload in loaded]
+    if any(summaries) and not all(summaries):
+        raise InputError("--compare: give only metrics.json files or only summary.json files, not both: "
+                         + ", ".join(f"{p} ({'summary' if s else 'metrics'})" for p, s in zip(paths, summaries)))
+    if all(summaries):
+        table = compare_summaries([(_run_name(path, paths), payload) for path, payload in loaded])
+        write_text_atomic(os.path.join(output_dir, "comparison.md"), table)
+        return {"runs": list(paths), "markdown": table}
     runs = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"--compare: {path!r} not found")
-        with open(path, encoding="utf-8") as handle:
-            try:
-                metrics = json.load(handle)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+    for path, metrics in loaded:
         for key in ("overall", "mode", "mode_label", "num_problems", "samples_per_problem"):
             if key not in metrics:
-                raise ValueError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
+                raise InputError(f"--compare: {path} has no field {key!r}; is it an evaluate_apo metrics.json?")
         runs.append((os.path.basename(os.path.dirname(os.path.abspath(path))) or path, metrics))
     if len({name for name, _ in runs}) < len(runs):  # e.g. two runs/eval/metrics.json: name them by folder path
         runs = [(os.path.dirname(path) or path, metrics) for path, (_, metrics) in zip(paths, runs)]
     table = comparison_markdown(runs)
-    write_text(os.path.join(output_dir, "comparison.md"), table)
+    write_text_atomic(os.path.join(output_dir, "comparison.md"), table)
     return {"runs": list(paths), "markdown": table}
 
 
-def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` atomically (temporary file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+def _load_compared(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise InputFileNotFoundError(f"--compare: {path!r} not found")
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as err:
+            raise InputError(f"--compare: {path} is not valid JSON ({err.msg})") from None
+
+
+def _run_name(path: str, paths: list[str]) -> str:
+    """A run's folder name, or its folder path when two compared files share the folder name."""
+    names = [os.path.basename(os.path.dirname(os.path.abspath(p))) for p in paths]
+    name = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    return name if names.count(name) == 1 and name else (os.path.dirname(path) or path)
+
+
+# --- benchmark suite: summary.json and summary.md ---
+
+# One column group per benchmark: (key in a summary cell, header); pass@k only where a benchmark was
+# sampled. A new per-benchmark number (e.g. the strict last-boxed exact accuracy once metrics.json
+# carries it) is one more entry here, in summary_cell and in _summary_cells.
+SUMMARY_COLUMNS = (("n", "n"), ("acc_t1", "Acc@t1"), ("acc_final", "Acc@final"), ("pass_at_k", "pass@k"))
+
+
+def summary_cell(metrics: dict) -> dict:
+    """One model x benchmark cell of summary.json from that run's metrics.json.
+
+    n = problems; with n samples per problem Acc@t1 and Acc@final are Avg@n (mean over all samples)
+    and pass_at_k holds the unbiased pass@k of the final attempt for the largest k run (null with
+    one sample). Intervals are metrics' 95% intervals ({"low", "high", "method"} or null).
+    """
+    overall, ci = metrics["overall"], metrics["overall"]["ci95"]
+    ks = metrics["metric_settings"]["pass_k"]
+    sampled = metrics["samples_per_problem"] > 1
+    return {
+        "n": metrics["num_problems"], "samples_per_problem": metrics["samples_per_problem"],
+        "num_graded_episodes": overall["num_graded"], "ungradable": metrics["ungradable"]["count"],
+        "acc_t1": overall["acc_t1"], "acc_t1_ci95": ci.get("acc_t1"),
+        "acc_final": overall["acc_final"], "acc_final_ci95": ci.get("acc_final"),
+        "pass_at_k": ({"k": max(ks), "t1": overall["sampled"]["pass_at_k_t1"][str(max(ks))],
+                       "final": overall["sampled"]["pass_at_k_final"][str(max(ks))]} if sampled else None),
+        "mode_label": metrics["mode_label"], "truncation_rate": overall["truncation_rate"],
+    }
+
+
+def build_summary(runs: dict[str, dict[str, dict]], protocol: dict, benchmark_sources: dict[str, str],
+                  run_dirs: dict[str, dict[str, str]], limit: int = 0) -> dict:
+    """summary.json: {"protocol", "benchmarks", "benchmark_sources", "limit", "models": [{"model",
+    "benchmarks": {name: cell + "run_dir"}}]} from runs[model][benchmark] = metrics (models and
+    benchmarks in run order); `limit` is the per-benchmark problem limit (0 = all)."""
+    benchmarks = list(next(iter(runs.values())))
+    return {
+        "protocol": protocol, "benchmarks": benchmarks, "benchmark_sources": benchmark_sources, "limit": limit,
+        "models": [{"model": model, "benchmarks": {name: {**summary_cell(metrics), "run_dir": run_dirs[model][name]}
+                                                   for name, metrics in by_benchmark.items()}}
+                   for model, by_benchmark in runs.items()],
+    }
+
+
+def _rate_with_ci(value: float | None, interval: dict | None) -> str:
+    if value is None:
+        return "n/a"
+    return pct(value) if interval is None else f"{pct(value)} [{pct(interval['low'])}, {pct(interval['high'])}]"
+
+
+def _summary_cells(cell: dict, keys: list[str]) -> list[str]:
+    passed = cell["pass_at_k"]
+    text = {"n": str(cell["n"]) + (f" x {cell['samples_per_problem']}" if cell["samples_per_problem"] > 1 else ""),
+            "acc_t1": _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]),
+            "acc_final": _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
+            "pass_at_k": "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})"}
+    return [text[key] for key in keys]
+
+
+def _summary_columns(summary: dict, benchmark: str) -> list[tuple[str, str]]:
+    sampled = any(entry["benchmarks"][benchmark]["pass_at_k"] is not None for entry in summary["models"])
+    return [(key, label) for key, label in SUMMARY_COLUMNS if key != "pass_at_k" or sampled]
+
+
+def summary_markdown(summary: dict) -> str:
+    """summary.md: one row per model, one column group per benchmark, then the protocol per benchmark."""
+    protocol, benchmarks = summary["protocol"], summary["benchmarks"]
+    columns = {b: _summary_columns(summary, b) for b in benchmarks}
+    header = "| Model | " + " | ".join(f"{b} {label}" for b in benchmarks for _, label in columns[b]) + " |"
+    limit = f" (first {summary['limit']} problems of each benchmark)" if summary.get("limit") else ""
+    lines = [f"# Benchmark suite: {protocol['title']}{limit}", "",
+             "Accuracy in % with its 95% interval; with n x k samples per problem Acc@t1 / Acc@final are Avg@k "
+             "and pass@k is the final attempt's. Acc@t1 = first attempt, Acc@final = final attempt.", "",
+             header, "|" + " --- |" * (1 + sum(map(len, columns.values())))]
+    for entry in summary["models"]:
+        label = entry["model"] + ("" if not any(c["mode_label"] == "oracle (upper bound)"
+                                                for c in entry["benchmarks"].values()) else " (oracle, upper bound)")
+        cells = [cell for b in benchmarks for cell in _summary_cells(entry["benchmarks"][b], [k for k, _ in columns[b]])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Protocol", "", "| Benchmark | source | samples | temperature | top_p | max_new_tokens | "
+              "in the paper |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for b in benchmarks:
+        d = protocol["decoding"][b]
+        decoding = "greedy" if d["temperature"] == 0 else str(d["temperature"])
+        lines.append(f"| {b} | `{summary['benchmark_sources'][b]}` | {d['num_samples']} | {decoding} | "
+                     f"{d['top_p'] if d['temperature'] else '-'} | {d['max_new_tokens']} | "
+                     f"{'-' if d['in_paper'] is None else 'yes' if d['in_paper'] else 'no'} |")
+    lines += ["", f"Correction mode: {protocol['correction_mode']}, up to {protocol['max_correction_turns']} attempts.",
+              ""]
+    lines += [f"- Source: {s}" for s in protocol["sources"]] + [f"- Note: {n}" for n in protocol["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def is_summary(payload: dict) -> bool:
+    """Whether a loaded JSON file is a suite summary.json (rather than one run's metrics.json)."""
+    return isinstance(payload, dict) and {"protocol", "benchmarks", "models"} <= set(payload)
+
+
+def compare_summaries(named: list[tuple[str, dict]]) -> str:
+    """comparison.md for suite summaries: per benchmark, each model row of each summary, Acc@t1 and
+    Acc@final differenced against the first row, "beyond CIs" when the two 95% intervals do not overlap."""
+    rows = [(f"{name}: {entry['model']}", entry) for name, summary in named for entry in summary["models"]]
+    if len(rows) < 2:
+        raise ValueError(f"a comparison needs at least 2 model rows, got {len(rows)}")
+    benchmarks = [b for b in named[0][1]["benchmarks"] if all(b in s["benchmarks"] for _, s in named)]
+    base_name, base = rows[0]
+    lines = ["# Comparison of benchmark summaries", "",
+             "| Benchmark | Metric | " + " | ".join(n for n, _ in rows) + " | "
+             + " | ".join(f"{n} - {base_name}" for n, _ in rows[1:]) + " |",
+             "|" + " --- |" * (2 + 2 * len(rows) - 1)]
+    for b in benchmarks:
+        for key, label in (("acc_t1", "Acc@t1"), ("acc_final", "Acc@final")):
+            cells = [e["benchmarks"][b] for _, e in rows]
+            diffs = []
+            for cell in cells[1:]:
+                if cell[key] is None or cells[0][key] is None:
+                    diffs.append("n/a")
+                    continue
+                a, c = cells[0][f"{key}_ci95"], cell[f"{key}_ci95"]
+                disjoint = a is not None and c is not None and (a["high"] < c["low"] or c["high"] < a["low"])
+                diffs.append(pct(cell[key] - cells[0][key], signed=True)
+                             + (" (beyond CIs)" if disjoint else " (within CIs)"))
+            lines.append(f"| {b} | {label} | " + " | ".join(_rate_with_ci(c[key], c[f'{key}_ci95']) for c in cells)
+                         + " | " + " | ".join(diffs) + " |")
+    lines += ["", "Differences in percentage points; \"beyond CIs\" = the two 95% intervals do not overlap."]
+    protocols = {s["protocol"]["name"] for _, s in named}
+    if len(protocols) > 1:
+        lines.append(f"- Warning: the summaries were run under different protocols: {sorted(protocols)}.")
+    missing = sorted({b for _, s in named for b in s["benchmarks"]} - set(benchmarks))
+    if missing:
+        lines.append(f"- Benchmarks not in every summary, left out: {missing}.")
+    return "\n".join(lines) + "\n"

@@ -30,12 +30,13 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
-from apo.config import write_json_atomic
 from apo.episodes import generate, left_pad
 from apo.prompts import encode_problem
 from apo.strict_grading import rewards_by_rule
 from apo.checkpoints import staged_folder
 from apo.data_order import step_seed
+from apo.errors import InputError, InputFileNotFoundError
+from apo.records import append_jsonl, read_stage1_values, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -43,53 +44,30 @@ STAGE1_FILE = "stage1_values.jsonl"
 STAGE1_META_FILE = "stage1_meta.json"
 VALUE_HEAD_DIR = "value_head"
 VALUE_HEAD_INFO = "fit_info.json"
-REQUIRED_FIELDS = ("id", "problem", "answer")
 META_KEYS = ("model", "num_value_samples", "temperature", "top_p", "max_new_tokens", "system_prompt", "prompt_format",
              "reward_rule")
 # Values of keys a stage1_meta.json written before the key existed implies (the only behaviour then).
 LEGACY_META = {"prompt_format": "chat", "reward_rule": "grade"}
 
 
-# --- training prompts ---
+# --- training prompts (read with apo.records.read_problem_rows) ---
 
-def read_rows(path: str) -> list[dict]:
-    """Rows of a prepare_data.py JSONL file. Raises FileNotFoundError, or ValueError naming the
-    file, the line and the field for invalid JSON, a missing field or a duplicate id."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: write it with prepare_data.py (or pass --data_file / --eval_file)")
-    rows, seen = [], set()
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({err})") from None
-            for name in REQUIRED_FIELDS:
-                if not isinstance(row.get(name), str) or not row[name].strip():
-                    raise ValueError(f"{path}:{line_number}: field {name!r} is missing or empty; rows need "
-                                     f"{list(REQUIRED_FIELDS)}")
-            if row["id"] in seen:
-                raise ValueError(f"{path}:{line_number}: duplicate id {row['id']!r}")
-            seen.add(row["id"])
-            rows.append(row)
-    return rows
-
-
-def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], int]:
+def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[list[int]], list[str]]:
     """(kept rows, their first-turn prompt ids in apo.prompt_format (apo.prompts.encode_problem),
-    number dropped): prompts longer than apo.max_prompt_length tokens are dropped, counted and logged."""
-    kept, prompts = [], []
+    ids of the dropped rows): prompts longer than apo.max_prompt_length tokens are dropped, and
+    their ids logged."""
+    kept, prompts, dropped = [], [], []
     for row in rows:
         ids = encode_problem(tokenizer, row["problem"], apo.prompt_format, apo.system_prompt)
         if len(ids) <= apo.max_prompt_length:
             kept.append(row)
             prompts.append(ids)
-    dropped = len(rows) - len(kept)
+        else:
+            dropped.append(row["id"])
     if dropped:
-        logger.warning("dropped %d of %d prompts longer than max_prompt_length=%d tokens", dropped, len(rows),
-                       apo.max_prompt_length)
+        shown = ", ".join(dropped[:20]) + (f" and {len(dropped) - 20} more" if len(dropped) > 20 else "")
+        logger.warning("dropped %d of %d prompts longer than max_prompt_length=%d tokens: %s", len(dropped),
+                       len(rows), apo.max_prompt_length, shown)
     return kept, prompts, dropped
 
 
@@ -99,20 +77,42 @@ def stage1_meta(apo) -> dict:
     return {key: getattr(apo, key) for key in META_KEYS}
 
 
-def check_stage1_meta(path: str, apo) -> None:
-    """Raise ValueError when the stage1_meta.json beside `path` records other sampling settings."""
+def stage1_meta_differences(path: str, apo) -> dict:
+    """{setting: (saved, now)} where the stage1_meta.json beside `path` differs from `apo` ({} when
+    it matches or there is none)."""
     meta_path = os.path.join(os.path.dirname(path), STAGE1_META_FILE)
     if not os.path.isfile(meta_path):
-        return
+        return {}
     with open(meta_path, encoding="utf-8") as handle:
         saved = json.load(handle)
     expected = stage1_meta(apo)
     saved = {**LEGACY_META, **saved}
-    differing = {key: (saved.get(key), expected[key]) for key in META_KEYS if saved.get(key) != expected[key]}
+    return {key: (saved.get(key), expected[key]) for key in META_KEYS if saved.get(key) != expected[key]}
+
+
+def check_stage1_meta(path: str, apo) -> None:
+    """Raise InputError when the stage1_meta.json beside `path` records other sampling settings."""
+    differing = stage1_meta_differences(path, apo)
     if differing:
         mixed = " (prompt_format: stage 1 and stage 2 must use one prompt format)" if "prompt_format" in differing else ""
-        raise ValueError(f"{path} was sampled with other settings{mixed} (saved, now): {differing}; use another "
-                         "--output_dir, delete the file to re-sample, or restore the settings")
+        raise InputError(f"{path} was sampled with other settings{mixed} (saved, now): {differing}; use another "
+                         "--output_dir, pass --overwrite_output_dir (removes the old run's files) to re-sample, or "
+                         "restore the settings")
+
+
+def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
+    """Why the stage-1 values at `path` cannot serve a run with settings `apo` on the problems
+    `data_ids` (other sampling settings, ids that are not in the data file); None when they can
+    or there is no file."""
+    if not os.path.isfile(path):
+        return None
+    differing = stage1_meta_differences(path, apo)
+    if differing:
+        return f"{os.path.basename(path)} was sampled with other settings (saved, now): {differing}"
+    foreign = sorted(set(read_stage1_values(path, apo.num_value_samples)) - data_ids)
+    if foreign:
+        return f"{os.path.basename(path)} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]})"
+    return None
 
 
 @contextlib.contextmanager
@@ -170,8 +170,7 @@ def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> No
     if accelerator.is_main_process:
         check_stage1_meta(path, run.apo)
         write_json_atomic(os.path.join(os.path.dirname(path), STAGE1_META_FILE), stage1_meta(run.apo))
-        drop_half_written_line(path)
-    done = set(read_stage1_records(path, run.apo)) if os.path.isfile(path) else set()
+    done = set(read_stage1_values(path, run.apo.num_value_samples)) if os.path.isfile(path) else set()
     accelerator.wait_for_everyone()
     pending = [i for i, row in enumerate(rows) if row["id"] not in done]
     logger.info("stage 1: %d prompts done, %d to sample (N=%d)", len(rows) - len(pending), len(pending),
@@ -184,67 +183,27 @@ def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> No
         torch.manual_seed(step_seed(run.apo.seed + 1, batch[0], rank))
         records = gather_object(sample_values(run, [rows[i] for i in mine], [prompts[i] for i in mine]))
         if accelerator.is_main_process:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(record) + "\n" for record in records)
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_jsonl(path, records)
     accelerator.wait_for_everyone()
-
-
-def drop_half_written_line(path: str) -> None:
-    """Cut a last line without its newline (a crash mid-append) so new records start on a fresh line."""
-    if not os.path.isfile(path):
-        return
-    with open(path, "rb+") as handle:
-        content = handle.read()
-        if content and not content.endswith(b"\n"):
-            logger.warning("%s: dropping a half-written last line before appending", path)
-            handle.truncate(content.rfind(b"\n") + 1)
-
-
-def read_stage1_records(path: str, apo) -> dict[str, dict]:
-    """id -> record of a stage1_values.jsonl. A half-written last line (a crash mid-write) is
-    ignored with a warning; any other bad line, or a record whose number of rewards is not
-    apo.num_value_samples, raises ValueError naming the line."""
-    records: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for line_number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if line_number == len(lines) and not line.endswith("\n"):
-                logger.warning("%s:%d: ignoring a half-written last line", path, line_number)
-                continue
-            raise ValueError(f"{path}:{line_number}: not valid JSON") from None
-        rewards = record.get("rewards")
-        if not isinstance(rewards, list) or len(rewards) != apo.num_value_samples or "id" not in record:
-            raise ValueError(f"{path}:{line_number}: expected 'id' and {apo.num_value_samples} 'rewards' "
-                             f"(num_value_samples), got {len(rewards) if isinstance(rewards, list) else rewards!r}; "
-                             "the file was made with another N: delete it or use another --output_dir")
-        records[record["id"]] = record
-    return records
 
 
 def load_stage1(path: str, all_ids: set[str], train_ids: list[str], apo) -> dict[str, dict]:
     """Stage-1 records for stage 2, with V* recomputed from the rewards at the current beta1.
 
-    Raises FileNotFoundError when `path` is missing, ValueError when it was made with other
+    Raises InputFileNotFoundError when `path` is missing, InputError when it was made with other
     settings, holds ids that are not in the data file, or covers none of the training prompts.
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: stage 2 needs stage 1's V* values; run with --stage 1 or "
+        raise InputFileNotFoundError(f"{path} not found: stage 2 needs stage 1's V* values; run with --stage 1 or "
                                 "--stage all and the same --output_dir first")
     check_stage1_meta(path, apo)
-    records = read_stage1_records(path, apo)
+    records = read_stage1_values(path, apo.num_value_samples)
     foreign = sorted(set(records) - all_ids)
     if foreign:
-        raise ValueError(f"{path} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]}): it "
+        raise InputError(f"{path} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]}): it "
                          "was made from another data file; use another --output_dir or delete it to re-sample")
     if train_ids and not set(train_ids) & set(records):
-        raise ValueError(f"{path} covers none of the {len(train_ids)} training prompts; run stage 1 for them")
+        raise InputError(f"{path} covers none of the {len(train_ids)} training prompts; run stage 1 for them")
     for record in records.values():
         record["v_star"] = float(estimate_optimal_value(torch.tensor(record["rewards"]), apo.beta1))
     return records
@@ -324,7 +283,7 @@ def stage2_baselines(run, rows: list[dict], prompts: list[list[int]], records: d
 
     V* is the sampled stage-1 value (value_source='samples') or the value head's prediction
     (value_source='head', and for prompts without a stage-1 record). filter_all_incorrect
-    drops prompts whose N samples all failed. Raises ValueError when a prompt needs the head
+    drops prompts whose N samples all failed. Raises InputError when a prompt needs the head
     and there is none.
     """
     apo = run.apo
@@ -332,7 +291,7 @@ def stage2_baselines(run, rows: list[dict], prompts: list[list[int]], records: d
     v_star = [records[row["id"]]["v_star"] if row["id"] in records else float("nan") for row in rows]
     if use_head:
         if head is None:
-            raise ValueError(f"{len(use_head)} training prompts have no stage-1 record and there is no value head; "
+            raise InputError(f"{len(use_head)} training prompts have no stage-1 record and there is no value head; "
                              "run stage 1 on them (--stage 1 or all)")
         with torch.no_grad():
             predicted = head(reference_features(run, [prompts[i] for i in use_head])).tolist()

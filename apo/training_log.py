@@ -5,8 +5,9 @@ Every field of a metrics.jsonl record is defined in docs/METRICS.md.
 
 from __future__ import annotations
 
-import json
 import os
+
+from apo.records import append_jsonl, read_metrics_lines, write_jsonl_atomic
 
 
 class MetricsLogger:
@@ -14,8 +15,10 @@ class MetricsLogger:
 
     report_to: "none", "tensorboard" (needs the tensorboard package) or "wandb" (needs wandb);
     the tracker is imported only when chosen, and a missing package raises ImportError with
-    the install command. `resume_step` drops records after that step from an existing file,
-    so a resumed run does not repeat steps. Only the main process should create one.
+    the install command. `resume_step` drops records after that step from an existing file
+    (apo.records.read_metrics_lines: a torn last line is dropped with a warning, a bad line
+    elsewhere raises InputError naming it), so a resumed run does not repeat steps. Only the
+    main process should create one.
     """
 
     def __init__(self, output_dir: str, report_to: str = "none", resume_step: int | None = None,
@@ -24,19 +27,14 @@ class MetricsLogger:
             raise ValueError(f"report_to={report_to!r} is not one of none, tensorboard, wandb")
         os.makedirs(output_dir, exist_ok=True)
         self.path = os.path.join(output_dir, "metrics.jsonl")
-        if resume_step is None:
-            open(self.path, "w", encoding="utf-8").close()
-        else:
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            with open(self.path, "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r) + "\n" for r in kept)
+        kept = [] if resume_step is None else [r for r in read_metrics_lines(self.path) if r["step"] <= resume_step]
+        write_jsonl_atomic(self.path, kept)
         self.report_to = report_to
         self._tracker = _open_tracker(report_to, output_dir, run_config or {})
 
     def log(self, record: dict) -> None:
         """Append `record` (must hold "step"); numeric values also go to the tracker."""
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, default=float) + "\n")
+        append_jsonl(self.path, [record])
         numbers = {k: v for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self.report_to == "tensorboard":
             for key, value in numbers.items():
@@ -68,14 +66,6 @@ def _open_tracker(report_to: str, output_dir: str, run_config: dict):
                           f"(or use --report_to none); {err}") from None
 
 
-def read_metrics(path: str) -> list[dict]:
-    """Records of a metrics.jsonl ([] when the file does not exist)."""
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def format_step_line(step: int, total: int, record: dict, accuracy: float | None) -> str:
     """The fixed-format progress line, e.g.
     `step 12/100 | loss 0.0431 | reward 0.412 | v* 0.38 | acc 0.30 | 812 ms/step`."""
@@ -97,7 +87,7 @@ def plot_training_curves(metrics_path: str, png_path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(metrics_path)
+    records = read_metrics_lines(metrics_path)
     train = [(r["step"], r["reward_mean"]) for r in records if "reward_mean" in r]
     evals = [(r["step"], r["eval_accuracy"]) for r in records if "eval_accuracy" in r]
     figure, axis = plt.subplots(figsize=(7, 4))

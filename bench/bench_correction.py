@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from apo.config import A_PO_Config, config_to_dict, parse_config, write_json_atomic  # noqa: E402
+from apo.config import A_PO_Config, config_to_dict, parse_config  # noqa: E402
+from apo.records import write_json_atomic  # noqa: E402
 from apo.correction import CorrectionTrainingConfig  # noqa: E402
 from apo.synthetic import generate_problems  # noqa: E402
 
@@ -95,7 +96,7 @@ def format_row(record: dict) -> str:
 def main(cfg: tuple[A_PO_Config, BenchConfig, CorrectionTrainingConfig]) -> dict:
     apo, bench, correction = cfg
     import train_math_apo
-    from apo.training_log import read_metrics
+    from apo.records import read_metrics_lines
 
     # --- data ---
     train_file, eval_file = write_problems(bench, apo.seed)
@@ -105,7 +106,7 @@ def main(cfg: tuple[A_PO_Config, BenchConfig, CorrectionTrainingConfig]) -> dict
         data_file=train_file, eval_file=eval_file, output_dir=bench.output_dir, stage="all",
         max_steps=bench.max_steps, prompts_per_step=bench.prompts_per_step, optimizer_steps_per_iteration=1,
         micro_batch_size=bench.micro_batch_size, eval_every=0, eval_size=bench.num_eval_problems,
-        eval_at_start=False, save_every=0, keep_checkpoints=1)
+        eval_at_start=False, save_every=0, keep_checkpoints=1, overwrite_output_dir=True)  # a re-run replaces it
     started = time.perf_counter()
     summary, error = None, None
     try:
@@ -116,7 +117,7 @@ def main(cfg: tuple[A_PO_Config, BenchConfig, CorrectionTrainingConfig]) -> dict
     finally:
         # --- per-iteration verifier metrics ---
         seconds = time.perf_counter() - started
-        steps = [r for r in read_metrics(os.path.join(bench.output_dir, "metrics.jsonl")) if "acc_t1" in r]
+        steps = [r for r in read_metrics_lines(os.path.join(bench.output_dir, "metrics.jsonl")) if "acc_t1" in r]
         for record in steps:
             print(format_row(record))
         result = {"settings": config_to_dict(apo, bench, correction), "seconds": seconds, "steps": steps,

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from apo.config import parse_config, write_json_atomic  # noqa: E402
+from apo.config import parse_config  # noqa: E402
+from apo.records import write_json_atomic  # noqa: E402
 from apo import grading  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

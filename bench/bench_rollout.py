@@ -39,7 +39,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 from _common import count_generation, machine_info, markdown_table, set_torch_threads  # noqa: E402
-from apo.config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
+from apo.config import SYSTEM_PROMPT, parse_config  # noqa: E402
+from apo.records import write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("bench_rollout")
 METHODS = ("project", "per_prompt", "one_call")

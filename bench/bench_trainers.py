@@ -55,7 +55,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import (  # noqa: E402
     PeakRSS, count_generation, machine_info, markdown_table, python_argv, run_child, set_torch_threads,
 )
-from apo.config import SYSTEM_PROMPT, parse_config, write_json_atomic  # noqa: E402
+from apo.config import SYSTEM_PROMPT, parse_config  # noqa: E402
+from apo.records import write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("bench_trainers")
 

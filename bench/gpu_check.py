@@ -208,23 +208,11 @@ def timed(engine: str, run, seed: int) -> dict:
 
 def policy_logps(policy, generations) -> list[list[float]]:
     """Per-token log-probs of each generation's response under `policy` (temperature 1)."""
-    from apo_algorithm import response_token_logps
-    from apo.episodes import left_pad
-
     results = []
     with torch.no_grad():
         for start in range(0, len(generations), 8):
             part = generations[start:start + 8]
-            prompt_ids, prompt_mask = left_pad([g.prompt_ids for g in part], 0)
-            width = max(len(g.response_ids) for g in part)
-            response_ids = torch.zeros(len(part), width, dtype=torch.long)
-            response_mask = torch.zeros(len(part), width, dtype=torch.long)
-            for row, g in enumerate(part):
-                response_ids[row, :len(g.response_ids)] = torch.tensor(g.response_ids)
-                response_mask[row, :len(g.response_ids)] = 1
-            dev = next(policy.parameters()).device
-            out = response_token_logps(policy, prompt_ids.to(dev), prompt_mask.to(dev), response_ids.to(dev),
-                                       response_mask.to(dev))
+            out = _response_logps(policy, part)
             results += [out.token_logps[row, :len(g.response_ids)].float().cpu().tolist()
                         for row, g in enumerate(part)]
     return results
@@ -297,20 +285,18 @@ def updates(cfg: GpuCheckConfig, model: str) -> list[dict]:
     return rows
 
 
-def _logps_with_grad(policy, generations) -> list[torch.Tensor]:
-    from apo_algorithm import response_token_logps
-    from apo.episodes import left_pad
+def _response_logps(policy, generations):
+    """Token log-probs of the generations' responses under `policy` (one batch, the trainer's collation)."""
+    from apo_algorithm import PolicySample, collate_samples, response_token_logps
 
-    prompt_ids, prompt_mask = left_pad([g.prompt_ids for g in generations], 0)
-    width = max(len(g.response_ids) for g in generations)
-    response_ids = torch.zeros(len(generations), width, dtype=torch.long)
-    response_mask = torch.zeros(len(generations), width, dtype=torch.long)
-    for row, g in enumerate(generations):
-        response_ids[row, :len(g.response_ids)] = torch.tensor(g.response_ids)
-        response_mask[row, :len(g.response_ids)] = 1
+    batch = collate_samples([PolicySample(g.prompt_ids, g.response_ids, 0.0, 0.0) for g in generations], 0)
     dev = next(policy.parameters()).device
-    out = response_token_logps(policy, prompt_ids.to(dev), prompt_mask.to(dev), response_ids.to(dev),
-                               response_mask.to(dev))
+    return response_token_logps(policy, batch["prompt_ids"].to(dev), batch["prompt_mask"].to(dev),
+                                batch["response_ids"].to(dev), batch["response_mask"].to(dev))
+
+
+def _logps_with_grad(policy, generations) -> list[torch.Tensor]:
+    out = _response_logps(policy, generations)
     return [(out.token_logps[row] * out.response_mask[row]).sum() for row in range(len(generations))]
 
 

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 import apo.metrics as em
+from apo.records import validate_generation
 
 
 def rec(pid, turn, role, *, sample=0, correct=None, answer=None, verdict=None, parsed=None, checked=None,
@@ -97,8 +98,10 @@ def test_strict_accuracy_is_reported_when_every_attempt_carries_it():
     s = em.summarize(records)
     assert (s["acc_t1"], s["acc_final"]) == (1.0, 1.0)
     assert (s["acc_t1_boxed_exact"], s["acc_final_boxed_exact"]) == (0.5, 0.0)
+    from apo.records import validate_generation
+
     with pytest.raises(ValueError, match="correct_boxed_exact"):
-        em.validate_record(dict(records[0], correct_boxed_exact="yes"), "here")
+        validate_generation(dict(records[0], correct_boxed_exact="yes"), "here")
 
 
 def test_empty_denominators_are_null_not_zero():
@@ -191,25 +194,6 @@ def test_gaps_duplicates_and_mixed_modes_raise():
         em.compute_metrics([])
 
 
-def test_read_records_names_file_line_and_field(tmp_path):
-    path = tmp_path / "generations.jsonl"
-    good = rec("a", 0, "attempt", correct=True, answer="5")
-    bad = dict(good, turn=1)
-    del bad["verdict_parsed"]
-    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(ValueError, match=r"generations.jsonl line 2: missing field 'verdict_parsed'"):
-        em.read_records(str(path))
-    path.write_text(json.dumps(dict(good, sample=True)) + "\n")
-    with pytest.raises(ValueError, match=r"line 1: field 'sample' is True, expected int"):
-        em.read_records(str(path))
-    path.write_text("")
-    with pytest.raises(ValueError, match="empty file"):
-        em.read_records(str(path))
-    path.write_text("{not json\n")
-    with pytest.raises(ValueError, match="line 1: not valid JSON"):
-        em.read_records(str(path))
-
-
 def _turn(role, attempt_index, text, verdict=None, parsed=False, truncated=False):
     return SimpleNamespace(role=role, attempt_index=attempt_index, messages=[], prompt_ids=[1, 2, 3],
                            response_ids=[4, 5], text=text, truncated=truncated, verdict=verdict, verdict_parsed=parsed)
@@ -223,7 +207,7 @@ def test_episode_records_from_an_episode():
     records = em.episode_records(episode, problem_row=row, sample=0, correctness=[False, True], mode="self_verify",
                                  extracted_answers=["4", "5"])
     for i, r in enumerate(records):
-        em.validate_record(r, f"record {i}")
+        validate_generation(r, f"record {i}")
     assert [r["checked_attempt_correct"] for r in records] == [None, False, None, True]
     assert [r["extracted_answer"] for r in records] == ["4", None, "5", None]
     assert records[3]["truncated"] and records[3]["verdict_parsed"] is False

@@ -18,8 +18,10 @@ import prepare_data
 from apo.grading import last_boxed_content
 from prepare_data import (
     CleaningReport, DataConfig, DataFormatError, clean_rows, exclude_eval_problems, main, normalise_text,
-    parse_level, read_hub, read_json_list, read_jsonl, read_local, stratified_subset, to_row, write_jsonl_atomic,
+    read_hub, read_json_list, read_jsonl, read_local, stratified_subset, to_row,
 )
+from apo.errors import InputError
+from apo.records import parse_level
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
@@ -172,7 +174,9 @@ def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math5
     summary = main(local_config(tmp_path, math_dir / "test.jsonl", math_dir / "test500.jsonl", subset_size=100))
     assert len(summary.train_report.math500_removed) == 500
     assert summary.train_report.math500_by_id == 500
-    assert summary.num_train == 4500 and summary.num_eval == 500
+    # and test/precalculus/216.json is an OlympiadBench problem (benchmark decontamination)
+    assert summary.num_train == 4499 and summary.num_eval == 500
+    assert summary.train_report.benchmark_removed["olympiadbench"] == ["test/precalculus/216.json"]
     train_rows = read_rows(summary.train_file)
     math500_ids = {row["unique_id"] for row in math500_rows}
     math500_texts = {normalise_text(row["problem"]) for row in math500_rows}
@@ -199,6 +203,36 @@ def test_math500_is_removed_by_problem_text_when_the_source_has_no_ids(tmp_path,
     assert report.math500_by_id == 0 and report.math500_by_text == 500
     assert len(rows) == 4500
     assert all(row["id"].startswith("math/") for row in rows)
+
+
+def test_benchmark_problems_are_removed_from_training_and_counted(tmp_path, math_dir, math_train_rows, capsys):
+    benchmark_dir = math_dir.parent / "benchmarks"
+    if not (benchmark_dir / "gsm8k.jsonl").is_file():
+        pytest.skip(f"shared benchmark files not found at {benchmark_dir}")
+    gsm8k = read_rows(benchmark_dir / "gsm8k.jsonl")[5]
+    amc23 = read_rows(benchmark_dir / "amc23.jsonl")[3]
+    planted = [{"problem": "  " + row["problem"].replace(" ", "   ") + "\n", "solution": f"\\boxed{{{row['answer']}}}",
+                "type": "Prealgebra", "level": "Level 1", "unique_id": f"planted/{n}"}
+               for n, row in enumerate((gsm8k, amc23))]
+    train_path = write_lines(tmp_path / "train.jsonl", [json.dumps(r) for r in math_train_rows[:20] + planted])
+    summary = main(local_config(tmp_path, train_path, "none", benchmark_dir=str(benchmark_dir)))
+    assert summary.train_report.benchmark_removed == {"minerva_math": [], "olympiadbench": [], "amc23": ["planted/1"],
+                                                      "aime24": [], "gsm8k": ["planted/0"]}
+    assert summary.num_train == 20
+    assert ("benchmark decontamination (problem text, letters and digits only): removed minerva_math 0, "
+            "olympiadbench 0, amc23 1, aime24 0, gsm8k 1 training rows") in capsys.readouterr().out
+    # MATH train holds two OlympiadBench problems written with other LaTeX spacing and braces
+    real = main(local_config(tmp_path / "real", math_dir / "train.jsonl", "none", benchmark_dir=str(benchmark_dir)))
+    assert real.train_report.benchmark_removed["olympiadbench"] == ["train/intermediate_algebra/753.json",
+                                                                    "train/intermediate_algebra/1087.json"]
+    assert sum(map(len, real.train_report.benchmark_removed.values())) == 2
+    untouched = main(local_config(tmp_path / "none", train_path, "none", exclude_benchmarks="none"))
+    assert untouched.num_train == 22 and untouched.train_report.benchmark_removed == {}
+    with pytest.raises(FileNotFoundError, match=r"'aime24': file '.*missing/aime24.jsonl' not found"):
+        main(local_config(tmp_path / "m", train_path, "none", exclude_benchmarks="aime24",
+                          benchmark_dir=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="--exclude_benchmarks: unknown benchmark"):
+        local_config(tmp_path, train_path, "none", exclude_benchmarks="aime2024")
 
 
 # --- stratified subset ---
@@ -239,7 +273,8 @@ def test_main_writes_schema_rows_deterministically_and_prints_the_inspection(tmp
     assert "duplicates removed: 1" in printed
     assert "Intermediate Algebra" in printed and "example rows:" in printed
     train_rows, subset_rows = read_rows(summary.train_file), read_rows(summary.subset_file)
-    assert len(train_rows) == summary.num_train == 7497 and len(subset_rows) == 300
+    # 7,500 rows less 2 empty boxes, 1 duplicate and 2 OlympiadBench problems
+    assert len(train_rows) == summary.num_train == 7495 and len(subset_rows) == 300
     assert all(set(row) == SCHEMA for row in train_rows + subset_rows)
     assert all(row["level"] in (1, 2, 3, 4, 5, None) and row["answer"] for row in train_rows)
     assert not EMPTY_BOX_IDS & {row["id"] for row in train_rows}
@@ -292,26 +327,26 @@ GOOD = {"problem": "What is $1 + 1$?", "level": "Level 1", "type": "Prealgebra",
 
 def test_malformed_json_line_names_file_line_and_reason(tmp_path):
     path = write_lines(tmp_path / "bad.jsonl", [json.dumps(GOOD), "", '{"problem": "x", "level": ', json.dumps(GOOD)])
-    with pytest.raises(DataFormatError, match=r"bad\.jsonl, line 3: malformed JSON \(Expecting value at column 27\)"):
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:3: malformed JSON \(Expecting value at column 27\)"):
         read_jsonl(str(path))
     json_path = tmp_path / "bad.json"
     json_path.write_text('[\n{"problem": "x"},\n{"problem" "y"}\n]', encoding="utf-8")
-    with pytest.raises(DataFormatError, match=r"bad\.json, line 3: malformed JSON \(Expecting ':' delimiter"):
+    with pytest.raises(DataFormatError, match=r"bad\.json:3: malformed JSON \(Expecting ':' delimiter"):
         read_json_list(str(json_path))
 
 
 @pytest.mark.parametrize("record, message", [
-    ({k: v for k, v in GOOD.items() if k != "solution"}, r"line 2: missing field 'solution'"),
-    ({k: v for k, v in GOOD.items() if k != "type"}, r"line 2: missing field 'type' / 'subject'"),
-    (GOOD | {"problem": 12}, r"line 2: field 'problem' must be str, got int"),
-    (GOOD | {"level": "Level 9"}, r"line 2: field 'level' must be 'Level 1'..'Level 5'"),
-    (GOOD | {"level": [3]}, r"line 2: field 'level' must be"),
-    (GOOD | {"unique_id": 7}, r"line 2: field 'unique_id' must be str"),
-    (GOOD | {"problem": "   "}, r"line 2: field 'problem' is empty"),
+    ({k: v for k, v in GOOD.items() if k != "solution"}, r"rows.jsonl:2: missing field 'solution'"),
+    ({k: v for k, v in GOOD.items() if k != "type"}, r"rows.jsonl:2: missing field 'type' / 'subject'"),
+    (GOOD | {"problem": 12}, r"rows.jsonl:2: field 'problem' must be str, got int"),
+    (GOOD | {"level": "Level 9"}, r"rows.jsonl:2: field 'level' is 'Level 9', expected 1-5, 'Level 1'..'Level 5'"),
+    (GOOD | {"level": [3]}, r"rows.jsonl:2: field 'level' is \[3\], expected"),
+    (GOOD | {"unique_id": 7}, r"rows.jsonl:2: field 'unique_id' must be str"),
+    (GOOD | {"problem": "   "}, r"rows.jsonl:2: field 'problem' is empty"),
 ])
 def test_missing_or_wrongly_typed_field_names_field_and_row(tmp_path, record, message):
     path = write_lines(tmp_path / "rows.jsonl", [json.dumps(GOOD), json.dumps(record)])
-    with pytest.raises(DataFormatError, match=message):
+    with pytest.raises(InputError, match=message):
         clean_rows(read_jsonl(str(path)), "math", CleaningReport(), skip_invalid=False)
 
 
@@ -321,18 +356,49 @@ def test_skip_invalid_skips_counts_and_says_so(tmp_path, capsys):
     lines[3] = json.dumps({"problem": "no solution", "level": "Level 2", "type": "Algebra"})
     lines[4] = json.dumps(GOOD | {"level": "Level 0"})
     train_path = write_lines(tmp_path / "train.jsonl", lines)
-    with pytest.raises(DataFormatError, match="line 2"):
+    with pytest.raises(DataFormatError, match="train.jsonl:2:"):
         main(local_config(tmp_path, train_path, "none"))
     summary = main(local_config(tmp_path, train_path, "none", skip_invalid=True))
     assert summary.num_train == 3 and summary.train_report.rows_read == 6
     assert len(summary.train_report.invalid) == 3
-    assert "line 2: malformed JSON" in summary.train_report.invalid[0]
+    assert "train.jsonl:2: malformed JSON" in summary.train_report.invalid[0]
     assert "skipped 3 invalid rows (--skip_invalid)" in capsys.readouterr().out
+
+
+def test_a_byte_that_is_not_utf8_is_named_and_skip_invalid_skips_it(tmp_path, capsys):
+    """Issue 19: UnicodeDecodeError '... byte 0xff in position 1172', even with --skip_invalid."""
+    lines = [json.dumps(GOOD | {"problem": f"What is ${i} + 1$?"}) for i in range(3)]
+    train_path = tmp_path / "train.jsonl"
+    train_path.write_bytes("\n".join(lines).replace("What is $1", "What is \xff1").encode("latin-1") + b"\n")
+    with pytest.raises(DataFormatError, match=r"train.jsonl:2: malformed JSON \(not UTF-8: byte 0xff at column \d+\)"):
+        main(local_config(tmp_path, train_path, "none"))
+    summary = main(local_config(tmp_path, train_path, "none", skip_invalid=True))
+    assert summary.num_train == 2 and len(summary.train_report.invalid) == 1
+    assert "skipped 1 invalid rows (--skip_invalid); first: " in capsys.readouterr().out
+    json_path = tmp_path / "rows.json"
+    json_path.write_bytes(b'[\n{"problem": "x"},\n{"problem": "\xff"}\n]')
+    with pytest.raises(DataFormatError, match=r"rows.json:3: not UTF-8: byte 0xff"):
+        read_json_list(str(json_path))
+
+
+def test_empty_input_and_an_output_folder_that_is_a_file_are_refused(tmp_path):
+    """Issue 19: an empty data file exited 0 and wrote empty training and subset files."""
+    empty = write_lines(tmp_path / "empty.jsonl", [""])
+    with pytest.raises(InputError, match=r"empty.jsonl: no rows \(the file is empty\)"):
+        main(local_config(tmp_path, empty, "none"))
+    train_path = write_lines(tmp_path / "train.jsonl", ["{not json"])
+    with pytest.raises(InputError, match=r"train.jsonl: no usable training problem \(1 rows read: 1 invalid"):
+        main(local_config(tmp_path, train_path, "none", skip_invalid=True))
+    assert not os.listdir(tmp_path / "out")
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(InputError, match=r"--output_dir .*taken: is a file"):
+        main(DataConfig(source="synthetic", synthetic_train_size=4, synthetic_eval_size=0, tokenizer="none",
+                        output_dir=str(tmp_path / "taken")))
 
 
 def test_parse_level_and_unsupported_inputs(tmp_path):
     assert [parse_level(v, "x") for v in ("Level 1", "Level 5", "Level ?", 3, None)] == [1, 5, None, 3, None]
-    with pytest.raises(DataFormatError, match="x: field 'level'"):
+    with pytest.raises(InputError, match="x: field 'level'"):
         parse_level(True, "x")
     csv_path = tmp_path / "rows.csv"
     csv_path.write_text("problem\n", encoding="utf-8")
@@ -340,28 +406,6 @@ def test_parse_level_and_unsupported_inputs(tmp_path):
         read_local(str(csv_path), ["train"])
     with pytest.raises(ValueError, match="--source local needs --math500_path"):
         DataConfig(source="local", train_path="train.jsonl")
-
-
-# --- writing ---
-
-def test_interrupted_write_leaves_the_previous_file_whole(tmp_path, monkeypatch):
-    path = tmp_path / "rows.jsonl"
-    write_jsonl_atomic(str(path), [{"id": "old"}])
-    before = path.read_bytes()
-    calls = {"n": 0}
-    real_dumps = json.dumps
-
-    def dumps_then_fail(obj, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real_dumps(obj, **kwargs)
-
-    monkeypatch.setattr(prepare_data.json, "dumps", dumps_then_fail)
-    with pytest.raises(KeyboardInterrupt):
-        write_jsonl_atomic(str(path), [{"id": i} for i in range(5)])
-    assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["rows.jsonl"]
 
 
 def test_help_exits_zero():

@@ -61,7 +61,7 @@ def test_stage1_stage2_and_evaluation_share_the_builder(embedded_tokenizer):
         model = ScriptedModel(embedded_tokenizer, lambda text: "5")
         (episode,) = run_episodes(model, embedded_tokenizer, [PROBLEM], cfg)
         expected = encode_problem(embedded_tokenizer, PROBLEM, prompt_format, cfg.system_prompt)
-        assert dropped == 0 and prompts == [expected] and episode.first_attempt.prompt_ids == expected
+        assert dropped == [] and prompts == [expected] and episode.first_attempt.prompt_ids == expected
 
 
 def test_metrics_and_episodes_use_the_one_list_of_modes():

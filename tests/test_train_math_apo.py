@@ -21,15 +21,17 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from apo import stage1
+from apo import checkpoints, correction, stage1
 import apo.synthetic as synthetic_math
 import train_math_apo as T
 from apo_algorithm import estimate_optimal_value
-from apo.config import A_PO_Config, parse_config
+from apo.config import A_PO_Config, parse_config, save_config
+from apo.errors import InputError
 from conftest import REPO_ROOT, build_tiny_policy
 from apo.checkpoints import resolve_resume_checkpoint, rotate_checkpoints, staged_folder
 from apo.data_order import prompt_indices_for_step, total_steps_for
-from apo.training_log import MetricsLogger, plot_training_curves, read_metrics
+from apo.records import read_metrics_lines as read_metrics
+from apo.training_log import MetricsLogger, plot_training_curves
 from train_math_apo import NonFiniteTrainingError, lr_scheduler_for
 
 APO_FIELDS = {f.name for f in dataclasses.fields(A_PO_Config)}
@@ -269,29 +271,21 @@ def test_metrics_logger_drops_steps_after_resume_and_plots(tmp_path):
         MetricsLogger(str(tmp_path), report_to="mlflow")
 
 
-def test_read_rows_names_file_line_and_field(tmp_path):
-    path = tmp_path / "rows.jsonl"
-    path.write_text(json.dumps({"id": "a", "problem": "p", "answer": "1"}) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:2: not valid JSON"):
-        stage1.read_rows(str(path))
-    path.write_text(json.dumps({"id": "a", "problem": "p"}) + "\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:1: field 'answer'"):
-        stage1.read_rows(str(path))
-    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
-        stage1.read_rows(str(tmp_path / "missing.jsonl"))
-
-
-def test_long_prompts_are_dropped_and_counted(embedded_tokenizer, data):
+def test_long_prompts_are_dropped_and_named(embedded_tokenizer, data, caplog):
     from apo.prompts import encode_problem
 
     apo = A_PO_Config()
     lengths = [len(encode_problem(embedded_tokenizer, r["problem"], "chat", apo.system_prompt)) for r in data["rows"]]
     limit = sorted(lengths)[len(lengths) // 2]
     apo = A_PO_Config(max_prompt_length=limit)
-    kept, prompts, dropped = stage1.encode_problems(data["rows"], embedded_tokenizer, apo)
-    assert dropped == sum(length > limit for length in lengths) > 0
-    assert len(kept) == len(prompts) == len(lengths) - dropped
+    with caplog.at_level("WARNING", logger="apo.stage1"):
+        kept, prompts, dropped = stage1.encode_problems(data["rows"], embedded_tokenizer, apo)
+    long_ids = [r["id"] for r, length in zip(data["rows"], lengths) if length > limit]
+    assert dropped == long_ids and len(long_ids) > 0
+    assert len(kept) == len(prompts) == len(lengths) - len(dropped)
     assert all(len(p) <= limit for p in prompts)
+    # the warning names the dropped ids, not just their number (issue 19)
+    assert f"dropped {len(long_ids)} of {len(lengths)} prompts" in caplog.text and long_ids[0] in caplog.text
 
 
 # --- stage 1 ---
@@ -341,6 +335,92 @@ def test_stage2_refuses_missing_or_mismatched_stage1(tiny_dir, data, tmp_path):
     write_stage1(tmp_path, data["rows"], dataclasses.replace(apo, reward_rule="boxed_exact"))
     with pytest.raises(ValueError, match="reward_rule"):
         T.main((apo, train))
+
+
+# --- runs that cannot mix, inputs that cannot crash (issue 19) ---
+
+def test_a_fresh_run_refuses_a_folder_holding_another_run_and_overwrite_removes_it_first(tiny_dir, data, tmp_path):
+    """Issue 19: a second run at another learning rate in the same folder lost steps, rotated away its own
+    checkpoint-1 and left final/ with the old weights."""
+    run_stage2(tiny_dir, data, tmp_path, max_steps=3, save_every=1, keep_checkpoints=2)
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("checkpoint")) == ["checkpoint-2", "checkpoint-3"]
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match=r"already holds another run \(best; checkpoint-2; checkpoint-3; final; "
+                                         r"metrics.jsonl\); pass --resume_from_checkpoint auto .* --overwrite_output_dir"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=1, save_every=1, policy_learning_rate=5e-3)
+    new = run_stage2(tiny_dir, data, tmp_path, max_steps=1, save_every=1, policy_learning_rate=5e-3,
+                     overwrite_output_dir=True)
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith("checkpoint")) == ["checkpoint-1"]
+    assert [r["step"] for r in read_metrics(new["metrics_file"])] == [1, 1]    # the step and its evaluation
+    with open(tmp_path / "final" / "run_config.json") as handle:
+        assert json.load(handle)["policy_learning_rate"] == 5e-3
+    assert_same_weights(weights(new["final_dir"]), weights(tmp_path / "checkpoint-1" / "policy"))  # not the old run's
+    assert (tmp_path / "notes.txt").read_text() == "mine"            # only the run's own files are removed
+    assert os.path.isfile(tmp_path / stage1.STAGE1_FILE)              # matching stage-1 values are reused
+    assert checkpoints.STAGE1_OUTPUTS == (stage1.STAGE1_FILE, stage1.STAGE1_META_FILE, stage1.VALUE_HEAD_DIR)
+
+
+def test_a_resume_refuses_settings_that_change_the_run_naming_them(tiny_dir, data, tmp_path):
+    """Issue 19: resuming the old run's checkpoint-3 at another learning rate exited 0 and mixed both runs."""
+    paused = run_stage2(tiny_dir, data, tmp_path, max_steps=3, stop_after_step=1)
+    assert paused["interrupted"] and os.path.isdir(tmp_path / "checkpoint-1")
+    with pytest.raises(InputError, match=r"cannot resume from .*checkpoint-1: settings that change the run differ "
+                                         r"\(beta2: checkpoint 0.1, now 0.2; policy_learning_rate: checkpoint 0.001, "
+                                         r"now 0.005\)"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=3, resume_from_checkpoint="auto", policy_learning_rate=5e-3,
+                   beta2=0.2)
+    for changed in ({"data_file": data["eval_file"]}, {"seed": 7}, {"temperature": 0.5}, {"policy_loss": "awr"}):
+        with pytest.raises(InputError, match=f"differ \\({next(iter(changed))}: checkpoint"):
+            run_stage2(tiny_dir, data, tmp_path, max_steps=3, resume_from_checkpoint="auto", **changed)
+    with pytest.raises(InputError, match="not both"):
+        make_cfg(tiny_dir, data, tmp_path, resume_from_checkpoint="auto", overwrite_output_dir=True)
+
+
+def test_auto_restarts_a_run_that_stopped_before_its_first_checkpoint_only_with_its_settings(tiny_dir, data,
+                                                                                             tmp_path):
+    apo, train = make_cfg(tiny_dir, data, tmp_path, max_steps=1)
+    write_stage1(tmp_path, data["rows"], apo)
+    save_config(str(tmp_path / "run_config.json"), apo, train, correction.CorrectionTrainingConfig())
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "eval_accuracy": 0.0}\n')  # killed before checkpoint-1
+    with pytest.raises(InputError, match=r"already holds another run \(metrics.jsonl\)"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=1)
+    with pytest.raises(InputError, match=r"cannot resume from .*: settings that change the run differ "
+                                         r"\(policy_learning_rate: checkpoint 0.001, now 0.005\)"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=1, resume_from_checkpoint="auto", policy_learning_rate=5e-3)
+    summary = run_stage2(tiny_dir, data, tmp_path, max_steps=1, resume_from_checkpoint="auto")
+    assert summary["steps"] == 1 and [r["step"] for r in read_metrics(summary["metrics_file"])] == [1, 1]
+
+
+def test_bad_data_files_and_output_folders_are_refused_before_any_model_loads(tiny_dir, data, tmp_path):
+    """Issue 19: an empty data file loaded the model and ran stage 1 over 0 prompts; a non-UTF-8 byte was a
+    bare UnicodeDecodeError; --output_dir naming a file was a raw FileExistsError."""
+    empty, latin1 = tmp_path / "empty.jsonl", tmp_path / "latin1.jsonl"
+    empty.write_text("")
+    lines = open(data["train_file"], "rb").read().splitlines(keepends=True)
+    latin1.write_bytes(lines[0] + lines[1].replace(b'"problem": "', b'"problem": "\xff'))
+    no_model = {"model": str(tmp_path / "no-such-model")}  # loading it would fail differently
+    with pytest.raises(InputError, match=r"empty.jsonl: no problem rows \(the file is empty\)"):
+        T.main(make_cfg(tiny_dir, data, tmp_path / "out", stage="all", data_file=str(empty), **no_model))
+    with pytest.raises(InputError, match=r"latin1.jsonl:2: not valid JSON \(not UTF-8: byte 0xff"):
+        T.main(make_cfg(tiny_dir, data, tmp_path / "out", stage="all", data_file=str(latin1), **no_model))
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(InputError, match=r"--output_dir .*taken: is a file"):
+        T.main(make_cfg(tiny_dir, data, tmp_path / "taken", **no_model))
+
+
+def test_a_torn_metrics_line_is_dropped_at_the_end_and_named_in_the_middle(tmp_path, caplog):
+    """Issue 19: a torn last line in metrics.jsonl made resume die with a bare JSONDecodeError."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
+    with caplog.at_level("WARNING", logger="apo.records"):
+        logger = MetricsLogger(str(tmp_path), resume_step=2)
+    assert "metrics.jsonl:3: dropping a torn last line" in caplog.text
+    logger.log({"step": 3, "loss": 0.3})
+    assert [r["step"] for r in read_metrics(logger.path)] == [1, 2, 3]
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "lo\n{"step": 3, "loss": 0.3}\n')
+    with pytest.raises(InputError, match=r"metrics.jsonl:2: not valid JSON"):
+        MetricsLogger(str(tmp_path), resume_step=2)
 
 
 # --- stage 2 ---
