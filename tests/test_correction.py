@@ -319,6 +319,15 @@ def test_training_metrics(episodes, policy, embedded_tokenizer):
     assert all(isinstance(value, float) for value in metrics.values())
 
 
+def test_a_problem_drawn_twice_in_one_batch(episodes, policy, embedded_tokenizer):
+    """More prompts per step than training prompts: the same problem row appears twice."""
+    cfg = make_cfg()
+    rows = [{"id": "same", "type": "Algebra", "level": 1}] * 2
+    _, metrics = correction_samples([episodes[0], episodes[1]], GOLDS[:2], V_STAR[:2], TurnBaselines(cfg, 64), policy,
+                                    embedded_tokenizer, cfg, problem_rows=rows)
+    assert metrics["acc_t1"] == pytest.approx(1 / 2)
+
+
 def test_undefined_rates_are_left_out(episodes, policy, embedded_tokenizer):
     cfg = make_cfg()
     wrong_only = [3, 4]  # both first attempts wrong, neither revised
