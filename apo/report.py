@@ -345,9 +345,10 @@ def _run_name(path: str, paths: list[str]) -> str:
 # --- benchmark suite: summary.json and summary.md ---
 
 # One column group per benchmark: (key in a summary cell, header); pass@k only where a benchmark was
-# sampled. A new per-benchmark number (e.g. the strict last-boxed exact accuracy once metrics.json
-# carries it) is one more entry here, in summary_cell and in _summary_cells.
-SUMMARY_COLUMNS = (("n", "n"), ("acc_t1", "Acc@t1"), ("acc_final", "Acc@final"), ("pass_at_k", "pass@k"))
+# sampled, the strict columns only where its generations carry the official rule's verdicts.
+# A new per-benchmark number is one more entry here, in summary_cell and in _summary_cells.
+SUMMARY_COLUMNS = (("n", "n"), ("acc_t1", "Acc@t1"), ("acc_final", "Acc@final"), ("pass_at_k", "pass@k"),
+                   ("acc_t1_boxed_exact", "strict t1"), ("acc_final_boxed_exact", "strict final"))
 
 
 def summary_cell(metrics: dict) -> dict:
@@ -368,6 +369,9 @@ def summary_cell(metrics: dict) -> dict:
         "pass_at_k": ({"k": max(ks), "t1": overall["sampled"]["pass_at_k_t1"][str(max(ks))],
                        "final": overall["sampled"]["pass_at_k_final"][str(max(ks))]} if sampled else None),
         "mode_label": metrics["mode_label"], "truncation_rate": overall["truncation_rate"],
+        # the official A*-PO rule (last \\boxed{} exact after strip_string, EOS required), for published numbers
+        "acc_t1_boxed_exact": overall.get("acc_t1_boxed_exact"),
+        "acc_final_boxed_exact": overall.get("acc_final_boxed_exact"),
     }
 
 
@@ -396,13 +400,18 @@ def _summary_cells(cell: dict, keys: list[str]) -> list[str]:
     text = {"n": str(cell["n"]) + (f" x {cell['samples_per_problem']}" if cell["samples_per_problem"] > 1 else ""),
             "acc_t1": _rate_with_ci(cell["acc_t1"], cell["acc_t1_ci95"]),
             "acc_final": _rate_with_ci(cell["acc_final"], cell["acc_final_ci95"]),
-            "pass_at_k": "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})"}
+            "pass_at_k": "-" if passed is None else f"{pct(passed['final'])} (k={passed['k']})",
+            "acc_t1_boxed_exact": _rate_with_ci(cell.get("acc_t1_boxed_exact"), None),
+            "acc_final_boxed_exact": _rate_with_ci(cell.get("acc_final_boxed_exact"), None)}
     return [text[key] for key in keys]
 
 
 def _summary_columns(summary: dict, benchmark: str) -> list[tuple[str, str]]:
-    sampled = any(entry["benchmarks"][benchmark]["pass_at_k"] is not None for entry in summary["models"])
-    return [(key, label) for key, label in SUMMARY_COLUMNS if key != "pass_at_k" or sampled]
+    cells = [entry["benchmarks"][benchmark] for entry in summary["models"]]
+    shown = {"pass_at_k": any(cell["pass_at_k"] is not None for cell in cells),
+             "acc_t1_boxed_exact": any(cell.get("acc_t1_boxed_exact") is not None for cell in cells),
+             "acc_final_boxed_exact": any(cell.get("acc_final_boxed_exact") is not None for cell in cells)}
+    return [(key, label) for key, label in SUMMARY_COLUMNS if shown.get(key, True)]
 
 
 def summary_markdown(summary: dict) -> str:

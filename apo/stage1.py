@@ -94,14 +94,13 @@ def check_stage1_meta(path: str, apo) -> None:
     """Raise InputError when the stage1_meta.json beside `path` records other sampling settings."""
     differing = stage1_meta_differences(path, apo)
     if differing:
-        raise InputError(f"{path} was sampled with other settings{_mixed_format_note(differing)} (saved, now): "
-                         f"{differing}; use another "
-                         "--output_dir, pass --overwrite_output_dir (removes the old run's files) to re-sample, or "
-                         "restore the settings")
+        raise InputError(f"{path} {_sampled_with_other_settings(differing)}; use another --output_dir, pass "
+                         "--overwrite_output_dir (removes the old run's files) to re-sample, or restore the settings")
 
 
-def _mixed_format_note(differing: dict) -> str:
-    return " (prompt_format: stage 1 and stage 2 must use one prompt format)" if "prompt_format" in differing else ""
+def _sampled_with_other_settings(differing: dict) -> str:
+    mixed = " (prompt_format: stage 1 and stage 2 must use one prompt format)" if "prompt_format" in differing else ""
+    return f"was sampled with other settings{mixed} (saved, now): {differing}"
 
 
 def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
@@ -112,8 +111,7 @@ def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
         return None
     differing = stage1_meta_differences(path, apo)
     if differing:
-        return (f"{os.path.basename(path)} was sampled with other settings{_mixed_format_note(differing)} "
-                f"(saved, now): {differing}")
+        return f"{os.path.basename(path)} {_sampled_with_other_settings(differing)}"
     foreign = sorted(set(read_stage1_values(path, apo.num_value_samples)) - data_ids)
     if foreign:
         return f"{os.path.basename(path)} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]})"

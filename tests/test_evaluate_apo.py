@@ -311,11 +311,16 @@ def test_suite_writes_one_run_per_benchmark_and_a_summary(tiny_model_dir, benchm
     assert (on_disk["protocol"]["correction_mode"], on_disk["protocol"]["max_correction_turns"]) == ("none", 2)
     cells = on_disk["models"][0]["benchmarks"]
     assert set(cells) == set(SUITE)
-    for cell in cells.values():
+    for name, cell in cells.items():
         assert cell["n"] == 2 and cell["acc_t1_ci95"]["method"] == "wilson" and cell["acc_final_ci95"]["high"] > 0
         assert cell["pass_at_k"] is None
+        # the official A*-PO rule beside the project's grader, from the same run's metrics.json
+        overall = json.loads((out / name / "metrics.json").read_text())["overall"]
+        assert cell["acc_t1_boxed_exact"] == overall["acc_t1_boxed_exact"]
+        assert 0.0 <= cell["acc_final_boxed_exact"] <= 1.0
     table = (out / "summary.md").read_text()
     assert table.count("\n| " + tiny_model_dir) == 1 and "math500 Acc@t1" in table
+    assert "math500 strict t1" in table and "math500 strict final" in table
     assert "math500 pass@k" not in table  # greedy: no benchmark was sampled
     assert benchmark_dir[1] in table  # where math500 came from
 

@@ -285,7 +285,7 @@ def test_main_writes_schema_rows_deterministically_and_prints_the_inspection(tmp
     assert sorted(os.listdir(cfg.output_dir)) == ["data_provenance.json", "math_eval_500.jsonl",
                                                   "math_prompts_responses.jsonl", "math_subset.jsonl"]
     provenance = json.loads((Path(cfg.output_dir) / "data_provenance.json").read_text())
-    assert provenance["training_set"] == "local" and provenance["num_train"] == summary.num_train
+    assert provenance["training_set"] == "local" and provenance["num_train"] == 7495
 
 
 def test_inspect_only_writes_nothing(tmp_path, math_dir, capsys):
