@@ -556,13 +556,16 @@ def training_metrics(episodes: Sequence[Episode], correct: Sequence[Sequence[boo
     accuracy and parse failures over every verify turn as *_all_turns), revision rate, flattened
     to scalar entries."""
     records = []
+    seen: dict[str, int] = {}  # a step can hold one problem several times (more prompts per step than problems)
     for e, (episode, episode_correct) in enumerate(zip(episodes, correct)):
         row = dict(problem_rows[e]) if problem_rows is not None else {"id": f"batch-{e}", "type": "unknown",
                                                                        "level": None}
         row["answer"] = golds[e]
         row.setdefault("type", "unknown")
         row.setdefault("level", None)
-        records += episode_records(episode, problem_row=row, sample=0, correctness=list(episode_correct), mode=mode,
+        sample = seen.get(row["id"], 0)
+        seen[row["id"]] = sample + 1
+        records += episode_records(episode, problem_row=row, sample=sample, correctness=list(episode_correct), mode=mode,
                                    extracted_answers=[extract_answer(turn.text) for turn in episode.attempts])
     summary = summarize(records)
     verifier, every = summary["verifier"], summary["verifier_all_turns"]

@@ -27,6 +27,7 @@ from apo.correction import (
     context_features,
     correction_samples,
     role_normalized_advantages,
+    training_metrics,
 )
 from apo.grading import GradingReport
 from apo.episodes import encode_chat, run_episodes
@@ -317,6 +318,15 @@ def test_training_metrics(episodes, policy, embedded_tokenizer):
     assert metrics["num_samples/revise"] == 2.0
     assert metrics["collapse_flag"] == 0.0  # 7 parsed verdicts < collapse_min_verdicts (32)
     assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_training_metrics_of_a_step_that_repeats_its_problems(episodes):
+    """More prompts per step than problems: a problem's episodes count as its samples 0, 1, ...
+    (they were reported as one problem with duplicated turns, and stage 2 stopped)."""
+    rows = [{"id": "same-problem", "type": "algebra", "level": 1}] * len(episodes)
+    correct = [[False] * len(e.attempts) for e in episodes]
+    metrics = training_metrics(episodes, correct, "self_verify", GOLDS, problem_rows=rows)
+    assert metrics["acc_t1"] == 0.0 and metrics["revision_rate"] == pytest.approx(2 / 6)
 
 
 def test_undefined_rates_are_left_out(episodes, policy, embedded_tokenizer):
