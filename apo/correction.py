@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -554,18 +554,19 @@ def training_metrics(episodes: Sequence[Episode], correct: Sequence[Sequence[boo
     definitions as evaluation): Acc@t1, Acc@final, the transitions, the verifier's accuracy and
     recalls and the verdict parse-failure rate over first verifications (PAG's definition; the
     accuracy and parse failures over every verify turn as *_all_turns), revision rate, flattened
-    to scalar entries. A problem drawn several times in one batch (more prompts per step than
-    training prompts) gives one sample per draw."""
-    records, draws = [], Counter()
+    to scalar entries."""
+    records = []
+    seen: dict[str, int] = {}  # a step can hold one problem several times (more prompts per step than problems)
     for e, (episode, episode_correct) in enumerate(zip(episodes, correct)):
         row = dict(problem_rows[e]) if problem_rows is not None else {"id": f"batch-{e}", "type": "unknown",
                                                                        "level": None}
         row["answer"] = golds[e]
         row.setdefault("type", "unknown")
         row.setdefault("level", None)
-        sample, draws[row["id"]] = draws[row["id"]], draws[row["id"]] + 1
-        records += episode_records(episode, problem_row=row, sample=sample, correctness=list(episode_correct),
-                                   mode=mode, extracted_answers=[extract_answer(turn.text) for turn in episode.attempts])
+        sample = seen.get(row["id"], 0)
+        seen[row["id"]] = sample + 1
+        records += episode_records(episode, problem_row=row, sample=sample, correctness=list(episode_correct), mode=mode,
+                                   extracted_answers=[extract_answer(turn.text) for turn in episode.attempts])
     summary = summarize(records)
     verifier, every = summary["verifier"], summary["verifier_all_turns"]
     return {

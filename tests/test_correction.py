@@ -27,6 +27,7 @@ from apo.correction import (
     context_features,
     correction_samples,
     role_normalized_advantages,
+    training_metrics,
 )
 from apo.grading import GradingReport
 from apo.episodes import encode_chat, run_episodes
@@ -319,13 +320,13 @@ def test_training_metrics(episodes, policy, embedded_tokenizer):
     assert all(isinstance(value, float) for value in metrics.values())
 
 
-def test_a_problem_drawn_twice_in_one_batch(episodes, policy, embedded_tokenizer):
-    """More prompts per step than training prompts: the same problem row appears twice."""
-    cfg = make_cfg()
-    rows = [{"id": "same", "type": "Algebra", "level": 1}] * 2
-    _, metrics = correction_samples([episodes[0], episodes[1]], GOLDS[:2], V_STAR[:2], TurnBaselines(cfg, 64), policy,
-                                    embedded_tokenizer, cfg, problem_rows=rows)
-    assert metrics["acc_t1"] == pytest.approx(1 / 2)
+def test_training_metrics_of_a_step_that_repeats_its_problems(episodes):
+    """More prompts per step than problems: a problem's episodes count as its samples 0, 1, ...
+    (they were reported as one problem with duplicated turns, and stage 2 stopped)."""
+    rows = [{"id": "same-problem", "type": "algebra", "level": 1}] * len(episodes)
+    correct = [[False] * len(e.attempts) for e in episodes]
+    metrics = training_metrics(episodes, correct, "self_verify", GOLDS, problem_rows=rows)
+    assert metrics["acc_t1"] == 0.0 and metrics["revision_rate"] == pytest.approx(2 / 6)
 
 
 def test_undefined_rates_are_left_out(episodes, policy, embedded_tokenizer):
