@@ -60,15 +60,15 @@ from apo.records import GENERATION_ROLES as ROLES, read_generations
 
 ATTEMPT_ROLES = ("attempt", "revise")
 VERIFY_ROLE = "verify"
-MODES = CORRECTION_MODES
 MODE_LABELS = {"self_verify": "self-verify", "none": "first attempt only", "oracle": "oracle (upper bound)"}
 WILSON_Z95 = 1.959963984540054  # standard normal quantile at 0.975
 TRANSITIONS = ("stayed_right", "fixed", "broken", "stayed_wrong")
 
+
 def mode_label(mode: str) -> str:
     """Human label of a correction mode; oracle is always called an upper bound."""
     if mode not in MODE_LABELS:
-        raise ValueError(f"unknown correction mode {mode!r}; valid modes are {list(MODES)}")
+        raise ValueError(f"unknown correction mode {mode!r}; valid modes are {list(CORRECTION_MODES)}")
     return MODE_LABELS[mode]
 
 
