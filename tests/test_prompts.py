@@ -67,4 +67,4 @@ def test_stage1_stage2_and_evaluation_share_the_builder(embedded_tokenizer):
 def test_metrics_and_episodes_use_the_one_list_of_modes():
     from apo import episodes, metrics
 
-    assert episodes.CORRECTION_MODES is CORRECTION_MODES and tuple(metrics.MODES) == CORRECTION_MODES
+    assert episodes.CORRECTION_MODES is CORRECTION_MODES and metrics.CORRECTION_MODES is CORRECTION_MODES
