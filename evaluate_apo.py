@@ -455,8 +455,9 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
     """Run the episodes of `todo` (position, row, sample) in chunks of eval_batch_size, grade every
     attempt and append each finished chunk to generations.jsonl. Chunk k is seeded with
     cfg.seed + the position of its first episode, so a resumed sampled run draws the same samples."""
-    from apo.models import load_model, load_tokenizer, resolve_model_path
+    from apo.decoding import resolve_rollout_dtype
     from apo.episodes import run_episodes
+    from apo.models import load_model, load_tokenizer, resolve_model_path
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(cfg.model, cfg.model_cache_dir)
@@ -466,6 +467,10 @@ def generate_and_grade(cfg: A_PO_Config, eval_cfg: EvalConfig, todo: list[tuple[
         model = create_engine(resolve_model_path(cfg.model, cfg.model_cache_dir), cfg)
     else:
         model = load_model(cfg.model, cfg.model_cache_dir, cfg.dtype, device)
+        decode_dtype = resolve_rollout_dtype(cfg.rollout_dtype, model.dtype, device)
+        if decode_dtype is not None:  # evaluation only decodes: the model itself is cast (--rollout_dtype)
+            logger.info("decoding in %s (--rollout_dtype %s)", decode_dtype, cfg.rollout_dtype)
+            model = model.to(decode_dtype)
     tally = _RunningAccuracy.from_file(generations_path) if running else _RunningAccuracy()
     bar = tqdm(total=total, initial=done, desc=f"eval {cfg.model}", unit="episode")
     for start in range(0, len(todo), eval_cfg.eval_batch_size):

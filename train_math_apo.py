@@ -54,6 +54,7 @@ from apo.checkpoints import (
     resolve_resume_checkpoint, skip_model_weights_in_accelerate_state, stage2_outputs_in,
 )
 from apo.cli import run_main
+from apo.decoding import DecodingCopy, resolve_rollout_dtype
 from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config, save_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
@@ -175,7 +176,7 @@ class Run:
     grading: GradingReport
     correction: Any  # apo.correction.CorrectionTrainingConfig: turn baselines, collapse guard, advantages
     resume_dir: str | None = None  # the checkpoint stage 2 continues from
-    engine: Any = None  # apo.vllm_engine.VLLMEngine with --generation_backend vllm
+    engine: Any = None  # apo.vllm_engine.VLLMEngine (--generation_backend vllm) or apo.decoding.DecodingCopy
 
     @property
     def unwrapped(self) -> torch.nn.Module:
@@ -183,8 +184,8 @@ class Run:
 
     @property
     def generator(self):
-        """What samples from the current policy: the vLLM engine (kept in step with the policy by
-        `update_policy`), else the policy itself."""
+        """What samples from the current policy: the vLLM engine or the decoding copy (kept in step
+        with the policy by `update_policy`), else the policy itself."""
         return self.engine if self.engine is not None else self.unwrapped
 
     @property
@@ -649,6 +650,9 @@ def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.Correct
     if apo.generation_backend == "vllm":  # holds the model folder's weights, i.e. pi_ref, until stage 2 syncs
         run.engine = vllm_engine.create_engine(resolve_model_path(apo.model, apo.model_cache_dir), apo,
                                                accelerator=accelerator, trainable=True)
+    elif (dtype := resolve_rollout_dtype(apo.rollout_dtype, run.unwrapped.dtype, accelerator.device)) is not None:
+        # the model folder's weights in `dtype`, i.e. pi_ref, until stage 2 syncs; the policy scores every sample
+        run.engine = DecodingCopy(resolve_model_path(apo.model, apo.model_cache_dir), dtype, accelerator.device)
     return run
 
 

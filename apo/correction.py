@@ -70,7 +70,8 @@ from apo_algorithm import PolicySample, ValueHead, fit_value_head, prompt_hidden
 from apo.metrics import episode_records, summarize
 from apo.grading import GradingReport, extract_answer
 from apo.strict_grading import rewards_by_rule
-from apo.episodes import Episode, Turn, left_pad
+from apo.decoding import left_pad
+from apo.episodes import Episode, Turn
 
 if TYPE_CHECKING:
     from apo.config import A_PO_Config

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import torch
 from tqdm.auto import tqdm
 
+from apo.decoding import DecodingCopy, sample_continuations
 from apo.prompts import Message, encode_chat, encode_context, first_turn_context
 
 if TYPE_CHECKING:
@@ -110,18 +111,6 @@ def cut_after_eos(token_ids: Sequence[int], eos_ids: Sequence[int]) -> tuple[lis
     return list(token_ids), False
 
 
-def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and attention mask, both (B, max_len) int64."""
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if len(seq):
-            ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
-            mask[row, width - len(seq):] = 1
-    return ids, mask
-
-
 def sampling_kwargs(temperature: float, top_p: float) -> dict:
     """`model.generate` settings that sample from the policy itself.
 
@@ -154,13 +143,13 @@ def generate(
     """Generate `num_samples` responses per prompt (token ids, e.g. from `encode_chat`), in the
     input order, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
-    `model` is a transformers causal LM, or an `apo.vllm_engine.VLLMEngine`
-    (`--generation_backend vllm`), which receives the same prompt ids, EOS ids, length limit
-    and sampling settings and returns the same kind of Generation. With transformers, each
-    prompt is repeated `num_samples` times, the prompts are sorted by length and generated in
-    left-padded chunks of `batch_size` (less padding per chunk), then restored to the input
-    order. Sampling seeds come from the global torch RNG on both engines: call
-    `torch.manual_seed` for reproducible samples.
+    `model` is a transformers causal LM, an `apo.decoding.DecodingCopy` (its model decodes), or
+    an `apo.vllm_engine.VLLMEngine` (`--generation_backend vllm`), which receives the same prompt ids, EOS ids, length limit
+    and sampling settings and returns the same kind of Generation. With transformers, the
+    prompts are sorted by length and sampled in chunks of at most `batch_size` rows by
+    `apo.decoding.sample_continuations` (each prompt prefilled once for all its samples,
+    finished rows dropped), then restored to the input order. Sampling seeds come from the
+    global torch RNG on both engines: call `torch.manual_seed` for reproducible samples.
     Raises ValueError for an empty prompt or an invalid setting.
     """
     if batch_size < 1 or max_new_tokens < 1 or num_samples < 1:
@@ -168,36 +157,51 @@ def generate(
                          "must be >= 1")
     if any(len(prompt) == 0 for prompt in prompts):
         raise ValueError("generate() got an empty prompt; encode prompts with apo.prompts.encode_problem()")
-    eos_ids = eos_token_ids(model, tokenizer)
-    settings = sampling_kwargs(temperature, top_p)
+    sampling_kwargs(temperature, top_p)  # validates the settings
     from apo.vllm_engine import VLLMEngine  # here, not at the top: apo.vllm_engine imports this module
 
     if isinstance(model, VLLMEngine):
-        return model.generate(tokenizer, prompts, eos_ids=eos_ids, max_new_tokens=max_new_tokens,
+        return model.generate(tokenizer, prompts, eos_ids=eos_token_ids(model, tokenizer), max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, num_samples=num_samples)
-    prompts = [prompt for prompt in prompts for _ in range(num_samples)]
+    if isinstance(model, DecodingCopy):
+        model = model.model
+    eos_ids = eos_token_ids(model, tokenizer)
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     _warn_beyond_context_window(model, prompts, max_new_tokens)
+    by_prompt: list[list[Generation]] = [[] for _ in prompts]
+    for chunk in tqdm(_row_chunks(prompts, num_samples, batch_size), desc="generate", unit="batch",
+                      disable=not progress):
+        responses = sample_continuations(
+            model, [prompts[index] for index, _ in chunk], [count for _, count in chunk],
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos_ids=eos_ids,
+            pad_token_id=pad_token_id)
+        rows = iter(responses)
+        for index, count in chunk:
+            for _ in range(count):
+                response_ids, found_eos = cut_after_eos(next(rows), eos_ids)
+                by_prompt[index].append(Generation(
+                    prompt_ids=list(prompts[index]), response_ids=response_ids,
+                    text=tokenizer.decode(response_ids, skip_special_tokens=True), truncated=not found_eos))
+    return [generation for generations in by_prompt for generation in generations]
+
+
+def _row_chunks(prompts: list[list[int]], num_samples: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """(prompt index, sample count) groups of at most `batch_size` rows in all, prompts taken in
+    length order (less padding per chunk); a prompt's samples may be split across two chunks."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
-    results: list[Generation | None] = [None] * len(prompts)
-    device = _model_device(model)
-    for chunk in tqdm(chunks, desc="generate", unit="batch", disable=not progress):
-        input_ids, attention_mask = left_pad([prompts[i] for i in chunk], pad_token_id)
-        output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, eos_token_id=eos_ids, **settings,
-        )
-        new_tokens = output[:, input_ids.shape[1]:].tolist()
-        for index, tokens in zip(chunk, new_tokens):
-            response_ids, found_eos = cut_after_eos(tokens, eos_ids)
-            results[index] = Generation(
-                prompt_ids=list(prompts[index]),
-                response_ids=response_ids,
-                text=tokenizer.decode(response_ids, skip_special_tokens=True),
-                truncated=not found_eos,
-            )
-    return results  # type: ignore[return-value]
+    chunks: list[list[tuple[int, int]]] = [[]]
+    room = batch_size
+    for index in order:
+        left = num_samples
+        while left:
+            if room == 0:
+                chunks.append([])
+                room = batch_size
+            take = min(left, room)
+            chunks[-1].append((index, take))
+            left -= take
+            room -= take
+    return chunks
 
 
 def _warn_beyond_context_window(model, prompts: list[list[int]], max_new_tokens: int) -> None:
@@ -210,13 +214,6 @@ def _warn_beyond_context_window(model, prompts: list[list[int]], max_new_tokens:
         logger.warning("%d of %d prompts plus max_new_tokens=%d exceed the model's context window of %d tokens; "
                        "they are generated untruncated (shorten the prompts or lower max_new_tokens)",
                        too_long, len(prompts), max_new_tokens, limit)
-
-
-def _model_device(model) -> torch.device:
-    device = getattr(model, "device", None)
-    if device is not None:
-        return torch.device(device)
-    return next(model.parameters()).device
 
 
 # --- verdicts ---

@@ -30,7 +30,8 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
-from apo.episodes import generate, left_pad
+from apo.decoding import left_pad
+from apo.episodes import generate
 from apo.prompts import encode_problem
 from apo.strict_grading import rewards_by_rule
 from apo.checkpoints import staged_folder
@@ -131,14 +132,15 @@ def reference_policy(run):
 
 @contextlib.contextmanager
 def reference_generator(run):
-    """What stage 1 samples pi_ref with: the vLLM engine (`--generation_backend vllm`), which holds the
-    model folder's weights until stage 2's first update, else `reference_policy(run)`."""
+    """What stage 1 samples pi_ref with: the rollout engine (the vLLM engine or the decoding copy of
+    `--rollout_dtype`), which holds the model folder's weights until stage 2's first update, else
+    `reference_policy(run)`."""
     if run.engine is None:
         with reference_policy(run) as model:
             yield model
         return
     if run.engine.weight_updates:
-        raise RuntimeError("stage 1 must sample the reference policy, but the vLLM engine already holds "
+        raise RuntimeError("stage 1 must sample the reference policy, but the rollout engine already holds "
                            "updated policy weights; run stage 1 before stage 2")
     yield run.engine
 

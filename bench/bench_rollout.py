@@ -122,7 +122,8 @@ def run_project(model, tokenizer, prompts, cfg: BenchRolloutConfig) -> None:
 def plain_generate(model, tokenizer, batch: list[list[int]], cfg: BenchRolloutConfig) -> None:
     """model.generate on a left-padded batch with the project's sampling settings (no top-k,
     no repetition penalty) and the same EOS ids, so only the batching differs."""
-    from apo.episodes import eos_token_ids, left_pad, sampling_kwargs
+    from apo.decoding import left_pad
+    from apo.episodes import eos_token_ids, sampling_kwargs
 
     ids, mask = left_pad(batch, tokenizer.pad_token_id)
     with torch.no_grad():

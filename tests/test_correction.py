@@ -31,6 +31,7 @@ from apo.correction import (
 )
 from apo.grading import GradingReport
 from apo.episodes import encode_chat, run_episodes
+from scripted_lm import ScriptedLM
 
 MAX_NEW_TOKENS = 48
 TRUNCATED = "<truncate>"  # script marker: emit exactly max_new_tokens tokens, no EOS
@@ -65,17 +66,16 @@ EXPECTED_ROLES = [["attempt", "verify"], ["attempt", "verify", "revise", "verify
                   ["attempt", "verify"]]
 
 
-class ScriptedPolicy(torch.nn.Module):
-    """Generates the scripted turn for each prompt; forward() is a tiny Llama's."""
+class ScriptedPolicy(ScriptedLM):
+    """Generates the scripted turn for each prompt; log-probs come from a tiny Llama."""
 
     def __init__(self, tokenizer):
-        super().__init__()
+        inner = build_tiny_policy(tokenizer)
+        super().__init__(lambda prompt_ids: self.scripted_ids(tokenizer.decode(prompt_ids), MAX_NEW_TOKENS),
+                         vocab_size=inner.config.vocab_size, eos_id=tokenizer.eos_token_id,
+                         generation_config=inner.generation_config, score_model=inner)
         self.tokenizer = tokenizer
-        self.inner = build_tiny_policy(tokenizer)
-        self.generation_config = self.inner.generation_config
-
-    def forward(self, **kwargs):
-        return self.inner(**kwargs)
+        self.inner = inner
 
     def scripted_ids(self, prompt_text: str, max_new_tokens: int) -> list[int]:
         problem = next(p for p in SCRIPT if p in prompt_text)
@@ -87,16 +87,6 @@ class ScriptedPolicy(torch.nn.Module):
             assert len(ids) >= max_new_tokens
             return ids[:max_new_tokens]
         return self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
-
-    @torch.no_grad()
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **_):
-        rows = [self.scripted_ids(self.tokenizer.decode(ids[mask.bool()]), max_new_tokens)
-                for ids, mask in zip(input_ids, attention_mask)]
-        width = max(len(row) for row in rows)
-        new = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            new[i, :len(row)] = torch.tensor(row)
-        return torch.cat([input_ids, new], dim=1)
 
 
 def make_cfg(**overrides) -> A_PO_Config:

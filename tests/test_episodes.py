@@ -9,38 +9,27 @@ from transformers import GenerationConfig
 
 from apo.config import A_PO_Config
 from apo.episodes import encode_chat, generate, parse_verdict, run_episodes
+from scripted_lm import ScriptedLM
 
 EOS = 2  # <|im_end|>, also the pad token
 END_OF_TEXT = 0  # <|endoftext|>, a second EOS id in the scripted model's generation config
 
 
-class ScriptedModel:
-    """Stands in for a causal LM's `generate`: reads each (unpadded) prompt through the real
-    tokenizer, asks `respond(prompt_text)` for the reply, and returns its tokens + EOS, cut at
-    `max_new_tokens`. Records every prompt and every call."""
+class ScriptedModel(ScriptedLM):
+    """A causal LM that answers each (unpadded) prompt, read through the real tokenizer, with
+    `respond(prompt_text)`: its tokens + EOS, or a list of token ids as they are. Records every
+    prompt and every batch (`calls`)."""
 
     def __init__(self, tokenizer, respond):
-        self.tokenizer, self.respond = tokenizer, respond
-        self.generation_config = GenerationConfig(eos_token_id=[EOS, END_OF_TEXT], pad_token_id=EOS)
-        self.device = torch.device("cpu")
-        self.prompts: list[str] = []
-        self.calls: list[dict] = []
-
-    def generate(self, input_ids, attention_mask, max_new_tokens, pad_token_id, **kwargs):
-        assert (attention_mask[:, -1] == 1).all(), "prompts must be left-padded"
-        self.calls.append({"batch_size": len(input_ids), "max_new_tokens": max_new_tokens, **kwargs})
-        replies = []
-        for ids, mask in zip(input_ids, attention_mask):
-            text = self.tokenizer.decode(ids[mask.bool()].tolist())
+        def reply(prompt_ids: list[int]) -> list[int]:
+            text = tokenizer.decode(prompt_ids)
             self.prompts.append(text)
-            reply = self.respond(text)
-            tokens = reply if isinstance(reply, list) else self.tokenizer.encode(reply, add_special_tokens=False) + [EOS]
-            replies.append(tokens[:max_new_tokens])
-        width = max(len(reply) for reply in replies)
-        new_tokens = torch.full((len(replies), width), pad_token_id, dtype=torch.long)
-        for row, reply in enumerate(replies):
-            new_tokens[row, :len(reply)] = torch.tensor(reply)
-        return torch.cat([input_ids, new_tokens], dim=1)
+            answer = respond(text)
+            return answer if isinstance(answer, list) else tokenizer.encode(answer, add_special_tokens=False) + [EOS]
+
+        super().__init__(reply, vocab_size=len(tokenizer), eos_id=EOS,
+                         generation_config=GenerationConfig(eos_token_id=[EOS, END_OF_TEXT], pad_token_id=EOS))
+        self.prompts: list[str] = []
 
 
 def last_user_message(prompt_text: str) -> str:
@@ -139,20 +128,20 @@ def test_generate_restores_order_cuts_at_eos_and_flags_truncation(embedded_token
     assert by_name["second eos"].response_ids == [11, 12, END_OF_TEXT] and not by_name["second eos"].truncated
     assert by_name["long"].truncated and len(by_name["long"].response_ids) == 8
     assert EOS not in by_name["long"].response_ids
-    # two chunks of two, shortest prompts first; greedy settings
+    # two chunks of two, shortest prompts first
     assert [call["batch_size"] for call in model.calls] == [2, 2]
     assert model.prompts[:2] == sorted(model.prompts, key=lambda t: len(embedded_tokenizer.encode(t)))[:2]
-    assert all(call["do_sample"] is False for call in model.calls)
 
 
-def test_generate_samples_from_the_policy_itself(embedded_tokenizer):
+def test_generate_prefills_each_prompt_once_for_all_its_samples(embedded_tokenizer):
     model = ScriptedModel(embedded_tokenizer, lambda text: "ok")
-    prompt = encode_chat(embedded_tokenizer, [{"role": "user", "content": "hi"}])
-    generate(model, embedded_tokenizer, [prompt], max_new_tokens=4, temperature=0.6, top_p=0.95, batch_size=4)
-    call = model.calls[0]
-    assert call["do_sample"] is True and call["temperature"] == 0.6 and call["top_p"] == 0.95
-    assert call["top_k"] == 0 and call["repetition_penalty"] == 1.0 and call["min_p"] is None
-    assert call["eos_token_id"] == [EOS, END_OF_TEXT]
+    prompts = [encode_chat(embedded_tokenizer, [{"role": "user", "content": name}]) for name in ("a", "bb", "ccc")]
+    results = generate(model, embedded_tokenizer, prompts, max_new_tokens=4, temperature=0.6, top_p=0.95,
+                       batch_size=4, num_samples=3)
+    assert [r.prompt_ids for r in results] == [p for p in prompts for _ in range(3)]
+    assert all(r.text == "ok" and not r.truncated for r in results)
+    # 9 rows in chunks of at most 4 rows: each chunk prefills its distinct prompts once
+    assert [len(call["prompts"]) for call in model.calls] == [2, 2, 1]
     with pytest.raises(ValueError, match="empty prompt"):
         generate(model, embedded_tokenizer, [[]], max_new_tokens=4, temperature=0.0, top_p=1.0, batch_size=1)
 

@@ -28,7 +28,8 @@ import fake_vllm
 import train_math_apo as T
 from apo.config import A_PO_Config
 from apo.episodes import encode_chat, eos_token_ids, generate, run_episodes
-from apo.vllm_engine import VLLMEngine, VLLMUnavailableError, create_engine, policy_tensors
+from apo.policy_weights import policy_tensors
+from apo.vllm_engine import VLLMEngine, VLLMUnavailableError, create_engine
 from conftest import REPO_ROOT, build_tiny_policy
 
 EOS, END_OF_TEXT = 2, 0  # the embedded tokenizer's <|im_end|> and <|endoftext|>
@@ -239,7 +240,7 @@ def test_greedy_responses_equal_the_hf_path_on_the_same_weights(tiny_dir, embedd
 
 def test_engine_logprobs_are_the_policy_logprobs_when_asked(tiny_dir, embedded_tokenizer, fake_vllm_installed):
     from apo_algorithm import response_token_logps
-    from apo.episodes import left_pad
+    from apo.decoding import left_pad
     from transformers import AutoModelForCausalLM
 
     engine = make_engine(tiny_dir)
