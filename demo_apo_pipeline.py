@@ -41,8 +41,8 @@ import os
 import shutil
 import textwrap
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
