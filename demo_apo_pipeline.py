@@ -20,10 +20,16 @@ holds no algorithm of its own, only a small configuration, the explanations and 
 What it shows: with a 135M model and synthetic problems, that every stage runs and that the
 policy learns something measurable on problems it was not trained on. It is not evidence of
 what A*-PO does for Qwen2.5 on MATH. When the held-out change is within noise, the output says so.
+Level-1 arithmetic comes in several wordings (symbols, words, short stories; apo/synthetic.py);
+three of them (DEMO_HELDOUT_WORDINGS) never appear in training and make up half the held-out
+problems, and step 6 reports the change on those apart from the change on the training wordings,
+saying whether the gain carries over to wordings never trained on or exists only on the training
+wordings.
 
 Outputs under --output_dir (default demo_output/; a re-run replaces the demo's own files there
 and refuses a folder holding anything else): data/, train/, eval_before_training/,
-eval_after_training/, comparison.md, demo_config.json, demo_summary.json.
+eval_after_training/, comparison.md, demo_config.json, demo_summary.json (with the verdicts, and
+the before/after accuracy, gained/lost and sign-test p per group of wordings under "by_wording").
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import os
 import shutil
 import textwrap
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +69,8 @@ DEMO_OUTPUTS = ("data", "train", "eval_before_training", "eval_after_training", 
 QUICK_SIZES = {"train_prompts": 8, "eval_problems": 8, "num_value_samples": 2, "stage2_steps": 2,
                "prompts_per_step": 4, "max_new_tokens": 32, "max_correction_turns": 2, "examples_shown": 2}
 WRAP = 100
+# Level-1 arithmetic wordings the demo never trains on, one per family (apo.synthetic.ARITHMETIC_WORDINGS).
+DEMO_HELDOUT_WORDINGS = ("value_of_symbols", "sum_difference_product", "story_two_people")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -88,6 +97,12 @@ class DemoConfig:
     synthetic_types: str = field(default="arithmetic", metadata=_help(
         "--source synthetic: comma-separated problem types or 'all' (see apo.synthetic.SYNTHETIC_TYPES). "
         "The embedded model's sampled pass rate is about 12% on level-1 arithmetic and near 0 on the other types."))
+    synthetic_wordings: str = field(default="all", metadata=_help(
+        "--source synthetic: wordings of level-1 arithmetic, 'all', 'original' (the one template 'What is $7 + 5$?') "
+        "or comma-separated names of apo.synthetic.ARITHMETIC_WORDINGS; training uses these minus the held-out ones."))
+    synthetic_heldout_wordings: str = field(default=",".join(DEMO_HELDOUT_WORDINGS), metadata=_help(
+        "--source synthetic: comma-separated wordings never trained on; every other held-out problem is in one of "
+        "them and step 6 reports them apart. 'none' = no carry-over check."))
     train_prompts: int = field(default=32, metadata=_help(
         "Training prompts (a stratified subset of the training file): stage 1 samples each N times."))
     eval_problems: int = field(default=32, metadata=_help(
@@ -144,6 +159,7 @@ class DemoConfig:
         if self.source == "local" and not (self.train_path and self.math500_path):
             raise InputError("DemoConfig.source='local' needs --train_path and --math500_path "
                              "(e.g. ../shared/data/math/train.jsonl and ../shared/data/math/test500.jsonl).")
+        data_config(self, self.output_dir)  # prepare_data's checks (wording names, ...) before anything runs
 
 
 # --- printing ---
@@ -188,7 +204,8 @@ def data_config(cfg: DemoConfig, folder: str) -> prepare_data.DataConfig:
         source=cfg.source, train_path=cfg.train_path, math500_path=cfg.math500_path, output_dir=folder,
         subset_size=cfg.train_prompts, seed=cfg.seed, tokenizer=cfg.model, model_cache_dir=cfg.model_cache_dir,
         synthetic_train_size=2 * cfg.train_prompts, synthetic_eval_size=cfg.eval_problems,
-        synthetic_levels=cfg.synthetic_levels, synthetic_types=cfg.synthetic_types)
+        synthetic_levels=cfg.synthetic_levels, synthetic_types=cfg.synthetic_types,
+        synthetic_wordings=cfg.synthetic_wordings, synthetic_heldout_wordings=cfg.synthetic_heldout_wordings)
 
 
 def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
@@ -257,6 +274,64 @@ def rate_with_interval(successes: int, n: int) -> str:
     return f"{successes}/{n} = {100 * successes / n:.1f}% [95% CI {100 * low:.1f}, {100 * high:.1f}]"
 
 
+def accuracy_gain(changes: dict[str, Any]) -> bool:
+    """Whether paired_changes shows a gain beyond noise: more problems gained than lost, sign-test p < 0.05."""
+    return changes["gained"] > changes["lost"] and changes["p_value"] < 0.05
+
+
+def accuracy_loss(changes: dict[str, Any]) -> bool:
+    """Whether paired_changes shows a loss beyond noise: more problems lost than gained, sign-test p < 0.05."""
+    return changes["lost"] > changes["gained"] and changes["p_value"] < 0.05
+
+
+def changes_by_wording(before: dict[str, dict], after: dict[str, dict], wording_of: dict[str, str | None],
+                       heldout: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """First-attempt accuracy and paired changes per group of the problems in both `before` and `after`.
+
+    `wording_of` maps every problem id to its `wording` (None for rows without one, whose
+    template training uses too). Groups: "training_wordings" (not in `heldout`), "heldout_wordings"
+    and "all"; each is paired_changes' dict plus before_correct and after_correct. Raises
+    KeyError for an evaluated id missing from `wording_of`.
+    """
+    common = set(before) & set(after)
+    members = {"training_wordings": {i for i in common if wording_of[i] not in heldout},
+               "heldout_wordings": {i for i in common if wording_of[i] in heldout}, "all": common}
+    groups = {}
+    for name, ids in members.items():
+        group_before, group_after = {i: before[i] for i in ids}, {i: after[i] for i in ids}
+        groups[name] = {**paired_changes(group_before, group_after),
+                        "before_correct": sum(bool(r["correct"]) for r in group_before.values()),
+                        "after_correct": sum(bool(r["correct"]) for r in group_after.values())}
+    return groups
+
+
+def _changes_text(group: dict[str, Any]) -> str:
+    return f"{group['gained']} gained and {group['lost']} lost of {group['problems']}, {format_p(group['p_value'])}"
+
+
+def carry_over_verdict(groups: dict[str, dict[str, Any]]) -> tuple[str, str]:
+    """(kind, the sentence that says it) for changes_by_wording's groups. kind: "carries_over" (a gain
+    beyond noise on the held-out wordings), "training_wordings_only" (on the training wordings only),
+    "worse" (no gain, a loss beyond noise on either) or "no_effect"."""
+    train, held = groups["training_wordings"], groups["heldout_wordings"]
+    detail = f"training wordings {_changes_text(train)}; held-out wordings {_changes_text(held)}"
+    if accuracy_gain(held):
+        return "carries_over", (f"By wording: the gain carries over to wordings never trained on ({detail}), so "
+                                "what the policy learned is not tied to the phrasings of its training prompts.")
+    if accuracy_gain(train):
+        return "training_wordings_only", (
+            f"By wording: the gain is only on the training wordings ({detail}). On wordings never trained on the "
+            "change is within noise, so this run does not show arithmetic learned beyond the phrasings it trained on.")
+    pooled = (f" Pooled, all {groups['all']['problems']} problems do gain beyond noise "
+              f"({format_p(groups['all']['p_value'])}), but neither group alone does: evaluate more problems "
+              "(--eval_problems) to tell whether the gain carries over." if accuracy_gain(groups["all"]) else "")
+    if accuracy_loss(train) or accuracy_loss(held):
+        fell = " and ".join(name for name, group in (("training", train), ("held-out", held)) if accuracy_loss(group))
+        return "worse", (f"By wording: no gain beyond noise on either, and accuracy FELL beyond noise on the {fell} "
+                         f"wordings ({detail}).{pooled}")
+    return "no_effect", f"By wording: no effect beyond noise on either the training or the held-out wordings ({detail}).{pooled}"
+
+
 def effect_verdict(accuracy: dict[str, Any], boxed: dict[str, Any]) -> tuple[bool, str]:
     """(whether training changed held-out behaviour beyond noise, the sentence that says so).
 
@@ -264,7 +339,7 @@ def effect_verdict(accuracy: dict[str, Any], boxed: dict[str, Any]) -> tuple[boo
     accuracy, paired per problem), or a rise in the share of boxed answers whose 95% Wilson
     intervals do not overlap.
     """
-    if accuracy["gained"] > accuracy["lost"] and accuracy["p_value"] < 0.05:
+    if accuracy_gain(accuracy):
         return True, (f"Training changed held-out accuracy beyond noise: {accuracy['gained']} problems became right "
                       f"and {accuracy['lost']} became wrong (sign test {format_p(accuracy['p_value'])}).")
     if boxed["after_low"] > boxed["before_high"]:
@@ -272,7 +347,7 @@ def effect_verdict(accuracy: dict[str, Any], boxed: dict[str, Any]) -> tuple[boo
                       "attempts with a \\boxed{} answer rose and the two 95% intervals do not overlap. Accuracy "
                       f"moved by {accuracy['gained']} gained vs {accuracy['lost']} lost problems "
                       f"({format_p(accuracy['p_value'])}), which alone would not be distinguishable from noise.")
-    if accuracy["lost"] > accuracy["gained"] and accuracy["p_value"] < 0.05:
+    if accuracy_loss(accuracy):
         return False, (f"Training made held-out accuracy WORSE beyond noise: {accuracy['lost']} problems became "
                        f"wrong and {accuracy['gained']} became right (sign test {format_p(accuracy['p_value'])}). "
                        "The policy was damaged, typically by too large a --policy_learning_rate for this many "
@@ -376,7 +451,7 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
     stage1, stage1_stats = step_3_stage1(cfg, data, paths, seconds)
     stage2 = step_4_stage2(cfg, data, paths, seconds)
     after = step_5_evaluate_trained(cfg, data, stage2, paths, seconds)
-    outcome = step_6_compare(cfg, paths)
+    outcome = step_6_compare(cfg, data, paths)
     files = show_files_and_next_steps(data, stage1, stage2, paths)
 
     seconds["total"] = time.perf_counter() - started
@@ -396,14 +471,21 @@ def main(cfg: DemoConfig) -> dict[str, Any]:
 
 def step_1_prepare_data(cfg: DemoConfig, paths: dict[str, str], seconds: dict[str, float]) -> prepare_data.PreparedData:
     heading(1, "prepare the data (prepare_data.py)")
+    data_cfg = data_config(cfg, paths["data"])
+    training, heldout = data_cfg.training_wording_names, data_cfg.heldout_wording_names
+    wordings = "" if cfg.source != "synthetic" or training is None else (
+        f" Level-1 arithmetic is worded in {len(training) + len(heldout)} ways (in symbols, in words and as short "
+        f"stories, all with the same one-line solution); {', '.join(heldout) or 'none'} never appear in training"
+        + (" and make up every other held-out problem, so step 6 can tell a gain that carries over to new "
+           "wordings from one tied to the wordings trained on." if heldout else "."))
     say(f"""
         prepare_data reads problems, checks that every answer can be extracted from its solution's final
         \\boxed{{}}, removes duplicates and every held-out problem from the training files, and writes three JSONL
         files: all usable training problems, a subset of {cfg.train_prompts} stratified by type and level (what we
-        train on), and the held-out set we evaluate on. Below is its inspection: counts per type and level, and
-        the prompt lengths in tokens.""")
+        train on), and the held-out set we evaluate on.{wordings} Below is its inspection: counts per type and
+        level, and the prompt lengths in tokens.""")
     clock = time.perf_counter()
-    data = prepare_data.main(data_config(cfg, paths["data"]))
+    data = prepare_data.main(data_cfg)
     seconds["prepare_data"] = time.perf_counter() - clock
     if data.eval_file is None:
         raise InputError("prepare_data wrote no eval file; the demo needs held-out problems (check --math500_path)")
@@ -485,8 +567,9 @@ def step_5_evaluate_trained(cfg: DemoConfig, data: prepare_data.PreparedData, st
     return after
 
 
-def step_6_compare(cfg: DemoConfig, paths: dict[str, str]) -> dict[str, Any]:
-    """comparison.md, the paired first-attempt changes and the verdict; returns them for the summary."""
+def step_6_compare(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[str, str]) -> dict[str, Any]:
+    """comparison.md, the paired first-attempt changes and the verdict, overall and by wording; returns
+    them for the summary."""
     heading(6, "compare, and what to run next")
     evaluate_apo.main(algorithm_config(cfg, cfg.model), evaluate_apo.EvalConfig(
         compare=[os.path.join(paths[name], "metrics.json") for name in ("eval_before_training", "eval_after_training")],
@@ -502,6 +585,7 @@ def step_6_compare(cfg: DemoConfig, paths: dict[str, str]) -> dict[str, Any]:
           f"{accuracy['problems'] - accuracy['gained'] - accuracy['lost']} unchanged "
           f"(exact sign test {format_p(accuracy['p_value'])})\n")
     say(verdict)
+    by_wording, carry_over = compare_by_wording(cfg, data, attempts_before, attempts_after)
     learned = (" and, in this run, that the policy learned from its own graded samples" if effect else
                "; this run did not show that the policy learned")
     say(f"""
@@ -513,7 +597,32 @@ def step_6_compare(cfg: DemoConfig, paths: dict[str, str]) -> dict[str, Any]:
         Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s; docs/REPRODUCING.md has the recipe).
         Self-correction numbers of a 135M model mostly measure how often it fails to state a verdict, which counts as 'wrong' and triggers a revision.""")
     return {"effect_beyond_noise": effect, "verdict": verdict, "first_attempt_changes": accuracy,
-            "boxed_first_attempts": boxed}
+            "boxed_first_attempts": boxed, "by_wording": by_wording, "carry_over": carry_over}
+
+
+def compare_by_wording(cfg: DemoConfig, data: prepare_data.PreparedData, attempts_before: dict[str, dict],
+                       attempts_after: dict[str, dict]) -> tuple[dict | None, dict | None]:
+    """Print first-attempt accuracy on the training and the held-out wordings and the carry-over
+    verdict; returns (changes_by_wording's groups, {"kind", "sentence", "heldout_wordings"}), or
+    (None, None) when no evaluated problem is in a held-out wording."""
+    heldout = data_config(cfg, cfg.output_dir).heldout_wording_names
+    # `wording` is optional: only synthetic level-1 arithmetic drawn with wordings has one.
+    wording_of = {row["id"]: row.get("wording") for row in read_problem_rows(data.eval_file, require_answer=False)}
+    groups = changes_by_wording(attempts_before, attempts_after, wording_of, heldout)
+    if not groups["heldout_wordings"]["problems"]:
+        print("by wording: no evaluated problem is in a wording held out of training (--synthetic_heldout_wordings), "
+              "so this run does not test whether a gain carries over to new wordings")
+        return None, None
+    print(f"first-attempt accuracy by wording (held out of training: {', '.join(heldout)}):")
+    for name, title in (("training_wordings", "training wordings"), ("heldout_wordings", "held-out wordings"),
+                        ("all", "all problems")):
+        group = groups[name]
+        print(f"  {title + ':':19} before {rate_with_interval(group['before_correct'], group['problems'])}, after "
+              f"{rate_with_interval(group['after_correct'], group['problems'])}; {group['gained']} became right, "
+              f"{group['lost']} became wrong (exact sign test {format_p(group['p_value'])})")
+    kind, sentence = carry_over_verdict(groups)
+    say(sentence)
+    return groups, {"kind": kind, "sentence": sentence, "heldout_wordings": list(heldout)}
 
 
 def show_files_and_next_steps(data: prepare_data.PreparedData, stage1: dict, stage2: dict,

@@ -6,6 +6,8 @@
         --math500_path ../shared/data/math/test500.jsonl --tokenizer embedded
     python prepare_data.py --source local --train_path MATH/ --splits train,test --math500_path test500.jsonl
     python prepare_data.py --source synthetic --synthetic_levels 1,2 --output_dir data/synthetic --tokenizer embedded
+    python prepare_data.py --source synthetic --synthetic_levels 1 --synthetic_types arithmetic --synthetic_wordings all \\
+        --synthetic_heldout_wordings value_of_symbols,story_two_people --output_dir data/wordings --tokenizer none
     python prepare_data.py --inspect_only                         # print the inspection, write nothing
 
 Writes into --output_dir (default: the current folder, so `python train_math_apo.py --data_file
@@ -18,7 +20,10 @@ math_subset.jsonl` works next):
 Each row is {"id", "problem", "solution", "answer", "type", "level", "source"} (docs/ARCHITECTURE.md):
 `id` is MATH's unique_id where the source has one, else a hash of the problem text; `answer` is
 the content of the solution's last \\boxed{} (apo.grading.last_boxed_content); `level` is 1-5
-or null for MATH's two "Level ?" rows.
+or null for MATH's two "Level ?" rows. Synthetic level-1 arithmetic rows drawn with
+--synthetic_wordings also carry `wording`, the name of their phrasing (apo/synthetic.py); the
+--synthetic_heldout_wordings are kept out of the training files and make up every other such
+row of the eval file.
 
 The default hub training set is MATH's train split, 7,500 problems, as in the A*-PO and PAG
 papers; the 12,000-problem set (train plus test minus MATH-500, the PRM800K split) is used only
@@ -52,7 +57,7 @@ from apo.errors import InputError, InputFileNotFoundError
 from apo.prompts import PromptFormat, encode_problem
 from apo.records import ensure_output_folder, parse_level, read_json_lines, write_json_atomic, write_jsonl_atomic
 from apo.grading import last_boxed_content
-from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, generate_problems
+from apo.synthetic import ARITHMETIC_WORDINGS, ORIGINAL_WORDING, SYNTHETIC_TYPES, generate_train_eval
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
@@ -125,6 +130,14 @@ class DataConfig:
         "--source synthetic: comma-separated levels (1 = single-digit arithmetic a 135M model can reach)."))
     synthetic_types: str = field(default="all", metadata=_help(
         f"--source synthetic: comma-separated types or 'all' ({', '.join(SYNTHETIC_TYPES)})."))
+    synthetic_wordings: str = field(default="original", metadata=_help(
+        "--source synthetic: wordings of level-1 arithmetic. 'original' = the one template 'What is $7 + 5$?'; "
+        "'all' = every wording of apo/synthetic.py; or comma-separated names "
+        f"({', '.join(ARITHMETIC_WORDINGS)}). Rows then carry a 'wording' field and no fact repeats."))
+    synthetic_heldout_wordings: str = field(default="none", metadata=_help(
+        "--source synthetic: comma-separated wordings kept out of training: every other level-1 arithmetic "
+        "problem of the eval file is in one of them, the others in a training wording (--synthetic_wordings "
+        "minus these); 'none' = no held-out wording."))
     # --- decontamination against the held-out benchmarks (apo/benchmarks.py) ---
     exclude_benchmarks: str = field(default="minerva_math,olympiadbench,amc23,aime24,gsm8k", metadata=_help(
         "Comma-separated benchmarks whose problems are removed from the training files by normalised text, as "
@@ -148,6 +161,47 @@ class DataConfig:
         if self.synthetic_train_size < 1 or self.synthetic_eval_size < 0:
             raise InputError("DataConfig.synthetic_train_size must be >= 1 and synthetic_eval_size >= 0, got "
                              f"{self.synthetic_train_size} and {self.synthetic_eval_size}.")
+        self._check_wordings()
+
+    def _check_wordings(self) -> None:
+        """One-line InputErrors for unknown wording names and for held-out wordings that cannot apply."""
+        for flag, names, words in (("--synthetic_wordings", _names(self.synthetic_wordings), "'original', 'all' or "),
+                                   ("--synthetic_heldout_wordings", self.heldout_wording_names, "'none' or ")):
+            unknown = [name for name in names if name not in ARITHMETIC_WORDINGS and name not in words]
+            if unknown:
+                raise InputError(f"{flag}: unknown wordings {unknown}; use {words}names from "
+                                 f"{', '.join(ARITHMETIC_WORDINGS)}")
+        chosen = _names(self.synthetic_wordings)
+        if len(chosen) != 1 and ("original" in chosen or "all" in chosen):
+            raise InputError(f"--synthetic_wordings {self.synthetic_wordings!r}: 'original' and 'all' stand alone, "
+                             "not in a list of names")
+        if self.heldout_wording_names and self.training_wording_names is None:
+            raise InputError("--synthetic_heldout_wordings needs --synthetic_wordings 'all' or a list of names "
+                             f"(the original template is {ORIGINAL_WORDING})")
+        if self.training_wording_names == ():
+            raise InputError(f"--synthetic_heldout_wordings {self.synthetic_heldout_wordings!r} holds out every "
+                             f"wording of --synthetic_wordings {self.synthetic_wordings!r}: leave at least one to train on")
+        level_one = "1" in _names(self.synthetic_levels)
+        arithmetic = self.synthetic_types.strip() == "all" or "arithmetic" in _names(self.synthetic_types)
+        if self.source == "synthetic" and self.training_wording_names is not None and not (level_one and arithmetic):
+            raise InputError(f"--synthetic_wordings {self.synthetic_wordings!r} words level-1 arithmetic, which "
+                             f"--synthetic_levels {self.synthetic_levels!r} / --synthetic_types "
+                             f"{self.synthetic_types!r} leave out: add it, or pass --synthetic_wordings original "
+                             "--synthetic_heldout_wordings none")
+
+    @property
+    def training_wording_names(self) -> tuple[str, ...] | None:
+        """The wordings of level-1 arithmetic in training, or None for the original template."""
+        chosen = _names(self.synthetic_wordings)
+        if chosen == ["original"]:
+            return None
+        pool = ARITHMETIC_WORDINGS if chosen == ["all"] else chosen
+        return tuple(name for name in pool if name not in self.heldout_wording_names)
+
+    @property
+    def heldout_wording_names(self) -> tuple[str, ...]:
+        return () if self.synthetic_heldout_wordings.strip().lower() == "none" else \
+            tuple(_names(self.synthetic_heldout_wordings))
 
     @property
     def effective_splits(self) -> str:
@@ -163,6 +217,11 @@ class DataConfig:
         if self.exclude_benchmarks.strip().lower() == "none":
             return []
         return [s.strip() for s in self.exclude_benchmarks.split(",") if s.strip()]
+
+
+def _names(text: str) -> list[str]:
+    """'a, b,c' -> ['a', 'b', 'c']."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 class DataFormatError(InputError):
@@ -215,7 +274,10 @@ def data_provenance(cfg: DataConfig, num_train: int, num_eval: int, math500_remo
         where = {"train_path": cfg.train_path, "splits": cfg.effective_splits}
     else:
         training_set, description = "synthetic", "apo/synthetic.py problems, not MATH"
-        where = {"synthetic_levels": cfg.synthetic_levels, "synthetic_types": cfg.synthetic_types}
+        training_wordings = cfg.training_wording_names
+        where = {"synthetic_levels": cfg.synthetic_levels, "synthetic_types": cfg.synthetic_types,
+                 "synthetic_training_wordings": "original" if training_wordings is None else list(training_wordings),
+                 "synthetic_heldout_wordings": list(cfg.heldout_wording_names)}
     return {"training_set": training_set, "description": description, "source": cfg.source, **where,
             "eval": "none" if cfg.math500_path.lower() == "none" else (cfg.math500_path or cfg.math500_dataset),
             "num_train": num_train, "num_eval": num_eval, "eval_problems_removed_from_training": math500_removed,
@@ -392,7 +454,7 @@ def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
 
     Accepts MATH's fields (problem, level, type, solution, optional unique_id/answer), PRM800K's
     `subject` for `type`, and this project's own rows (`id`, and a `source` label that is kept, so
-    synthetic rows stay labelled synthetic). The answer is always re-extracted from the solution
+    synthetic rows stay labelled synthetic, and a synthetic `wording`, kept when present). The answer is always re-extracted from the solution
     (None or "" when it cannot be). Raises DataFormatError naming the field.
     """
     problem = _field(record, ("problem",), where, (str,))
@@ -406,10 +468,12 @@ def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
     row_id = _field(record, ("unique_id", "id"), where, (str,), required=False)
     _field(record, ("answer",), where, (str,), required=False)
     label = _field(record, ("source",), where, (str,), required=False) or source
+    wording = _field(record, ("wording",), where, (str,), required=False)
     if row_id is None:
         row_id = f"{source}/{hashlib.sha1(normalise_text(problem).encode('utf-8')).hexdigest()[:16]}"
-    return {"id": row_id, "problem": problem, "solution": solution, "answer": last_boxed_content(solution),
-            "type": problem_type, "level": level, "source": label}
+    row = {"id": row_id, "problem": problem, "solution": solution, "answer": last_boxed_content(solution),
+           "type": problem_type, "level": level, "source": label}
+    return row if wording is None else row | {"wording": wording}
 
 
 def validate_rows(raw_rows: list[RawRow], source: str, report: CleaningReport,
@@ -603,11 +667,18 @@ def load_sources(cfg: DataConfig, train_report: CleaningReport,
 
 
 def synthetic_sets(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Training and held-out synthetic rows from one generator call (so they never share a problem)."""
+    """Training and held-out synthetic rows from one generator pass (so they never share a problem,
+    nor with wordings a fact); held-out wordings appear in the held-out rows only."""
     levels = tuple(int(level) for level in cfg.synthetic_levels.split(","))
     types = SYNTHETIC_TYPES if cfg.synthetic_types == "all" else tuple(t.strip() for t in cfg.synthetic_types.split(","))
-    rows = generate_problems(cfg.synthetic_train_size + cfg.synthetic_eval_size, cfg.seed, levels=levels, types=types)
-    return rows[: cfg.synthetic_train_size], rows[cfg.synthetic_train_size:]
+    return generate_train_eval(cfg.synthetic_train_size, cfg.synthetic_eval_size, cfg.seed, levels=levels, types=types,
+                               wordings=cfg.training_wording_names, heldout_wordings=cfg.heldout_wording_names)
+
+
+def wording_counts(rows: list[dict[str, Any]]) -> str:
+    """'compute_symbols 5, story_shelf 3' over the rows that carry a wording ('none' when none do)."""
+    counts = Counter(row["wording"] for row in rows if "wording" in row)
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
 
 
 def main(cfg: DataConfig) -> PreparedData:
@@ -622,6 +693,9 @@ def main(cfg: DataConfig) -> PreparedData:
         train_report.rows_read, eval_report.rows_read = len(train_rows), len(eval_rows)
         print(f"source: apo/synthetic.py (seed {cfg.seed}, levels {cfg.synthetic_levels}, types "
               f"{cfg.synthetic_types}); these are NOT MATH problems and are labelled source='synthetic'")
+        if cfg.training_wording_names is not None:
+            print(f"level-1 arithmetic wordings: train {wording_counts(train_rows)}; eval {wording_counts(eval_rows)}"
+                  f" (held out of training: {', '.join(cfg.heldout_wording_names) or 'none'})")
     else:
         train_raw, eval_raw = load_sources(cfg, train_report, eval_report)
         train_rows = clean_rows(train_raw, "math", train_report, cfg.skip_invalid)

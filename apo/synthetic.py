@@ -19,6 +19,29 @@ takes a few steps.
 | areas | rectangle area/perimeter | circle from radius/diameter/circumference | right triangle from leg and hypotenuse |
 | percentages | 10/20/25/50/100% of a number | price increase | what percent of a is b |
 
+Level-1 arithmetic can also be worded in several ways (`wordings=`, names in
+ARITHMETIC_WORDINGS), so that a model trained on some wordings can be tested on others; the
+default (None) keeps the one original template. Every wording covers +, - and x:
+
+| family | wording | + (7, 5) | - (9, 3) | x (4, 6) |
+| --- | --- | --- | --- | --- |
+| symbols | what_is_symbols (the original) | What is $7 + 5$? | What is $9 - 3$? | What is $4 \\times 6$? |
+| symbols | compute_symbols | Compute $7 + 5$. | Compute $9 - 3$. | Compute $4 \\times 6$. |
+| symbols | value_of_symbols | Find the value of $7 + 5$. | ... | ... |
+| symbols | equals_question_symbols | $7 + 5 = ?$ | $9 - 3 = ?$ | $4 \\times 6 = ?$ |
+| words | what_is_words | What is seven plus five? | ... nine minus three? | ... four times six? |
+| words | sum_difference_product | What is the sum of 7 and 5? | ... the difference between 9 and 3? | ... the product of 4 and 6? |
+| words | add_subtract_multiply | Add 7 and 5. | Subtract 3 from 9. | Multiply 4 by 6. |
+| words | what_do_you_get | What do you get when you add 5 to 7? | ... take 3 away from 9? | ... multiply 4 by 6? |
+| words | more_less_than | What number is five more than seven? | ... three less than nine? | ... four times as big as six? |
+| story | story_has_gets | Sam has 7 apples and gets 5 more. How many ...? | ... gives 3 away ... left? | ... 4 bags with 6 apples in each bag ...? |
+| story | story_shelf | A shelf holds 7 books. Then 5 more are put on it. ...? | ... 3 are taken off ...? | A box has 4 rows with 6 books in each row. ...? |
+| story | story_two_people | Sam has 7 cards and Mia has 5 cards. How many ... together? | ... Mia has 3 fewer than Sam ...? | Sam has 4 friends and gives each friend 6 cards. ...? |
+
+Stories draw their names and objects from small lists. With wordings, rows carry a `wording`
+field, and level-1 arithmetic rows are distinct by fact (op, a, b), not only by text, so one fact
+never appears in two wordings; generate_train_eval keeps chosen wordings out of training.
+
 Rows use the data-file schema of docs/ARCHITECTURE.md with `source` = "synthetic"; they are
 never MATH problems and are always labelled so.
 
@@ -29,10 +52,12 @@ never MATH problems and are always labelled so.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from fractions import Fraction
+from typing import Any
 
 SYNTHETIC_TYPES = (
     "arithmetic", "fractions", "linear_equations", "gcd_lcm", "remainders",
@@ -87,17 +112,113 @@ def _factorisation(n: int) -> str:
     return " \\cdot ".join(parts) if parts else "1"
 
 
+# --- level-1 arithmetic in several wordings ---
+
+Fact = tuple[str, int, int]  # (op in "+-*", a, b); a >= b for "-"
+
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+PEOPLE = ("Sam", "Mia", "Leo", "Ana", "Ben", "Zoe", "Omar", "Lily", "Ravi", "Nora")
+THINGS = (("apple", "apples"), ("sticker", "stickers"), ("book", "books"), ("marble", "marbles"),
+          ("pencil", "pencils"), ("card", "cards"), ("shell", "shells"), ("coin", "coins"))
+WORDING_FAMILIES = ("symbols", "words", "story")
+ORIGINAL_WORDING = "what_is_symbols"  # the single template of generate_problems(wordings=None)
+
+
+def _every_op(template: str) -> dict[str, str]:
+    return {op: template for op in "+-*"}
+
+
+# name -> (family, {op: problem template}). Template fields: {a} {b} {sym} (digits, + - \\times),
+# {a_word} {b_word} (spelled out), and for stories {name} {other} {things} {a_things} {b_things}
+# {a_bags} {a_rows} {a_friends} {b_is} (counts with their noun in the right number).
+_WORDINGS: dict[str, tuple[str, dict[str, str]]] = {
+    "what_is_symbols": ("symbols", _every_op("What is ${a} {sym} {b}$?")),
+    "compute_symbols": ("symbols", _every_op("Compute ${a} {sym} {b}$.")),
+    "value_of_symbols": ("symbols", _every_op("Find the value of ${a} {sym} {b}$.")),
+    "equals_question_symbols": ("symbols", _every_op("${a} {sym} {b} = ?$")),
+    "what_is_words": ("words", {"+": "What is {a_word} plus {b_word}?", "-": "What is {a_word} minus {b_word}?",
+                                "*": "What is {a_word} times {b_word}?"}),
+    "sum_difference_product": ("words", {"+": "What is the sum of {a} and {b}?",
+                                         "-": "What is the difference between {a} and {b}?",
+                                         "*": "What is the product of {a} and {b}?"}),
+    "add_subtract_multiply": ("words", {"+": "Add {a} and {b}.", "-": "Subtract {b} from {a}.",
+                                        "*": "Multiply {a} by {b}."}),
+    "what_do_you_get": ("words", {"+": "What do you get when you add {b} to {a}?",
+                                  "-": "What do you get when you take {b} away from {a}?",
+                                  "*": "What do you get when you multiply {a} by {b}?"}),
+    "more_less_than": ("words", {"+": "What number is {b_word} more than {a_word}?",
+                                 "-": "What number is {b_word} less than {a_word}?",
+                                 "*": "What number is {a_word} times as big as {b_word}?"}),
+    "story_has_gets": ("story", {
+        "+": "{name} has {a_things} and gets {b} more. How many {things} does {name} have now?",
+        "-": "{name} has {a_things} and gives {b} away. How many {things} does {name} have left?",
+        "*": "{name} has {a_bags} with {b_things} in each bag. How many {things} does {name} have in all?"}),
+    "story_shelf": ("story", {
+        "+": "A shelf holds {a_things}. Then {b} more {b_is} put on it. How many {things} are on the shelf now?",
+        "-": "A shelf holds {a_things}. Then {b} {b_is} taken off. How many {things} are left on the shelf?",
+        "*": "A box has {a_rows} with {b_things} in each row. How many {things} are in the box?"}),
+    "story_two_people": ("story", {
+        "+": "{name} has {a_things} and {other} has {b_things}. How many {things} do they have together?",
+        "-": "{name} has {a_things}. {other} has {b} fewer than {name}. How many {things} does {other} have?",
+        "*": "{name} has {a_friends} and gives each friend {b_things}. How many {things} does {name} give away?"}),
+}
+# Every level-1 arithmetic wording, name -> family ("symbols", "words" or "story"); each covers + - and x.
+ARITHMETIC_WORDINGS: dict[str, str] = {name: family for name, (family, _) in _WORDINGS.items()}
+
+
+def check_wordings(names: Sequence[str]) -> tuple[str, ...]:
+    """`names` as a tuple after checking each is in ARITHMETIC_WORDINGS; raises ValueError naming the
+    unknown ones and the valid names."""
+    unknown = [name for name in names if name not in ARITHMETIC_WORDINGS]
+    if unknown:
+        raise ValueError(f"unknown wordings {unknown}; choose from {list(ARITHMETIC_WORDINGS)}")
+    return tuple(names)
+
+
+def _count(n: int, singular: str, plural: str) -> str:
+    return f"{n} {singular if n == 1 else plural}"
+
+
+def arithmetic_problem(fact: Fact, wording: str, rng: random.Random | None = None) -> Drawn:
+    """(problem text, worked step, answer) of the level-1 fact (op, a, b) in `wording`.
+
+    Every wording's step is the same one line, `$a op b = value$.`; story wordings draw their
+    people and objects from `rng` (required for them, unused by the others). Raises ValueError
+    for an unknown wording or op, or a story wording without `rng`.
+    """
+    op, a, b = fact
+    family, templates = _WORDINGS[check_wordings([wording])[0]]
+    if op not in templates:
+        raise ValueError(f"unknown op {op!r}; level-1 arithmetic uses one of '+', '-', '*'")
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    sym = {"+": "+", "-": "-", "*": "\\times"}[op]
+    fields = {"a": a, "b": b, "sym": sym, "a_word": NUMBER_WORDS[a], "b_word": NUMBER_WORDS[b]}
+    if family == "story":
+        if rng is None:
+            raise ValueError(f"wording {wording!r} draws names and objects: pass an rng")
+        name, other = rng.sample(PEOPLE, 2)
+        one, many = rng.choice(THINGS)
+        fields |= {"name": name, "other": other, "things": many, "a_things": _count(a, one, many),
+                   "b_things": _count(b, one, many), "a_bags": _count(a, "bag", "bags"),
+                   "a_rows": _count(a, "row", "rows"), "a_friends": _count(a, "friend", "friends"),
+                   "b_is": "is" if b == 1 else "are"}
+    return templates[op].format(**fields), f"${a} {sym} {b} = {value}$.", str(value)
+
+
+def _arithmetic_fact(rng: random.Random, level: int = 1) -> Fact:
+    """A single-digit fact: op from "+-*", a and b from 1-9, ordered so that a - b >= 0."""
+    op = rng.choice("+-*")
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    if op == "-":
+        a, b = max(a, b), min(a, b)
+    return op, a, b
+
+
 # --- generators: one per type, each covering levels 1-5 ---
 
 def _arithmetic(rng: random.Random, level: int) -> Drawn:
     if level == 1:
-        op = rng.choice("+-*")
-        a, b = rng.randint(1, 9), rng.randint(1, 9)
-        if op == "-":
-            a, b = max(a, b), min(a, b)
-        value = {"+": a + b, "-": a - b, "*": a * b}[op]
-        sym = {"+": "+", "-": "-", "*": "\\times"}[op]
-        return f"What is ${a} {sym} {b}$?", f"${a} {sym} {b} = {value}$.", str(value)
+        return arithmetic_problem(_arithmetic_fact(rng), ORIGINAL_WORDING)
     if level == 2:
         if rng.random() < 0.5:
             a, b = rng.randint(10, 99), rng.randint(10, 99)
@@ -557,22 +678,87 @@ GENERATORS: dict[str, Callable[[random.Random, int], Drawn]] = {
 }
 
 
-# --- public entry point ---
+# --- public entry points ---
 
 def generate_problems(
     n: int,
     seed: int,
     levels: Sequence[int] = SYNTHETIC_LEVELS,
     types: Sequence[str] = SYNTHETIC_TYPES,
+    wordings: Sequence[str] | None = None,
 ) -> list[dict]:
     """`n` distinct synthetic problems as data-file rows, deterministic for a given seed.
 
     Problems cycle through the (type, level) cells in the order given, so every cell gets
     n / (len(types) * len(levels)) problems up to one. Each row is
     `{"id": "synthetic/<type>/<i>", "problem", "solution", "answer", "type", "level", "source": "synthetic"}`
-    where the solution ends in `\\boxed{answer}`. Raises ValueError for an unknown type or level, and
-    when a cell cannot produce another distinct problem (level 1 holds a few hundred).
+    where the solution ends in `\\boxed{answer}`.
+
+    `wordings`: None keeps level-1 arithmetic in its original template ("What is $7 + 5$?") and
+    the rows exactly as above. A sequence of names from ARITHMETIC_WORDINGS gives each level-1
+    arithmetic row one of them, uniformly at random, and a `"wording"` field with its name; such
+    rows are distinct by fact (op, a, b), so no fact appears in two wordings, and they hold the
+    same facts in the same order as with None. Other cells are the same either way.
+
+    Raises ValueError for an unknown type, level or wording, and when a cell cannot produce
+    another distinct problem (level-1 arithmetic holds 207 facts).
     """
+    names = None if wordings is None else _nonempty_wordings(wordings, "wordings")
+    return _generate(n, seed, levels, types, None if names is None else (lambda index: names))
+
+
+def generate_train_eval(
+    num_train: int,
+    num_eval: int,
+    seed: int,
+    levels: Sequence[int] = SYNTHETIC_LEVELS,
+    types: Sequence[str] = SYNTHETIC_TYPES,
+    wordings: Sequence[str] | None = None,
+    heldout_wordings: Sequence[str] = (),
+) -> tuple[list[dict], list[dict]]:
+    """(training rows, eval rows): the first `num_train` and the next `num_eval` rows of one
+    generator pass, so the two never share a problem (nor, with wordings, a fact).
+
+    Level-1 arithmetic training rows take one of `wordings` (None: the original template, as in
+    generate_problems). `heldout_wordings` appear in the eval rows only: the first, third, fifth,
+    ... level-1 arithmetic eval row takes one of them and the others one of `wordings`, so any
+    prefix of the eval rows holds both kinds about equally. Raises ValueError for unknown or
+    overlapping names, held-out wordings without `wordings`, and as generate_problems does.
+    """
+    if wordings is None:
+        if heldout_wordings:
+            raise ValueError("heldout_wordings need training wordings too; the original template is "
+                             f"{ORIGINAL_WORDING!r}")
+        rows = _generate(num_train + num_eval, seed, levels, types, None)
+        return rows[:num_train], rows[num_train:]
+    train_names = _nonempty_wordings(wordings, "wordings")
+    heldout_names = check_wordings(heldout_wordings)
+    both = sorted(set(train_names) & set(heldout_names))
+    if both:
+        raise ValueError(f"wordings {both} are both trained on and held out; a held-out wording must not be a "
+                         "training wording")
+    eval_rows_seen = itertools.count()  # level-1 arithmetic eval rows so far
+
+    def names_for(index: int) -> tuple[str, ...]:
+        if index < num_train or not heldout_names:
+            return train_names
+        return heldout_names if next(eval_rows_seen) % 2 == 0 else train_names
+
+    rows = _generate(num_train + num_eval, seed, levels, types, names_for)
+    return rows[:num_train], rows[num_train:]
+
+
+def _nonempty_wordings(names: Sequence[str], what: str) -> tuple[str, ...]:
+    if isinstance(names, str) or not names:
+        raise ValueError(f"{what} must be a non-empty sequence of names from {list(ARITHMETIC_WORDINGS)}; "
+                         f"got {names!r}")
+    return check_wordings(names)
+
+
+def _generate(n: int, seed: int, levels: Sequence[int], types: Sequence[str],
+              wordings_of_row: Callable[[int], tuple[str, ...]] | None) -> list[dict]:
+    """The rows of generate_problems; `wordings_of_row(index)` (called once per level-1 arithmetic
+    row, in order) names the wordings row `index` chooses from, or None for the original template."""
     unknown_types = [t for t in types if t not in GENERATORS]
     if unknown_types:
         raise ValueError(f"unknown synthetic types {unknown_types}; choose from {list(SYNTHETIC_TYPES)}")
@@ -583,26 +769,39 @@ def generate_problems(
     if n < 0:
         raise ValueError(f"n={n} must be 0 or more")
     rng = random.Random(seed)
+    # Wordings and story names come from their own stream, so the facts drawn from `rng` (and
+    # every other cell's problems) are the same with and without wordings.
+    wording_rng = random.Random(f"wordings/{seed}")
     cells = [(problem_type, level) for level in levels for problem_type in types]
-    seen: set[str] = set()
+    seen: set = set()  # problem texts; with wordings, level-1 arithmetic facts
     rows = []
     for index in range(n):
         problem_type, level = cells[index % len(cells)]
-        problem, steps, answer = _draw_unseen(GENERATORS[problem_type], rng, level, seen, problem_type)
-        rows.append({
+        wording = None
+        if wordings_of_row is not None and (problem_type, level) == ("arithmetic", 1):
+            fact = _draw_unseen(_arithmetic_fact, rng, level, seen, problem_type, key=lambda drawn: drawn)
+            wording = wording_rng.choice(wordings_of_row(index))
+            problem, steps, answer = arithmetic_problem(fact, wording, wording_rng)
+        else:
+            problem, steps, answer = _draw_unseen(GENERATORS[problem_type], rng, level, seen, problem_type)
+        row = {
             "id": f"synthetic/{problem_type}/{index}", "problem": problem,
             "solution": f"{steps} The answer is $\\boxed{{{answer}}}$.", "answer": answer,
             "type": problem_type, "level": level, "source": "synthetic",
-        })
+        }
+        if wording is not None:
+            row["wording"] = wording
+        rows.append(row)
     return rows
 
 
-def _draw_unseen(generator: Callable[[random.Random, int], Drawn], rng: random.Random, level: int,
-                 seen: set[str], problem_type: str) -> Drawn:
+def _draw_unseen(generator: Callable[[random.Random, int], Any], rng: random.Random, level: int,
+                 seen: set, problem_type: str, key: Callable[[Any], Hashable] = lambda drawn: drawn[0]) -> Any:
+    """The generator's first draw whose key (by default the problem text) is not in `seen`; adds it."""
     for _ in range(MAX_DRAWS_PER_PROBLEM):
         drawn = generator(rng, level)
-        if drawn[0] not in seen:
-            seen.add(drawn[0])
+        if key(drawn) not in seen:
+            seen.add(key(drawn))
             return drawn
     raise ValueError(f"synthetic type {problem_type!r} level {level} produced no new problem in "
                      f"{MAX_DRAWS_PER_PROBLEM} draws after {len(seen)} problems in all; ask for fewer problems "

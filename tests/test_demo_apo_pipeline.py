@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
 import demo_apo_pipeline as demo
 from apo.config import parse_config
+from apo.synthetic import ARITHMETIC_WORDINGS
 from conftest import REPO_ROOT, build_tiny_policy
 
 
@@ -99,6 +102,85 @@ def test_step4_explains_the_loss_the_run_uses():
     assert demo.STAGE2_KIND["awr"] != demo.STAGE2_KIND["apo"]
 
 
+
+# --- carry-over to wordings never trained on ---
+
+def test_default_holds_out_one_wording_of_each_family_from_training():
+    (cfg,) = parse_config((demo.DemoConfig,), [])
+    data_cfg = demo.data_config(cfg, "data")
+    heldout = data_cfg.heldout_wording_names
+    assert heldout == demo.DEMO_HELDOUT_WORDINGS
+    assert {ARITHMETIC_WORDINGS[name] for name in heldout} == {"symbols", "words", "story"}
+    assert set(data_cfg.training_wording_names) == set(ARITHMETIC_WORDINGS) - set(heldout)
+    with pytest.raises(ValueError, match="--synthetic_heldout_wordings: unknown wordings \\['bogus'\\]"):
+        parse_config((demo.DemoConfig,), ["--synthetic_heldout_wordings", "bogus"])
+
+
+def outcomes(prefix: str, pairs: list[tuple[int, int]]) -> tuple[dict, dict]:
+    """Hand-made first attempts before and after for problems <prefix>0, <prefix>1, ...: (right before, right after)."""
+    ids = [f"{prefix}{index}" for index in range(len(pairs))]
+    before = {i: _attempt(i, bool(b), "x") for i, (b, _) in zip(ids, pairs)}
+    after = {i: _attempt(i, bool(a), "x") for i, (_, a) in zip(ids, pairs)}
+    return before, after
+
+
+def grouped(train_pairs, heldout_pairs, other_pairs=()):
+    """changes_by_wording over problems t* (training wording), h* (held-out wording), n* (no wording field)."""
+    before, after, wording_of = {}, {}, {}
+    for prefix, pairs, wording in (("t", train_pairs, "compute_symbols"), ("h", heldout_pairs, "story_two_people"),
+                                   ("n", other_pairs, None)):
+        b, a = outcomes(prefix, list(pairs))
+        before |= b
+        after |= a
+        wording_of |= {i: wording for i in b}
+    return demo.changes_by_wording(before, after, wording_of, demo.DEMO_HELDOUT_WORDINGS)
+
+
+def test_changes_by_wording_splits_training_and_held_out_wordings():
+    groups = grouped([(0, 1), (0, 1), (1, 0), (1, 1)], [(0, 0), (1, 0), (0, 1)], [(0, 1)])
+    assert groups["training_wordings"] == {"problems": 5, "gained": 3, "lost": 1, "before_correct": 2,
+                                           "after_correct": 4, "p_value": pytest.approx(demo.sign_test_p(3, 1))}
+    assert groups["heldout_wordings"] == {"problems": 3, "gained": 1, "lost": 1, "before_correct": 1,
+                                          "after_correct": 1, "p_value": 1.0}
+    assert groups["all"]["problems"] == 8 and (groups["all"]["gained"], groups["all"]["lost"]) == (4, 2)
+    assert groups["all"]["before_correct"] == 3 and groups["all"]["after_correct"] == 5
+
+
+@pytest.mark.parametrize("train_pairs, heldout_pairs, kind, phrase", [
+    ([(0, 0)] * 6, [(0, 1)] * 6, "carries_over", "the gain carries over to wordings never trained on"),
+    ([(0, 1)] * 6, [(0, 1), (1, 0)], "training_wordings_only", "the gain is only on the training wordings"),
+    ([(0, 1)] * 3, [(0, 1)] * 3, "no_effect", "no effect beyond noise on either"),
+    ([(0, 0)] * 4, [(1, 0)] * 6, "worse", "FELL beyond noise on the held-out wordings"),
+])
+def test_carry_over_verdict_says_which_it_is(train_pairs, heldout_pairs, kind, phrase):
+    groups = grouped(train_pairs, heldout_pairs)
+    found, sentence = demo.carry_over_verdict(groups)
+    assert found == kind and phrase in sentence
+    assert f"held-out wordings {groups['heldout_wordings']['gained']} gained and" in sentence
+    # 3 + 3 gained is p = 0.031 pooled, though neither half is: the sentence says so
+    assert ("Pooled, all 6 problems do gain beyond noise" in sentence) == (kind == "no_effect")
+
+
+def test_compare_by_wording_reads_wordings_from_the_eval_file(tmp_path, capsys):
+    rows = [{"id": f"{p}{i}", "problem": "x", "answer": "1", "type": "arithmetic", "level": 1,
+             **({"wording": w} if w else {})}
+            for p, w in (("t", "compute_symbols"), ("h", "value_of_symbols")) for i in range(6)]
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before, after = outcomes("t", [(0, 0)] * 6)
+    held_before, held_after = outcomes("h", [(0, 1)] * 6)
+    data = SimpleNamespace(eval_file=str(eval_file))
+    (cfg,) = parse_config((demo.DemoConfig,), [])
+    groups, carry = demo.compare_by_wording(cfg, data, before | held_before, after | held_after)
+    assert carry["kind"] == "carries_over" and carry["heldout_wordings"] == list(demo.DEMO_HELDOUT_WORDINGS)
+    assert groups["heldout_wordings"]["after_correct"] == 6
+    out = capsys.readouterr().out
+    assert re.search(r"held-out wordings: +before 0/6 = 0\.0%.*after 6/6 = 100\.0%.*6 became right, 0 became wrong", out)
+    (none,) = parse_config((demo.DemoConfig,), ["--synthetic_heldout_wordings", "none"])
+    assert demo.compare_by_wording(none, data, before, after) == (None, None)
+    assert "does not test whether a gain carries over" in capsys.readouterr().out
+
+
 # --- output folder ---
 
 def test_output_dir_with_foreign_files_is_refused_untouched(tmp_path):
@@ -138,6 +220,13 @@ def check_run(summary, output_dir, num_eval):
     assert summary["before"]["num_problems"] == summary["after"]["num_problems"] == num_eval
     changes = summary["first_attempt_changes"]
     assert changes["problems"] == num_eval and 0 <= changes["gained"] + changes["lost"] <= num_eval
+    # the held-out wordings are half the evaluated problems and never in the training files
+    train_file, subset_file, _ = summary["files"]["data"]
+    for path in (train_file, subset_file):
+        assert not {json.loads(line)["wording"] for line in open(path)} & set(demo.DEMO_HELDOUT_WORDINGS)
+    by_wording = summary["by_wording"]
+    assert by_wording["heldout_wordings"]["problems"] == by_wording["training_wordings"]["problems"] == num_eval // 2
+    assert summary["carry_over"]["kind"] in ("carries_over", "training_wordings_only", "worse", "no_effect")
 
 
 def test_quick_demo_end_to_end_with_a_tiny_model(tiny_dir, tmp_path, capsys):
@@ -151,6 +240,7 @@ def test_quick_demo_end_to_end_with_a_tiny_model(tiny_dir, tmp_path, capsys):
     for number in range(1, 7):
         assert f"Step {number} of 6:" in out
     assert "NO held-out effect" in out and "Qwen/Qwen2.5-1.5B-Instruct" in out
+    assert summary["carry_over"]["kind"] == "no_effect" and "no effect beyond noise on either" in out
     # a second run into the same folder replaces the first
     assert demo.main(cfg)["verdict"] == summary["verdict"]
 

@@ -21,7 +21,8 @@ from prepare_data import (
     read_hub, read_json_list, read_jsonl, read_local, stratified_subset, to_row,
 )
 from apo.errors import InputError
-from apo.records import parse_level
+from apo.records import parse_level, read_problem_rows
+from apo.synthetic import ARITHMETIC_WORDINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
@@ -318,6 +319,52 @@ def test_synthetic_source_is_labelled_and_keeps_eval_apart(tmp_path):
     again = main(local_config(tmp_path / "again", summary.train_file, summary.eval_file, subset_size=10))
     reread = read_rows(again.train_file)
     assert reread == train_rows and again.num_eval == 18
+
+
+HELDOUT = ("value_of_symbols", "sum_difference_product", "story_two_people")
+
+
+def test_synthetic_heldout_wordings_reach_the_eval_file_only(tmp_path):
+    cfg = DataConfig(source="synthetic", output_dir=str(tmp_path), tokenizer="none", synthetic_train_size=60,
+                     synthetic_eval_size=15, synthetic_levels="1", synthetic_types="arithmetic", subset_size=20,
+                     synthetic_wordings="all", synthetic_heldout_wordings=",".join(HELDOUT))
+    summary = main(cfg)
+    train_rows, subset_rows = read_rows(summary.train_file), read_rows(summary.subset_file)
+    eval_rows = read_problem_rows(summary.eval_file, require_answer=True)     # extra fields are kept
+    assert not {row["wording"] for row in train_rows + subset_rows} & set(HELDOUT)
+    assert [row["wording"] in HELDOUT for row in eval_rows] == [index % 2 == 0 for index in range(15)]
+    assert {row["wording"] for row in eval_rows} - set(HELDOUT)               # training wordings are evaluated too
+    facts = lambda rows: {row["solution"].split(" = ")[0] for row in rows}   # "$7 + 5" in every wording
+    assert not facts(train_rows) & facts(eval_rows)
+    provenance = json.loads((tmp_path / prepare_data.PROVENANCE_FILE).read_text())
+    assert provenance["synthetic_heldout_wordings"] == list(HELDOUT)
+    assert set(provenance["synthetic_training_wordings"]) == set(ARITHMETIC_WORDINGS) - set(HELDOUT)
+    # Read back as a local source, rows keep their wording.
+    again = main(local_config(tmp_path / "again", summary.train_file, summary.eval_file, subset_size=10))
+    assert read_rows(again.train_file) == train_rows
+
+
+def test_synthetic_wordings_default_to_the_original_template(tmp_path):
+    cfg = DataConfig(source="synthetic", tokenizer="none", output_dir=str(tmp_path))
+    assert cfg.training_wording_names is None and cfg.heldout_wording_names == ()
+    assert DataConfig(synthetic_wordings="compute_symbols, story_shelf").training_wording_names == \
+        ("compute_symbols", "story_shelf")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (dict(synthetic_wordings="in_french"), "--synthetic_wordings: unknown wordings ['in_french']; use 'original', "
+                                           "'all' or names from what_is_symbols, compute_symbols"),
+    (dict(synthetic_wordings="all", synthetic_heldout_wordings="story_shelf,all"),
+     "--synthetic_heldout_wordings: unknown wordings ['all']; use 'none' or names from what_is_symbols"),
+    (dict(synthetic_heldout_wordings="story_shelf"), "--synthetic_heldout_wordings needs --synthetic_wordings 'all'"),
+    (dict(synthetic_wordings="story_shelf", synthetic_heldout_wordings="story_shelf"), "leave at least one to train on"),
+    (dict(synthetic_wordings="all,story_shelf"), "'original' and 'all' stand alone"),
+    (dict(source="synthetic", synthetic_wordings="all", synthetic_levels="2"), "words level-1 arithmetic, which"),
+])
+def test_bad_wordings_give_one_line_errors_naming_the_flag(flags, message):
+    with pytest.raises(InputError) as caught:
+        DataConfig(tokenizer="none", **flags)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 # --- bad input ---

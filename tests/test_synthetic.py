@@ -4,6 +4,7 @@ determinism, no duplicates, and level 1 kept to single-digit work."""
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections import Counter
 from fractions import Fraction
@@ -11,7 +12,8 @@ from fractions import Fraction
 import pytest
 
 from apo.grading import grade, last_boxed_content
-from apo.synthetic import SYNTHETIC_LEVELS, SYNTHETIC_TYPES, decimal_number, generate_problems, latex_number
+from apo.synthetic import (ARITHMETIC_WORDINGS, NUMBER_WORDS, SYNTHETIC_LEVELS, SYNTHETIC_TYPES, WORDING_FAMILIES,
+                           arithmetic_problem, decimal_number, generate_problems, generate_train_eval, latex_number)
 
 SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
 
@@ -176,3 +178,116 @@ def test_number_formatting():
     assert decimal_number(Fraction(40)) == "40"
     with pytest.raises(ValueError, match="no terminating decimal"):
         decimal_number(Fraction(1, 3))
+
+
+# --- level-1 arithmetic wordings ---
+
+ALL_WORDINGS = tuple(ARITHMETIC_WORDINGS)
+ALL_FACTS = [(op, a, b) for op in "+-*" for a in range(1, 10) for b in range(1, 10) if op != "-" or a >= b]
+SPELLED = {word: value for value, word in enumerate(NUMBER_WORDS)}
+# Cue phrases of each operation, written here independently of the generator's templates.
+CUES = {
+    "+": r" \+ |\bplus\b|\bsum\b|\bAdd\b|\badd\b|\bmore\b|\btogether\b",
+    "-": r" - |\bminus\b|\bdifference\b|\bSubtract\b|take \d+ away|gives \d+ away|\bless than\b|taken off|\bfewer\b",
+    "*": r"\\times|\btimes\b|\bproduct\b|\b[Mm]ultiply\b|\beach\b",
+}
+
+
+def operands_and_op(problem: str) -> tuple[list[int], str]:
+    """The numbers of a level-1 problem in order of appearance (digits or spelled out), and the one
+    operation whose cue phrases it contains."""
+    operands = [int(token) if token.isdigit() else SPELLED[token]
+                for token in re.findall(r"\d+|\b(?:" + "|".join(NUMBER_WORDS[1:]) + r")\b", problem)]
+    ops = [op for op, pattern in CUES.items() if re.search(pattern, problem)]
+    assert len(ops) == 1, (problem, ops)
+    return operands, ops[0]
+
+
+def test_every_wording_states_every_fact_with_its_own_numbers_and_answer():
+    rng = random.Random(0)
+    for wording in ALL_WORDINGS:
+        for fact in ALL_FACTS:
+            problem, steps, answer = arithmetic_problem(fact, wording, rng)
+            operands, op = operands_and_op(problem)
+            assert op == fact[0] and sorted(operands) == sorted(fact[1:]), (wording, fact, problem)
+            expected = {"+": sum(operands), "-": max(operands) - min(operands), "*": math.prod(operands)}[op]
+            assert answer == str(expected), (wording, fact, problem)
+            assert steps.endswith(f"= {answer}$.")
+
+
+def test_wordings_cover_three_families_and_read_as_documented():
+    assert set(ARITHMETIC_WORDINGS.values()) == set(WORDING_FAMILIES) == {"symbols", "words", "story"}
+    assert 10 <= len(ARITHMETIC_WORDINGS) <= 14
+    assert arithmetic_problem(("+", 7, 5), "what_is_symbols")[0] == "What is $7 + 5$?"
+    assert arithmetic_problem(("*", 4, 6), "value_of_symbols")[0] == "Find the value of $4 \\times 6$."
+    assert arithmetic_problem(("+", 7, 5), "what_is_words")[0] == "What is seven plus five?"
+    assert arithmetic_problem(("-", 9, 3), "add_subtract_multiply")[0] == "Subtract 3 from 9."
+    assert arithmetic_problem(("*", 4, 6), "sum_difference_product")[0] == "What is the product of 4 and 6?"
+    story = arithmetic_problem(("*", 1, 1), "story_shelf", random.Random(1))[0]
+    assert re.fullmatch(r"A box has 1 row with 1 \w+ in each row\. How many \w+s are in the box\?", story), story
+    with pytest.raises(ValueError, match="pass an rng"):
+        arithmetic_problem(("+", 7, 5), "story_has_gets")
+    with pytest.raises(ValueError, match="unknown wordings \\['in_french'\\]; choose from \\['what_is_symbols'"):
+        generate_problems(4, seed=0, levels=(1,), types=("arithmetic",), wordings=("in_french",))
+
+
+def test_every_wording_is_reached_and_rows_name_their_wording():
+    rows = generate_problems(150, seed=0, levels=(1,), types=("arithmetic",), wordings=ALL_WORDINGS)
+    assert {row["wording"] for row in rows} == set(ALL_WORDINGS)
+    for row in rows:
+        assert set(row) == SCHEMA | {"wording"} and grade(row["solution"], row["answer"]), row
+
+
+def fact_of(row: dict) -> tuple[str, int, int]:
+    """(op, a, b) from the solution's one line `$a op b = value$.` (the same in every wording)."""
+    a, sym, b = re.match(r"\$(\d) (\+|-|\\times) (\d) = ", row["solution"]).groups()
+    return {"\\times": "*"}.get(sym, sym), int(a), int(b)
+
+
+def test_wordings_keep_the_facts_of_the_original_and_never_repeat_one():
+    original = generate_problems(180, seed=4, levels=(1,), types=("arithmetic",))
+    worded = generate_problems(180, seed=4, levels=(1,), types=("arithmetic",), wordings=ALL_WORDINGS)
+    assert [fact_of(row) for row in worded] == [fact_of(row) for row in original]
+    assert len({fact_of(row) for row in worded}) == 180                 # every fact once, in whatever wording
+    with pytest.raises(ValueError, match="'arithmetic' level 1 produced no new problem"):
+        generate_problems(208, seed=4, levels=(1,), types=("arithmetic",), wordings=ALL_WORDINGS)  # 207 facts
+
+
+def test_default_is_the_original_template_and_other_cells_ignore_wordings():
+    original = generate_problems(6, seed=42, levels=(1,), types=("arithmetic",))
+    assert [row["problem"] for row in original] == ["What is $2 \\times 1$?", "What is $5 \\times 4$?",
+                                                    "What is $3 + 2$?", "What is $9 \\times 2$?",
+                                                    "What is $7 \\times 1$?", "What is $2 + 4$?"]
+    assert all(set(row) == SCHEMA for row in original)
+    only_original = generate_problems(6, seed=42, levels=(1,), types=("arithmetic",), wordings=("what_is_symbols",))
+    assert [{k: v for k, v in row.items() if k != "wording"} for row in only_original] == original
+    mixed = dict(levels=(1, 2), types=("arithmetic", "fractions"))
+    plain, worded = generate_problems(80, seed=3, **mixed), generate_problems(80, seed=3, wordings=ALL_WORDINGS, **mixed)
+    assert [r for r in worded if (r["type"], r["level"]) != ("arithmetic", 1)] == \
+        [r for r in plain if (r["type"], r["level"]) != ("arithmetic", 1)]
+
+
+def test_train_eval_split_keeps_held_out_wordings_and_facts_out_of_training():
+    heldout = ("value_of_symbols", "sum_difference_product", "story_two_people")
+    training = tuple(w for w in ALL_WORDINGS if w not in heldout)
+    train, held = generate_train_eval(60, 21, seed=1, levels=(1,), types=("arithmetic",), wordings=training,
+                                      heldout_wordings=heldout)
+    assert len(train) == 60 and len(held) == 21
+    assert {row["wording"] for row in train} <= set(training)
+    assert [row["wording"] in heldout for row in held] == [index % 2 == 0 for index in range(21)]
+    assert not {fact_of(row) for row in train} & {fact_of(row) for row in held}
+    # Without wordings the split is generate_problems' rows cut in two, as before.
+    plain_train, plain_eval = generate_train_eval(10, 4, seed=1, levels=(1, 2))
+    assert plain_train + plain_eval == generate_problems(14, seed=1, levels=(1, 2))
+    with pytest.raises(ValueError, match="both trained on and held out"):
+        generate_train_eval(4, 4, seed=1, wordings=training, heldout_wordings=(training[0],))
+    with pytest.raises(ValueError, match="heldout_wordings need training wordings"):
+        generate_train_eval(4, 4, seed=1, heldout_wordings=heldout)
+
+
+def test_held_out_wordings_alternate_over_level_one_arithmetic_rows_only():
+    # With two cells, the eval rows' level-1 arithmetic ones still alternate, whatever num_train's parity.
+    train, held = generate_train_eval(7, 12, seed=2, levels=(1, 2), types=("arithmetic",),
+                                      wordings=("compute_symbols",), heldout_wordings=("story_shelf",))
+    worded = [row["wording"] for row in held if "wording" in row]
+    assert worded == ["story_shelf", "compute_symbols"] * 3
