@@ -103,16 +103,16 @@ class DemoConfig:
     synthetic_heldout_wordings: str = field(default=",".join(DEMO_HELDOUT_WORDINGS), metadata=_help(
         "--source synthetic: comma-separated wordings never trained on; every other held-out problem is in one of "
         "them and step 6 reports them apart. 'none' = no carry-over check."))
-    train_prompts: int = field(default=32, metadata=_help(
+    train_prompts: int = field(default=64, metadata=_help(
         "Training prompts (a stratified subset of the training file): stage 1 samples each N times."))
-    eval_problems: int = field(default=32, metadata=_help(
+    eval_problems: int = field(default=64, metadata=_help(
         "Held-out problems evaluated before and after training (never trained on). With 16 a real change of "
         "the embedded model is hard to tell from noise; 32 is what the default budget can afford."))
 
     # --- algorithm ---
     num_value_samples: int = field(default=4, metadata=_help("N, stage-1 samples per prompt for V* (paper: 8)."))
-    stage2_steps: int = field(default=8, metadata=_help("Stage-2 iterations."))
-    prompts_per_step: int = field(default=8, metadata=_help(
+    stage2_steps: int = field(default=12, metadata=_help("Stage-2 iterations."))
+    prompts_per_step: int = field(default=16, metadata=_help(
         "Prompts per stage-2 iteration, one sample each, split into 2 optimizer steps (paper: 256)."))
     max_new_tokens: int = field(default=96, metadata=_help(
         "Generation limit per turn, in training and evaluation (a truncated answer gets reward 0)."))
@@ -203,7 +203,7 @@ def data_config(cfg: DemoConfig, folder: str) -> prepare_data.DataConfig:
     return prepare_data.DataConfig(
         source=cfg.source, train_path=cfg.train_path, math500_path=cfg.math500_path, output_dir=folder,
         subset_size=cfg.train_prompts, seed=cfg.seed, tokenizer=cfg.model, model_cache_dir=cfg.model_cache_dir,
-        synthetic_train_size=2 * cfg.train_prompts, synthetic_eval_size=cfg.eval_problems,
+        synthetic_train_size=cfg.train_prompts, synthetic_eval_size=cfg.eval_problems,
         synthetic_levels=cfg.synthetic_levels, synthetic_types=cfg.synthetic_types,
         synthetic_wordings=cfg.synthetic_wordings, synthetic_heldout_wordings=cfg.synthetic_heldout_wordings)
 

@@ -147,7 +147,9 @@ class TrainConfig:
         "Stop when this many iterations in a row had a NaN/inf loss or gradient (such steps are skipped).")})
     report_to: Literal["none", "tensorboard", "wandb"] = field(default="none", metadata={"help": "Metrics tracker besides metrics.jsonl."})
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(default="auto", metadata={"help": (
-        "'auto' = the accelerate config's setting, else bf16 autocast on a GPU that has it, else none.")})
+        "'auto' = the accelerate config's setting, else bf16 autocast on a GPU that has it or on a CPU with bfloat16 "
+        "instructions (avx512_bf16 / amx_bf16; TRL's default too), else none. Master weights, optimizer state and "
+        "the log-softmax stay float32.")})
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "optimizer_steps_per_iteration", "micro_batch_size", "stage1_batch_size",
@@ -294,7 +296,8 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             batch = collate_samples([chunk_samples[i] for i in part], pad_id)
             part_advantages = chunk_advantages[part]
             started = time.perf_counter()
-            ref_logps = reference_logps(run.unwrapped, run.ref_model, batch, temperature=temperature)
+            with accelerator.autocast():  # the same precision as the policy's pass below
+                ref_logps = reference_logps(run.unwrapped, run.ref_model, batch, temperature=temperature)
             totals["scoring_s"] += time.perf_counter() - started
             sync = index == parts - 1
             with (accelerator.no_sync(run.policy) if not sync else contextlib.nullcontext()):

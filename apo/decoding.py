@@ -108,6 +108,7 @@ def sample_continuations(
     eos_ids: Sequence[int],
     pad_token_id: int,
     compact_fraction: float = COMPACT_FRACTION,
+    counters: dict[str, int] | None = None,
 ) -> list[list[int]]:
     """New tokens for `repeats[i]` samples of each prompt `prompts[i]`, prompt-major (all samples
     of prompt 0 first), each up to and including its first EOS id, or `max_new_tokens` long
@@ -116,7 +117,9 @@ def sample_continuations(
     Contract: `prompts` are non-empty token-id lists; `repeats` are >= 1; the model is a
     transformers causal LM (or a peft wrapper of one) that accepts `position_ids`, a KV cache
     (`cache`, or `past_key_values` in older transformers) and `logits_to_keep`. Position ids count real tokens only, as
-    `model.generate` computes them for left-padded prompts.
+    `model.generate` computes them for left-padded prompts. `counters`, when given, gets
+    "steps" (tokens picked per row, at most max_new_tokens) and "decoded_positions" (rows
+    computed, summed over steps) added to it: bench/ reads them to measure padding and dropping.
     """
     if len(prompts) != len(repeats) or any(count < 1 for count in repeats):
         raise ValueError(f"sample_continuations needs one repeat count >= 1 per prompt, got {list(repeats)}")
@@ -149,6 +152,9 @@ def sample_continuations(
     responses: list[list[int]] = [[] for _ in range(total_rows)]
     for step in range(max_new_tokens):
         tokens = pick_next_tokens(logits, temperature, top_p)
+        if counters is not None:
+            counters["steps"] = counters.get("steps", 0) + 1
+            counters["decoded_positions"] = counters.get("decoded_positions", 0) + len(tokens)
         for row, token in zip(row_ids[~finished].tolist(), tokens[~finished].tolist()):
             responses[row].append(token)
         finished |= torch.isin(tokens, eos)

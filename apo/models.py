@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from apo.decoding import cpu_has_native_bfloat16
 from apo.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -189,12 +190,15 @@ def load_model(
 
 def resolve_mixed_precision(value: str) -> str | None:
     """'auto' -> None when `accelerate launch` set it (its config wins), else 'bf16' on a GPU
-    that supports bfloat16, else 'no'; other values pass through."""
+    that supports bfloat16 or on a CPU with bfloat16 instructions (`cpu_has_native_bfloat16`;
+    bf16 autocast is TRL's default too), else 'no'; other values pass through."""
     if value != "auto":
         return value
     if os.environ.get("ACCELERATE_MIXED_PRECISION"):
         return None
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_native_bfloat16() else "no"
 
 
 def build_models(apo, train, device: torch.device, resume_dir: str | None) -> tuple[torch.nn.Module, torch.nn.Module | None]:

@@ -198,9 +198,11 @@ def _samples(model, kwargs: dict) -> bool:
 
 @contextlib.contextmanager
 def count_generation() -> Iterator[dict[str, GenerationStats]]:
-    """Count every `GenerationMixin.generate` call made inside the block, split into
-    {"sampled": GenerationStats, "greedy": GenerationStats} (training rollouts sample;
-    held-out evaluation is greedy).
+    """Count every `GenerationMixin.generate` call and every call of the project's decoding loop
+    (`apo.decoding.sample_continuations`, as `apo.episodes.generate` reaches it) made inside the
+    block, split into {"sampled": GenerationStats, "greedy": GenerationStats} (training rollouts
+    sample; held-out evaluation is greedy). For the project's loop, decoded positions are the
+    rows it computed (finished rows leave the batch), steps its tokens per row.
 
     Wraps the class method and calls the original unchanged; restored on exit. Models whose
     generate is reached through peft's PeftModel.generate are counted once (peft forwards to
@@ -208,8 +210,11 @@ def count_generation() -> Iterator[dict[str, GenerationStats]]:
     """
     from transformers.generation.utils import GenerationMixin
 
+    from apo import episodes
+
     modes = {"sampled": GenerationStats(), "greedy": GenerationStats()}
     original = GenerationMixin.generate
+    original_loop = episodes.sample_continuations
 
     def counted(self, *args, **kwargs):
         width = _prompt_width(args, kwargs)
@@ -228,11 +233,26 @@ def count_generation() -> Iterator[dict[str, GenerationStats]]:
             stats.generated_tokens += next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
         return output
 
+    def counted_loop(model, prompts, repeats, **kwargs):
+        stats = modes["sampled" if kwargs["temperature"] > 0 else "greedy"]
+        counters: dict[str, int] = {}
+        started = time.perf_counter()
+        responses = original_loop(model, prompts, repeats, counters=counters, **kwargs)
+        stats.seconds += time.perf_counter() - started
+        stats.calls += 1
+        stats.sequences += len(responses)
+        stats.decoded_positions += counters.get("decoded_positions", 0)
+        stats.steps += counters.get("steps", 0)
+        stats.generated_tokens += sum(len(response) for response in responses)
+        return responses
+
     GenerationMixin.generate = counted
+    episodes.sample_continuations = counted_loop
     try:
         yield modes
     finally:
         GenerationMixin.generate = original
+        episodes.sample_continuations = original_loop
 
 
 # --- child processes ---

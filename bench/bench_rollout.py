@@ -6,8 +6,10 @@ synthetic Level 1-2 problems, or MATH rows), same settings (greedy by default, s
 method decodes the same tokens up to batching numerics; the tokens actually generated are
 reported per method):
 
-  project     apo.episodes.generate(batch_size=B): prompts sorted by length, left-padded
-              chunks of B, cut at the first EOS (what stage 1, stage 2 and evaluation call)
+  project     apo.episodes.generate(batch_size=B): prompts sorted by length, chunks of B rows
+              decoded by apo.decoding.sample_continuations (finished rows dropped), in the
+              --rollout_dtype the stage scripts use (bfloat16 on CPUs with bfloat16
+              instructions); what stage 1, stage 2 and evaluation call
   per_prompt  a loop of model.generate on one prompt at a time (no padding at all)
   one_call    one model.generate call on all prompts, left-padded, in input order
 
@@ -15,7 +17,7 @@ Limits: each decoding step reads every weight once (tied input/output embeddings
 once: the output projection reads the whole matrix) plus the KV cache of every row, so a
 step takes at least bytes / read_bandwidth; it also does 2 x params FLOPs per row, so at
 least rows x 2 x params / matmul_flops. The read bandwidth is a torch sum over a 512 MiB
-tensor and a copy; the FLOP rate a float32 matmul, both measured here and now. Each
+tensor and a copy; the FLOP rate a matmul in the method's dtype, both measured here and now. Each
 method's decoding steps per second are reported as a fraction of the larger of the two
 lower bounds (the roofline).
 
@@ -26,6 +28,7 @@ lower bounds (the roofline).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
@@ -40,6 +43,7 @@ import torch  # noqa: E402
 
 from _common import count_generation, machine_info, markdown_table, set_torch_threads  # noqa: E402
 from apo.config import SYSTEM_PROMPT, parse_config  # noqa: E402
+from apo.decoding import resolve_rollout_dtype  # noqa: E402
 from apo.records import write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("bench_rollout")
@@ -66,6 +70,10 @@ class BenchRolloutConfig:
     repeats: int = field(default=1, metadata={"help": "Timed passes per method, interleaved; the best is reported."})
     bandwidth_mib: int = field(default=512, metadata={"help": "Size of the bandwidth-test tensor."})
     seed: int = field(default=42, metadata={"help": "Seed of the problems and of sampling."})
+    rollout_dtype: str = field(default="auto", metadata={"help": (
+        "The project path's decoding dtype, as --rollout_dtype of the stage scripts: 'auto' = bfloat16 on a CPU "
+        "with bfloat16 instructions, 'policy' = the float32 model itself, or 'bfloat16' / 'float32'. The two "
+        "model.generate paths always decode the float32 model.")})
     torch_threads: int = field(default=0, metadata={"help": (
         "torch threads (0 = torch's default, one per core); 1 while other processes load the CPU.")})
     output_json: str = field(default=os.path.join("runs", "bench_rollout.json"), metadata={"help": "Result file."})
@@ -175,9 +183,9 @@ def read_bandwidth_gbs(size_mib: int, repeats: int = 5) -> dict:
     return {"read_gbs": nbytes / best_sum / 1e9, "copy_gbs": 2 * nbytes / best_copy / 1e9}
 
 
-def matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
-    """Best-of-`repeats` GFLOP/s of a float32 (size x size) @ (size x size) matmul."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-`repeats` GFLOP/s of a (size x size) @ (size x size) matmul in `dtype`."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
@@ -209,18 +217,20 @@ def model_costs(model) -> dict:
             "kv_bytes_per_token": kv_bytes}
 
 
-def roofline(result: dict, costs: dict, limits: dict, mean_prompt_len: float) -> dict:
+def roofline(result: dict, costs: dict, limits: dict, mean_prompt_len: float, matmul_gflops_rate: float) -> dict:
     """Lower bounds on one decoding step of this method and the measured fraction of them.
 
     rows per step = decoded positions / steps; the KV read per step is rows x (prompt +
     half the new tokens) x kv bytes. Returns the bandwidth-bound and compute-bound steps/s
-    and `roofline_fraction` = measured steps/s / min(bounds)."""
+    and `roofline_fraction` = measured steps/s / min(bounds). `costs` and `matmul_gflops_rate`
+    are those of the weights the method decodes with (bfloat16 reads half the bytes and multiplies
+    at the bfloat16 rate)."""
     steps = max(result["decoding_steps"], 1)
     rows = result["decoded_positions"] / steps
     context = mean_prompt_len + 0.5 * result["decoded_positions"] / max(result["sequences"], 1)
     step_bytes = costs["weight_bytes"] + rows * context * costs["kv_bytes_per_token"]
     bandwidth_steps = limits["read_gbs"] * 1e9 / step_bytes
-    compute_steps = limits["matmul_gflops"] * 1e9 / (rows * costs["flops_per_token"])
+    compute_steps = matmul_gflops_rate * 1e9 / (rows * costs["flops_per_token"])
     bound = min(bandwidth_steps, compute_steps)
     return {"rows_per_step": rows, "bandwidth_bound_steps_per_s": bandwidth_steps,
             "compute_bound_steps_per_s": compute_steps, "bound": "bandwidth" if bandwidth_steps < compute_steps else "compute",
@@ -243,6 +253,12 @@ def main(cfg: BenchRolloutConfig) -> dict:
     model, tokenizer, prompts = load_inputs(cfg)
     costs = model_costs(model)
     report["model_costs"] = costs
+    decode_dtype = resolve_rollout_dtype(cfg.rollout_dtype, model.dtype, "cpu")
+    project_model = copy.deepcopy(model).to(decode_dtype) if decode_dtype is not None else model
+    report["project_dtype"] = str(project_model.dtype).removeprefix("torch.")
+    project_costs = model_costs(project_model)
+    limits["matmul_gflops_project_dtype"] = (matmul_gflops(dtype=project_model.dtype)
+                                             if project_model.dtype != torch.float32 else limits["matmul_gflops"])
     mean_prompt_len = sum(map(len, prompts)) / len(prompts)
     plain_generate(model, tokenizer, prompts[:2], BenchRolloutConfig(**{**asdict(cfg), "max_new_tokens": 4}))
 
@@ -250,14 +266,17 @@ def main(cfg: BenchRolloutConfig) -> dict:
     best: dict[str, dict] = {}
     for repeat in range(cfg.repeats):
         for name in cfg.method_list:
-            result = time_method(name, model, tokenizer, prompts, cfg)
+            result = time_method(name, project_model if name == "project" else model, tokenizer, prompts, cfg)
             logger.info("repeat %d %s: %.1f s, %d tokens, %.1f tok/s", repeat, name, result["wall_s"],
                         result["generated_tokens"], result["tokens_per_s"])
             if name not in best or result["wall_s"] < best[name]["wall_s"]:
                 best[name] = result
     rows = []
     for name, result in best.items():
-        result.update(roofline(result, costs, limits, mean_prompt_len))
+        project = name == "project"
+        result["dtype"] = report["project_dtype"] if project else "float32"
+        result.update(roofline(result, project_costs if project else costs, limits, mean_prompt_len,
+                               limits["matmul_gflops_project_dtype" if project else "matmul_gflops"]))
         if "per_prompt" in best:
             result["speedup_vs_per_prompt"] = result["tokens_per_s"] / best["per_prompt"]["tokens_per_s"]
         rows.append(result)
@@ -265,14 +284,15 @@ def main(cfg: BenchRolloutConfig) -> dict:
     # --- table and JSON ---
     report["methods"] = rows
     report["machine_after"] = machine_info()
-    columns = [("method", "method"), ("wall_s", "wall s"), ("generated_tokens", "gen. tokens"),
+    columns = [("method", "method"), ("dtype", "dtype"), ("wall_s", "wall s"), ("generated_tokens", "gen. tokens"),
                ("decoded_positions", "decoded pos."), ("padding_waste", "padding waste"),
                ("tokens_per_s", "tok/s"), ("speedup_vs_per_prompt", "x per-prompt"), ("rows_per_step", "rows/step"),
                ("steps_per_s", "steps/s"), ("bound", "bound"), ("bound_tokens_per_s", "bound tok/s"),
                ("roofline_fraction", "fraction of bound")]
     report["table_markdown"] = markdown_table(rows, columns)
     print(f"weights {costs['weight_bytes'] / 2**20:.0f} MiB per step, read {limits['read_gbs']:.1f} GB/s, "
-          f"copy {limits['copy_gbs']:.1f} GB/s, matmul {limits['matmul_gflops']:.1f} GFLOP/s")
+          f"copy {limits['copy_gbs']:.1f} GB/s, matmul {limits['matmul_gflops']:.1f} GFLOP/s float32, "
+          f"{limits['matmul_gflops_project_dtype']:.1f} GFLOP/s {report['project_dtype']} (the project path)")
     print(report["table_markdown"])
     write_json_atomic(cfg.output_json, report)
     print(f"wrote {cfg.output_json}")

@@ -4,8 +4,10 @@ Same policy (the embedded SmolLM2-135M-Instruct, or a tiny random Llama over its
 with --quick), same prompts (synthetic Level 1-2 problems from apo.synthetic, or MATH Level
 1-2 rows with --data math), same reward (apo.grading.grade_many), same number of training
 prompts, same sampling (temperature 1.0, top_p 1.0, no top-k, max_new_tokens), same optimizer
-settings (AdamW, weight decay 0.01, clip 1.0, constant lr), float32 on CPU, no gradient
-checkpointing. Each trainer runs in its own child process, so its peak resident memory is its
+settings (AdamW, weight decay 0.01, clip 1.0, constant lr), the same precision (--precision:
+bf16 autocast over float32 weights, TRL's default and this project's on CPUs with bfloat16
+instructions, or float32) and gradient checkpointing (--gradient_checkpointing, off by default).
+Each trainer runs in its own child process, so its peak resident memory is its
 own (os.wait4 rusage of the child); the children run one after another in one invocation so
 their ratios share the machine's load.
 
@@ -98,6 +100,11 @@ class BenchTrainersConfig:
         f"Comma-separated subset of {', '.join(TRAINERS)} (project_lora/full need project_stage1 in the same "
         "work_dir, trl_a2po too), or update_profile: the stage-2 log-prob forward/backward variants timed on one "
         "micro-batch.")})
+    precision: Literal["bf16", "fp32"] = field(default="bf16", metadata={"help": (
+        "Every trainer's update: 'bf16' = bf16 autocast over float32 master weights (TRL's default, and this "
+        "project's --mixed_precision auto on CPUs with bfloat16 instructions); 'fp32' = float32 throughout.")})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": (
+        "Recompute activations in backward, for every trainer (TRL's default is on, this project's off).")})
     grading_workers: int = field(default=2, metadata={"help": "Grader worker processes (every trainer)."})
     seed: int = field(default=42, metadata={"help": "Seed of data, sampling and initialisation (every trainer)."})
     work_dir: str = field(default=os.path.join("runs", "bench_trainers"), metadata={"help": (
@@ -261,12 +268,13 @@ def project_configs(spec: dict, stage: str, use_lora: bool, output_dir: str):
                       policy_learning_rate=spec["lora_learning_rate"] if use_lora else spec["full_learning_rate"],
                       num_value_samples=spec["num_value_samples"], max_new_tokens=spec["max_new_tokens"],
                       temperature=1.0, top_p=1.0, generation_batch_size=spec["generation_batch_size"],
-                      grading_workers=spec["grading_workers"], seed=spec["seed"], filter_all_incorrect=False)
+                      grading_workers=spec["grading_workers"], seed=spec["seed"], filter_all_incorrect=False,
+                      gradient_checkpointing=spec["gradient_checkpointing"])
     train = TrainConfig(data_file=spec["train_file"], eval_file=spec["eval_file"], output_dir=output_dir, stage=stage,
                         epochs=1.0, prompts_per_step=spec["prompts_per_step"], optimizer_steps_per_iteration=1,
                         micro_batch_size=spec["sequences_per_pass"], stage1_batch_size=spec["prompts_per_step"],
                         eval_every=0, eval_size=spec["num_eval_prompts"], eval_at_start=False, save_every=0,
-                        keep_checkpoints=1, mixed_precision="no")
+                        keep_checkpoints=1, mixed_precision="bf16" if spec["precision"] == "bf16" else "no")
     return apo, train
 
 
@@ -306,12 +314,13 @@ class TimedReward:
 
 
 def trl_common_args(spec: dict, output_dir: str) -> dict:
-    """TrainingArguments shared by the TRL trainers: the project's optimizer settings, float32 on
-    CPU, no gradient checkpointing (TRL's default is on), nothing saved or reported."""
+    """TrainingArguments shared by the TRL trainers: the project's optimizer settings, the
+    benchmark's precision and gradient checkpointing, nothing saved or reported."""
     return dict(output_dir=output_dir, learning_rate=spec["full_learning_rate"], weight_decay=0.01,
                 max_grad_norm=1.0, lr_scheduler_type="constant", warmup_steps=0, adam_beta1=0.9, adam_beta2=0.999,
                 adam_epsilon=1e-8, max_steps=spec["num_train_prompts"] // spec["prompts_per_step"],
-                num_train_epochs=1, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+                num_train_epochs=1, use_cpu=True, bf16=spec["precision"] == "bf16", fp16=False,
+                gradient_checkpointing=spec["gradient_checkpointing"],
                 report_to="none", save_strategy="no", logging_steps=1, dataloader_num_workers=0, seed=spec["seed"],
                 max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0)
 

@@ -66,3 +66,14 @@ def build_tiny_policy(tokenizer, seed: int = 0, hidden_size: int = 64, layers: i
 @pytest.fixture
 def tiny_policy(embedded_tokenizer):
     return build_tiny_policy(embedded_tokenizer)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state whose mixed precision cannot change once set; the
+    trainer's 'auto' resolves to bf16 on CPUs with bfloat16 instructions and some tests pin 'no'.
+    Reset it after every test so each run_main/main call starts as a new process would."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

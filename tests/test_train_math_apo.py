@@ -65,7 +65,7 @@ def make_cfg(tiny_dir, data, output_dir, **overrides):
     train = {"data_file": data["train_file"], "eval_file": data["eval_file"], "output_dir": str(output_dir),
              "stage": "2", "prompts_per_step": 4, "optimizer_steps_per_iteration": 2, "micro_batch_size": 2,
              "max_steps": 2, "eval_every": 0, "eval_size": 4, "save_every": 0, "eval_at_start": False,
-             "stage1_batch_size": 4}
+             "stage1_batch_size": 4, "mixed_precision": "no"}  # exact float32 updates on every CPU
     for key, value in overrides.items():
         (apo if key in APO_FIELDS else train)[key] = value
     return A_PO_Config(**apo), T.TrainConfig(**train)
@@ -511,6 +511,28 @@ def test_micro_batch_size_does_not_change_the_update(tiny_dir, data, tmp_path):
     assert first["grad_norm"] == pytest.approx(second["grad_norm"], rel=1e-5) and first["grad_norm"] > 0
     assert first["loss"] == pytest.approx(second["loss"], rel=1e-5)
     assert_same_weights(weights(one["final_dir"]), weights(two["final_dir"]), atol=1e-5)
+
+
+@pytest.mark.parametrize("use_lora", [False, True])
+def test_under_bf16_autocast_the_reference_pass_matches_the_policy_pass(tiny_dir, data, tmp_path, use_lora):
+    """Before the first optimizer step the policy is the reference, so every log-ratio is 0: the
+    reference pass must run at the policy's precision (bf16 autocast, --mixed_precision auto on
+    CPUs with bfloat16 instructions), not in float32 beside a bfloat16 policy pass."""
+    summary = run_stage2(tiny_dir, data, tmp_path / "bf16", mixed_precision="bf16", use_lora=use_lora,
+                         optimizer_steps_per_iteration=1, max_steps=1)
+    (line,) = [r for r in read_metrics(summary["metrics_file"]) if "loss" in r]
+    assert line["log_ratio_mean"] == 0.0
+
+
+def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
+    import apo.models as models
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(models.torch.cuda, "is_available", lambda: False)
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(models, "cpu_has_native_bfloat16", lambda native=native: native)
+        assert models.resolve_mixed_precision("auto") == expected
+    assert models.resolve_mixed_precision("no") == "no"
 
 
 @pytest.mark.slow

@@ -364,7 +364,7 @@ def test_stage2_loads_the_policy_into_the_engine_after_every_optimizer_step(
     train = T.TrainConfig(data_file=data["train_file"], eval_file=data["eval_file"], output_dir=str(tmp_path),
                           stage="all", prompts_per_step=4, optimizer_steps_per_iteration=2, micro_batch_size=2,
                           max_steps=2, eval_every=0, eval_size=2, save_every=0, eval_at_start=True,
-                          stage1_batch_size=4)
+                          stage1_batch_size=4, mixed_precision="no")  # the fake engine computes in float32
     summary = T.main((apo, train))
     assert summary["optimizer_steps"] == 4
     # once before the first rollout (stage 1 sampled pi_ref), then after each of the 4 optimizer steps
