@@ -21,6 +21,7 @@ import pytest
 import torch
 from transformers import GenerationMixin
 
+import apo.episodes as episodes
 import apo.synthetic as synthetic_math
 import apo.vllm_engine as vllm_engine
 import evaluate_apo
@@ -47,11 +48,13 @@ def fake_vllm_installed(monkeypatch):
 
 @pytest.fixture
 def no_hf_generate(monkeypatch):
-    """Any transformers generate call fails: everything must go through the engine."""
+    """Any generation on the hf path (the project's decoding loop, or transformers' generate)
+    fails: everything must go through the engine."""
     def refuse(*args, **kwargs):
-        raise AssertionError("transformers generate was called with generation_backend=vllm")
+        raise AssertionError("the hf generation path was used with generation_backend=vllm")
 
     monkeypatch.setattr(GenerationMixin, "generate", refuse)
+    monkeypatch.setattr(episodes, "sample_continuations", refuse)
 
 
 @pytest.fixture(scope="module")
