@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from apo.config import A_PO_Config
+from apo.decoding import left_padded_position_ids
 from apo.records import write_json_atomic
 from apo.episodes import (
     CORRECTION_MODES,
@@ -181,11 +182,6 @@ def response_mask_from_ids(response_ids: Tensor, eos_token_id: int | Sequence[in
     return (eos_before == 0).long()
 
 
-def _position_ids(attention_mask: Tensor) -> Tensor:
-    """Positions that skip left padding, as `generate` computes them: 0 at the first real token."""
-    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-
-
 def _check_left_padded(prompt_mask: Tensor) -> None:
     if prompt_mask.dim() != 2 or not bool((prompt_mask[:, -1] == 1).all()):
         raise ValueError("prompt_ids/prompt_mask must be (B, P) and left-padded (every row's last token real); "
@@ -240,7 +236,7 @@ def response_token_logps(
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+R)
     attention_mask = torch.cat([prompt_mask.long(), torch.ones_like(response_ids)], dim=1)
     response_length = response_ids.shape[1]
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=_position_ids(attention_mask),
+    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=left_padded_position_ids(attention_mask),
                    use_cache=False, logits_to_keep=response_length + 1)
     logits = output.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
     if temperature != 1.0:
@@ -327,7 +323,7 @@ def prompt_hidden_states(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tens
     device = _model_device(model)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     with torch.no_grad():
-        output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=_position_ids(prompt_mask),
+        output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=left_padded_position_ids(prompt_mask),
                        output_hidden_states=True, use_cache=False, logits_to_keep=1)
     return output.hidden_states[-1][:, -1].float()
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import yaml
 from transformers import HfArgumentParser
 
+from apo.decoding import RolloutDtype
 from apo.episodes import CORRECTION_MODES, CorrectionMode  # noqa: F401  (CORRECTION_MODES re-exported)
 from apo.errors import InputError, InputFileNotFoundError
 from apo.prompts import PromptFormat
@@ -72,7 +73,7 @@ class ModelConfig:
         "Where the embedded model is converted to safetensors once."))
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(default="auto", metadata=_help(
         "Weights dtype; 'auto' = bfloat16 on a GPU that supports it, float32 elsewhere."))
-    rollout_dtype: Literal["auto", "policy", "bfloat16", "float32"] = field(default="auto", metadata=_help(
+    rollout_dtype: RolloutDtype = field(default="auto", metadata=_help(
         "'hf' engine: dtype of the weights it decodes with. 'auto' = bfloat16 for a float32 policy on a CPU with "
         "bfloat16 instructions (avx512_bf16 or amx_bf16 in /proc/cpuinfo; 1.6-2x faster rollouts), the policy's own "
         "weights elsewhere; 'policy' = always the policy's own weights. Training decodes with a copy refreshed after "

@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 from transformers import DynamicCache
 
-__all__ = ["COMPACT_FRACTION", "ROLLOUT_DTYPES", "DecodingCopy", "cpu_has_native_bfloat16", "draw", "left_pad",
-           "next_token_distribution", "pick_next_tokens", "resolve_rollout_dtype", "sample_continuations"]
+from apo.models import cpu_has_native_bfloat16, load_model
+from apo.policy_weights import full_parameters, policy_tensors
+
+__all__ = ["COMPACT_FRACTION", "ROLLOUT_DTYPES", "DecodingCopy", "RolloutDtype", "draw", "left_pad",
+           "left_padded_position_ids", "next_token_distribution", "pick_next_tokens", "resolve_rollout_dtype",
+           "sample_continuations"]
 
 # Finished rows are dropped once they are this share of the rows still decoded: dropping copies the
 # live rows' cache, so doing it after every EOS would cost more than the dead rows' compute it saves.
@@ -48,6 +53,11 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_token_id: int) -> tuple[tor
             ids[row, width - len(seq):] = torch.tensor(list(seq), dtype=torch.long)
             mask[row, width - len(seq):] = 1
     return ids, mask
+
+
+def left_padded_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding, as `generate` computes them: 0 at the first real token."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
 # The nucleus is looked for among this many most probable tokens first; rows whose nucleus is larger
@@ -116,8 +126,9 @@ def sample_continuations(
 
     Contract: `prompts` are non-empty token-id lists; `repeats` are >= 1; the model is a
     transformers causal LM (or a peft wrapper of one) that accepts `position_ids`, a KV cache
-    (`cache`, or `past_key_values` in older transformers) and `logits_to_keep`. Position ids count real tokens only, as
-    `model.generate` computes them for left-padded prompts. `counters`, when given, gets
+    (`cache`, or `past_key_values` in older transformers) and `logits_to_keep`. Position ids
+    count real tokens only, as `model.generate` computes them for left-padded prompts
+    (`left_padded_position_ids`). `counters`, when given, gets
     "steps" (tokens picked per row, at most max_new_tokens) and "decoded_positions" (rows
     computed, summed over steps) added to it: bench/ reads them to measure padding and dropping.
     """
@@ -132,7 +143,7 @@ def sample_continuations(
     cache = DynamicCache(config=model.config)
     cache_keyword = _cache_keyword(model)
     output = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=(attention_mask.cumsum(-1) - 1).clamp(min=0),
+                   position_ids=left_padded_position_ids(attention_mask),
                    use_cache=True, logits_to_keep=1, **{cache_keyword: cache})
     if cache.get_seq_length() != input_ids.shape[1]:
         raise RuntimeError("the model did not fill its KV cache (gradient checkpointing in training mode turns "
@@ -182,21 +193,9 @@ def _cache_keyword(model) -> str:
 
 # --- the decoding copy ---
 
-ROLLOUT_DTYPES = ("auto", "policy", "bfloat16", "float32")
-
-
-def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
-    """Whether the CPU multiplies bfloat16 matrices in hardware (the `avx512_bf16` or `amx_bf16`
-    flag in /proc/cpuinfo); False where that file does not exist (not Linux)."""
-    try:
-        with open(cpuinfo_path, encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        return False
-    return False
+# The one list of rollout dtypes: the config field's type and resolve_rollout_dtype use it.
+RolloutDtype = Literal["auto", "policy", "bfloat16", "float32"]
+ROLLOUT_DTYPES: tuple[str, ...] = get_args(RolloutDtype)
 
 
 def resolve_rollout_dtype(rollout_dtype: str, policy_dtype: torch.dtype, device: torch.device | str) -> torch.dtype | None:
@@ -234,21 +233,14 @@ class DecodingCopy:
     """
 
     def __init__(self, model_path: str, dtype: torch.dtype, device: torch.device | str = "cpu"):
-        from transformers import AutoModelForCausalLM
-
-        self.dtype = dtype
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+        self.model = load_model(model_path, dtype=str(dtype).removeprefix("torch."), device=device)
         self.model.requires_grad_(False)
-        if self.model.generation_config.pad_token_id is None:
-            self.model.generation_config.pad_token_id = self.model.generation_config.eos_token_id
         self.weight_updates = 0
 
     @torch.no_grad()
     def sync_weights(self, model: torch.nn.Module, accelerator=None) -> int:
         """Copy `model`'s current weights (cast to the copy's dtype); returns the number of tensors.
         Raises KeyError naming a weight the copy does not have (another architecture)."""
-        from apo.policy_weights import full_parameters, policy_tensors
-
         own = dict(self.model.named_parameters())
         copied = 0
         with full_parameters(model, accelerator):

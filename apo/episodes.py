@@ -144,8 +144,9 @@ def generate(
     input order, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
     `model` is a transformers causal LM, an `apo.decoding.DecodingCopy` (its model decodes), or
-    an `apo.vllm_engine.VLLMEngine` (`--generation_backend vllm`), which receives the same prompt ids, EOS ids, length limit
-    and sampling settings and returns the same kind of Generation. With transformers, the
+    an `apo.vllm_engine.VLLMEngine` (`--generation_backend vllm`), which receives the same
+    prompt ids, EOS ids, length limit and sampling settings and returns the same kind of
+    Generation. With transformers, the
     prompts are sorted by length and sampled in chunks of at most `batch_size` rows by
     `apo.decoding.sample_continuations` (each prompt prefilled once for all its samples,
     finished rows dropped), then restored to the input order. Sampling seeds come from the
@@ -161,8 +162,9 @@ def generate(
     from apo.vllm_engine import VLLMEngine  # here, not at the top: apo.vllm_engine imports this module
 
     if isinstance(model, VLLMEngine):
-        return model.generate(tokenizer, prompts, eos_ids=eos_token_ids(model, tokenizer), max_new_tokens=max_new_tokens,
-                              temperature=temperature, top_p=top_p, num_samples=num_samples)
+        return model.generate(tokenizer, prompts, eos_ids=eos_token_ids(model, tokenizer),
+                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                              num_samples=num_samples)
     if isinstance(model, DecodingCopy):
         model = model.model
     eos_ids = eos_token_ids(model, tokenizer)

@@ -29,7 +29,6 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from apo.decoding import cpu_has_native_bfloat16
 from apo.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -161,6 +160,20 @@ def load_tokenizer(model: str, cache_dir: str = DEFAULT_CACHE_DIR) -> PreTrained
     if tokenizer.chat_template is None:
         raise ModelNotAvailableError(f"--model {model!r} has no chat template; the pipeline needs an instruct model.")
     return tokenizer
+
+
+def cpu_has_native_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU multiplies bfloat16 matrices in hardware (the `avx512_bf16` or `amx_bf16`
+    flag in /proc/cpuinfo); False where that file does not exist (not Linux)."""
+    try:
+        with open(cpuinfo_path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return False
+    return False
 
 
 def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:

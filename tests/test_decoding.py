@@ -9,9 +9,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from apo.decoding import (
-    NUCLEUS_CANDIDATES, DecodingCopy, cpu_has_native_bfloat16, draw, next_token_distribution, resolve_rollout_dtype,
-    sample_continuations,
+    NUCLEUS_CANDIDATES, DecodingCopy, draw, next_token_distribution, resolve_rollout_dtype, sample_continuations,
 )
+from apo.models import cpu_has_native_bfloat16
 
 VOCAB = 24
 PAD = 0
