@@ -42,7 +42,6 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, gather_object
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 from apo_algorithm import (
     PolicySample, advantage_weighted_loss, advantage_weights, apo_loss, collate_samples, masked_mean, reference_logps,
@@ -97,6 +96,10 @@ def lr_scheduler_for(optimizer: torch.optim.Optimizer, apo: A_PO_Config, total_o
     s / warmup_steps (0 at the first step), then 1 (constant) or a half cosine / a line to 0
     at `total_optimizer_steps`.
     """
+    # Imported here, not at the top: transformers.optimization imports peft (about 2 s on a CPU),
+    # which stage 1 and full fine-tuning never use.
+    from transformers import get_scheduler
+
     return get_scheduler(LR_SCHEDULES[apo.lr_scheduler], optimizer, num_warmup_steps=apo.warmup_steps,
                          num_training_steps=total_optimizer_steps)
 

@@ -221,12 +221,14 @@ def build_models(apo, train, device: torch.device, resume_dir: str | None) -> tu
     `resume_dir`/adapter), and ref_model None: the reference is the policy with its adapters
     disabled. Full fine-tuning: the policy in float32 master weights when apo.dtype is 'auto'
     (bf16 autocast comes from the Accelerator; AdamW at lr 1e-6 would stall on bf16 weights),
-    loaded from `resume_dir`/policy when resuming, plus a frozen reference copy in apo.dtype.
+    loaded from `resume_dir`/policy when resuming, plus a frozen reference copy in apo.dtype --
+    except for stage 1 alone (train.stage "1"), which never updates the policy: the policy is then
+    pi_ref itself (apo.stage1.reference_policy), and a copy would only cost memory and loading time.
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
-
     torch.manual_seed(apo.seed)  # identical adapter initialisation on every process
     if apo.use_lora:
+        from peft import LoraConfig, PeftModel, get_peft_model  # imported here: peft takes about 2 s to import
+
         base = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
         if resume_dir is not None:
             policy = PeftModel.from_pretrained(base, os.path.join(resume_dir, "adapter"), is_trainable=True)
@@ -241,8 +243,10 @@ def build_models(apo, train, device: torch.device, resume_dir: str | None) -> tu
         source = os.path.join(resume_dir, "policy") if resume_dir is not None else apo.model
         policy = load_model(source, apo.model_cache_dir, dtype="float32" if apo.dtype == "auto" else apo.dtype,
                             device=device)
-        ref_model = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
-        ref_model.requires_grad_(False)
+        ref_model = None
+        if train.stage != "1":
+            ref_model = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
+            ref_model.requires_grad_(False)
     if apo.gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return policy.eval(), ref_model

@@ -121,13 +121,18 @@ def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
 
 @contextlib.contextmanager
 def reference_policy(run):
-    """The reference policy pi_ref: the frozen copy, or the LoRA policy with adapters disabled."""
+    """The reference policy pi_ref: the frozen copy, or the LoRA policy with adapters disabled, or
+    (full fine-tuning, stage 1 alone, where `apo.models.build_models` loads no copy) the policy,
+    which stage 1 never updates."""
     if run.ref_model is not None:
         yield run.ref_model
+    elif run.apo.use_lora:
+        with run.unwrapped.disable_adapter():
+            yield run.unwrapped
+    elif run.train.stage == "1":
+        yield run.unwrapped
     else:
-        model = run.unwrapped
-        with model.disable_adapter():
-            yield model
+        raise RuntimeError("full fine-tuning beyond stage 1 needs the frozen reference copy, and none was loaded")
 
 
 @contextlib.contextmanager

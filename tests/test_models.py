@@ -3,10 +3,15 @@ with a message that names the offline alternatives."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from apo.models import ModelNotAvailableError, load_model, load_tokenizer, resolve_dtype, resolve_model_path
+from apo.config import A_PO_Config
+from apo.models import (ModelNotAvailableError, build_models, load_model, load_tokenizer, resolve_dtype,
+                        resolve_model_path)
+from conftest import build_tiny_policy
 
 
 @pytest.fixture
@@ -72,3 +77,19 @@ def test_converted_embedded_model_is_a_plain_model_that_saves(tmp_path):
     model.save_pretrained(tmp_path)
     assert (tmp_path / "config.json").is_file()
     assert "quantization_config" not in (tmp_path / "config.json").read_text()
+
+
+def test_build_models_loads_a_reference_copy_only_where_one_is_read(tmp_path, embedded_tokenizer):
+    """Full fine-tuning: a frozen copy for stage 2 (and "all"), none for stage 1 alone, whose
+    policy is never updated and is pi_ref itself; LoRA: never a copy (adapters disabled)."""
+    build_tiny_policy(embedded_tokenizer, seed=0).save_pretrained(tmp_path)
+    full = A_PO_Config(model=str(tmp_path), use_lora=False, dtype="float32")
+    for stage, has_copy in (("1", False), ("2", True), ("all", True)):
+        policy, ref_model = build_models(full, SimpleNamespace(stage=stage), "cpu", None)
+        assert (ref_model is not None) == has_copy, stage
+        if has_copy:
+            assert not any(p.requires_grad for p in ref_model.parameters())
+            assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), ref_model.state_dict().values()))
+    lora = A_PO_Config(model=str(tmp_path), use_lora=True, dtype="float32", lora_target_modules="q_proj,v_proj")
+    assert build_models(lora, SimpleNamespace(stage="all"), "cpu", None)[1] is None
+

@@ -319,6 +319,17 @@ def test_stage1_writes_values_and_a_rerun_only_samples_missing_ids(tiny_dir, dat
         {r["id"]: r["response_lengths"] for r in records[4:]}
 
 
+def test_stage1_alone_without_a_reference_copy_matches_stage1_of_a_full_run(tiny_dir, data, tmp_path):
+    """Full fine-tuning: stage 1 alone loads no frozen copy (apo.models.build_models) and reads pi_ref
+    from the policy; its values and value head are those of stage 1 inside `--stage all`."""
+    alone = T.main(make_cfg(tiny_dir, data, tmp_path / "alone", stage="1", max_train_prompts=8))
+    full = T.main(make_cfg(tiny_dir, data, tmp_path / "all", stage="all", max_train_prompts=8, max_steps=1))
+    assert open(alone["stage1_values"]).read() == open(full["stage1_values"]).read()
+    heads = [load_file(os.path.join(s["value_head"], "value_head.safetensors")) for s in (alone, full)]
+    assert heads[0].keys() == heads[1].keys()
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
 def test_stage2_refuses_missing_or_mismatched_stage1(tiny_dir, data, tmp_path):
     apo, train = make_cfg(tiny_dir, data, tmp_path)
     with pytest.raises(FileNotFoundError, match="stage 1"):
