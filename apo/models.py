@@ -247,6 +247,6 @@ def build_models(apo, train, device: torch.device, resume_dir: str | None) -> tu
         if train.stage != "1":
             ref_model = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
             ref_model.requires_grad_(False)
-    if apo.gradient_checkpointing:
+    if apo.uses_gradient_checkpointing:
         policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return policy.eval(), ref_model

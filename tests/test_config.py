@@ -14,6 +14,7 @@ import sys
 
 from apo_algorithm import A_PO_Config
 from apo.config import ALGORITHM_GROUPS, SCRIPT_GROUPS, EpisodeConfig, ModelConfig, parse_config, parse_script_config, save_config
+from apo.errors import InputError
 from conftest import REPO_ROOT
 
 
@@ -155,3 +156,21 @@ def test_every_config_field_is_read_somewhere_outside_the_config_module():
 def test_the_unread_field_check_can_fail():
     code = _code_outside_config()
     assert not re.search(r"\.no_such_knob_anywhere\b", code)
+
+
+@pytest.mark.parametrize("argv, expected", [([], None), (["--gradient_checkpointing", "true"], True),
+                                            (["--gradient_checkpointing", "false"], False)])
+def test_gradient_checkpointing_is_unset_true_or_false_from_the_command_line_and_yaml(tmp_path, argv, expected):
+    (apo,) = parse_config((A_PO_Config,), argv)
+    assert apo.gradient_checkpointing is expected
+    run = tmp_path / "run.yaml"
+    save_config(run, apo)
+    (again,) = parse_config((A_PO_Config,), ["--config", str(run)])
+    assert again.gradient_checkpointing is expected
+
+
+def test_a_null_yaml_value_is_refused_where_the_default_is_not_unset(tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text("beta2: null\n")
+    with pytest.raises(InputError, match="beta2 is null"):
+        parse_config((A_PO_Config,), ["--config", str(run)])

@@ -93,3 +93,15 @@ def test_build_models_loads_a_reference_copy_only_where_one_is_read(tmp_path, em
     lora = A_PO_Config(model=str(tmp_path), use_lora=True, dtype="float32", lora_target_modules="q_proj,v_proj")
     assert build_models(lora, SimpleNamespace(stage="all"), "cpu", None)[1] is None
 
+
+@pytest.mark.parametrize("use_lora, setting, expected", [
+    (False, None, True), (True, None, False), (False, False, False), (True, True, True)])
+def test_gradient_checkpointing_unset_means_on_for_full_fine_tuning_only(tmp_path, embedded_tokenizer, use_lora,
+                                                                         setting, expected):
+    build_tiny_policy(embedded_tokenizer, seed=0).save_pretrained(tmp_path)
+    apo = A_PO_Config(model=str(tmp_path), use_lora=use_lora, dtype="float32", lora_target_modules="q_proj,v_proj",
+                      gradient_checkpointing=setting)
+    assert apo.uses_gradient_checkpointing == expected
+    policy, _ = build_models(apo, SimpleNamespace(stage="2"), "cpu", None)
+    base = policy.get_base_model() if use_lora else policy
+    assert base.is_gradient_checkpointing == expected
