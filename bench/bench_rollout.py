@@ -19,11 +19,16 @@ step takes at least bytes / read_bandwidth; it also does 2 x params FLOPs per ro
 least rows x 2 x params / matmul_flops. The read bandwidth is a torch sum over a 512 MiB
 tensor and a copy; the FLOP rate a matmul in the method's dtype, both measured here and now. Each
 method's decoding steps per second are reported as a fraction of the larger of the two
-lower bounds (the roofline).
+lower bounds (the roofline). A 1024 x 1024 product runs faster than the (rows x 576) x
+(576 x 1536) products of a decoding step, so each method also gets the linear layers' share:
+the seconds its linear layers take for one step, each shape timed here at that step's row
+count, times its steps per second. `--profile_new_tokens K` adds torch.profiler's operator
+table of the project path on its first batch.
 
     .venv/bin/python bench/bench_rollout.py                     # embedded model, 16 prompts, ~3 min
     .venv/bin/python bench/bench_rollout.py --quick true         # tiny random model, seconds
     .venv/bin/python bench/bench_rollout.py --num_prompts 32 --batch_size 16 --max_new_tokens 128
+    .venv/bin/python bench/bench_rollout.py --methods project --num_prompts 8 --batch_size 8 --profile_new_tokens 16
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ class BenchRolloutConfig:
         "model.generate paths always decode the float32 model.")})
     torch_threads: int = field(default=0, metadata={"help": (
         "torch threads (0 = torch's default, one per core); 1 while other processes load the CPU.")})
+    profile_new_tokens: int = field(default=0, metadata={"help": (
+        "> 0: after the timed passes, run the project path once more on its first batch for this many new "
+        "tokens under torch.profiler and print the operators by self CPU time (also in the JSON).")})
     output_json: str = field(default=os.path.join("runs", "bench_rollout.json"), metadata={"help": "Result file."})
 
     def __post_init__(self) -> None:
@@ -195,6 +203,41 @@ def matmul_gflops(size: int = 1024, repeats: int = 5, dtype: torch.dtype = torch
     return 2 * size**3 / best / 1e9
 
 
+def linear_seconds_per_step(model, rows: int, repeats: int = 5) -> float:
+    """Seconds the model's linear layers (the output projection included) take for one decoding step
+    of `rows` rows at this machine's measured speed for exactly those shapes and the model's dtype:
+    each distinct (in, out) shape is timed once (best of `repeats`) and counted as often as it occurs.
+    Optimistic: a layer's weights stay in cache between the timed repeats."""
+    shapes: dict[tuple[int, int], int] = {}
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            key = (module.in_features, module.out_features)
+            shapes[key] = shapes.get(key, 0) + 1
+    dtype = next(model.parameters()).dtype
+    total = 0.0
+    for (inputs, outputs), count in shapes.items():
+        x, weight = torch.randn(rows, inputs, dtype=dtype), torch.randn(outputs, inputs, dtype=dtype)
+        torch.nn.functional.linear(x, weight)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            torch.nn.functional.linear(x, weight)
+            best = min(best, time.perf_counter() - started)
+        total += count * best
+    return total
+
+
+def profile_project(model, tokenizer, prompts, cfg: BenchRolloutConfig, rows: int = 20) -> str:
+    """torch.profiler's operator table (self CPU time) of the project path on the first batch."""
+    from torch.profiler import profile
+
+    short = BenchRolloutConfig(**{**asdict(cfg), "max_new_tokens": cfg.profile_new_tokens})
+    torch.manual_seed(cfg.seed)
+    with profile() as profiler:
+        run_project(model, tokenizer, prompts[:cfg.batch_size], short)
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
+
+
 def model_costs(model) -> dict:
     """Bytes of weights read per decoding step (each distinct tensor once), FLOPs per token
     (2 x weights of the matmuls, the output projection included; the embedding lookup is
@@ -279,6 +322,10 @@ def main(cfg: BenchRolloutConfig) -> dict:
                                limits["matmul_gflops_project_dtype" if project else "matmul_gflops"]))
         if "per_prompt" in best:
             result["speedup_vs_per_prompt"] = result["tokens_per_s"] / best["per_prompt"]["tokens_per_s"]
+        # What the step's matmuls cost at the rate the kernels reach at these shapes, not at 1024 x 1024.
+        result["linear_s_per_step"] = linear_seconds_per_step(project_model if project else model,
+                                                              max(1, round(result["rows_per_step"])))
+        result["linear_fraction_of_step"] = result["linear_s_per_step"] * result["steps_per_s"]
         rows.append(result)
 
     # --- table and JSON ---
@@ -288,12 +335,17 @@ def main(cfg: BenchRolloutConfig) -> dict:
                ("decoded_positions", "decoded pos."), ("padding_waste", "padding waste"),
                ("tokens_per_s", "tok/s"), ("speedup_vs_per_prompt", "x per-prompt"), ("rows_per_step", "rows/step"),
                ("steps_per_s", "steps/s"), ("bound", "bound"), ("bound_tokens_per_s", "bound tok/s"),
-               ("roofline_fraction", "fraction of bound")]
+               ("roofline_fraction", "fraction of bound"), ("linear_fraction_of_step", "linear layers' share")]
     report["table_markdown"] = markdown_table(rows, columns)
+    if cfg.profile_new_tokens > 0 and "project" in best:
+        report["project_profile"] = profile_project(project_model, tokenizer, prompts, cfg)
     print(f"weights {costs['weight_bytes'] / 2**20:.0f} MiB per step, read {limits['read_gbs']:.1f} GB/s, "
           f"copy {limits['copy_gbs']:.1f} GB/s, matmul {limits['matmul_gflops']:.1f} GFLOP/s float32, "
           f"{limits['matmul_gflops_project_dtype']:.1f} GFLOP/s {report['project_dtype']} (the project path)")
     print(report["table_markdown"])
+    if "project_profile" in report:
+        print(f"the project path on its first {cfg.batch_size} prompts, {cfg.profile_new_tokens} new tokens:")
+        print(report["project_profile"])
     write_json_atomic(cfg.output_json, report)
     print(f"wrote {cfg.output_json}")
     return report
