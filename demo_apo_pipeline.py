@@ -120,6 +120,10 @@ class DemoConfig:
         "Sampling temperature of the stage-1 and stage-2 rollouts. The paper samples at 1.0; the 135M model then "
         "writes near-random text that is never right, so the demo samples at 0.6 (evaluation stays greedy)."))
     top_p: float = field(default=0.95, metadata=_help("Nucleus top_p of the rollouts (paper: 1.0)."))
+    filter_all_incorrect: bool = field(default=False, metadata=_help(
+        "Stage 2 trains only on prompts with at least one right answer among their N stage-1 samples (TRL's "
+        "choice; the official A*-PO scripts keep every prompt). On seeds 42, 1, 2 it learned beyond noise on 1 "
+        "where the default did on 2 (docs/demo_transcript.md)."))
     policy_loss: Literal["apo", "awr"] = field(default="apo", metadata=_help(
         "'apo' = A*-PO least-squares regression; 'awr' = advantage-weighted LM loss."))
     policy_learning_rate: float = field(default=3e-4, metadata=_help(
@@ -212,7 +216,8 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
     return A_PO_Config(
         model=model, model_cache_dir=cfg.model_cache_dir, num_value_samples=cfg.num_value_samples,
         policy_loss=cfg.policy_loss, beta2=cfg.beta2, policy_learning_rate=cfg.policy_learning_rate,
-        use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, max_correction_turns=cfg.max_correction_turns,
+        use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+        max_correction_turns=cfg.max_correction_turns, filter_all_incorrect=cfg.filter_all_incorrect,
         correction_mode="self_verify", seed=cfg.seed)
 
 

@@ -102,6 +102,12 @@ def test_step4_explains_the_loss_the_run_uses():
     assert demo.STAGE2_KIND["awr"] != demo.STAGE2_KIND["apo"]
 
 
+@pytest.mark.parametrize("flags, expected", [([], False), (["--filter_all_incorrect", "true"], True)])
+def test_the_prompt_filter_reaches_the_trainer(flags, expected):
+    (cfg,) = parse_config((demo.DemoConfig,), flags)
+    assert demo.algorithm_config(cfg, cfg.model).filter_all_incorrect is expected
+
+
 
 # --- carry-over to wordings never trained on ---
 
