@@ -248,5 +248,16 @@ def build_models(apo, train, device: torch.device, resume_dir: str | None) -> tu
             ref_model = load_model(apo.model, apo.model_cache_dir, dtype=apo.dtype, device=device)
             ref_model.requires_grad_(False)
     if apo.uses_gradient_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(policy)
     return policy.eval(), ref_model
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation (gradient) checkpointing of every decoder layer of `model` (a
+    transformers model or a peft wrapper of one): `activation_checkpointing_enable` where the
+    installed transformers has it (it deprecated `gradient_checkpointing_enable` with a warning on
+    every call), else the older name."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
