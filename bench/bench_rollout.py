@@ -180,27 +180,26 @@ def read_bandwidth_gbs(size_mib: int, repeats: int = 5) -> dict:
     source = torch.ones(size_mib * 2**20 // 4, dtype=torch.float32)
     target = torch.empty_like(source)
     nbytes = source.numel() * 4
-    best_sum, best_copy = float("inf"), float("inf")
+    best_sum = best_seconds(source.sum, repeats)
+    best_copy = best_seconds(lambda: target.copy_(source), repeats)
+    return {"read_gbs": nbytes / best_sum / 1e9, "copy_gbs": 2 * nbytes / best_copy / 1e9}
+
+
+def best_seconds(work, repeats: int) -> float:
+    """The shortest wall time of `repeats` calls of `work()`."""
+    best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        source.sum()
-        best_sum = min(best_sum, time.perf_counter() - started)
-        started = time.perf_counter()
-        target.copy_(source)
-        best_copy = min(best_copy, time.perf_counter() - started)
-    return {"read_gbs": nbytes / best_sum / 1e9, "copy_gbs": 2 * nbytes / best_copy / 1e9}
+        work()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def matmul_gflops(size: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
     """Best-of-`repeats` GFLOP/s of a (size x size) @ (size x size) matmul in `dtype`."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
+    return 2 * size**3 / best_seconds(lambda: a @ b, repeats) / 1e9
 
 
 def linear_seconds_per_step(model, rows: int, repeats: int = 5) -> float:
@@ -218,12 +217,7 @@ def linear_seconds_per_step(model, rows: int, repeats: int = 5) -> float:
     for (inputs, outputs), count in shapes.items():
         x, weight = torch.randn(rows, inputs, dtype=dtype), torch.randn(outputs, inputs, dtype=dtype)
         torch.nn.functional.linear(x, weight)
-        best = float("inf")
-        for _ in range(repeats):
-            started = time.perf_counter()
-            torch.nn.functional.linear(x, weight)
-            best = min(best, time.perf_counter() - started)
-        total += count * best
+        total += count * best_seconds(lambda: torch.nn.functional.linear(x, weight), repeats)
     return total
 
 

@@ -104,7 +104,8 @@ class BenchTrainersConfig:
         "Every trainer's update: 'bf16' = bf16 autocast over float32 master weights (TRL's default, and this "
         "project's --mixed_precision auto on CPUs with bfloat16 instructions); 'fp32' = float32 throughout.")})
     gradient_checkpointing: bool = field(default=False, metadata={"help": (
-        "Recompute activations in backward, for every trainer (TRL's default is on, this project's off).")})
+        "Recompute activations in backward, for every trainer alike (TRL's default is on; this project's is on "
+        "for full fine-tuning and off for LoRA).")})
     grading_workers: int = field(default=2, metadata={"help": "Grader worker processes (every trainer)."})
     seed: int = field(default=42, metadata={"help": "Seed of data, sampling and initialisation (every trainer)."})
     work_dir: str = field(default=os.path.join("runs", "bench_trainers"), metadata={"help": (
