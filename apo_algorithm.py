@@ -236,8 +236,9 @@ def response_token_logps(
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+R)
     attention_mask = torch.cat([prompt_mask.long(), torch.ones_like(response_ids)], dim=1)
     response_length = response_ids.shape[1]
-    output = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=left_padded_position_ids(attention_mask),
-                   use_cache=False, logits_to_keep=response_length + 1)
+    output = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=left_padded_position_ids(attention_mask), use_cache=False,
+                   logits_to_keep=response_length + 1)
     logits = output.logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
     if temperature != 1.0:
         logits = logits / temperature
@@ -323,8 +324,9 @@ def prompt_hidden_states(model: nn.Module, prompt_ids: Tensor, prompt_mask: Tens
     device = _model_device(model)
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     with torch.no_grad():
-        output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=left_padded_position_ids(prompt_mask),
-                       output_hidden_states=True, use_cache=False, logits_to_keep=1)
+        output = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                       position_ids=left_padded_position_ids(prompt_mask), output_hidden_states=True,
+                       use_cache=False, logits_to_keep=1)
     return output.hidden_states[-1][:, -1].float()
 
 
