@@ -9,7 +9,8 @@ with Optimal Advantage Regression", arXiv 2505.20686) in two stages:
    it (`ValueHead`, `fit_value_head`).
 2. online: one sample per prompt, and the least-squares regression of
    beta2 * log(pi / pi_ref) onto the optimal advantage r - V* (`apo_loss`), with the
-   sequence log-probs from one batched forward pass (`sequence_logps`, `reference_logps`).
+   sequence log-probs from one batched forward pass (`sequence_logps`, `reference_logps` under
+   `reference_model`).
    `advantage_weighted_loss` is the alternative objective of this project's seed design.
 
 This is the one import the pipeline needs:
@@ -22,10 +23,11 @@ This is the one import the pipeline needs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +56,8 @@ __all__ = [
     "generate", "parse_verdict", "run_episodes",
     "estimate_optimal_value", "apo_loss", "advantage_weights", "advantage_weighted_loss", "masked_mean",
     "TokenLogps", "response_token_logps", "sequence_logps", "response_mask_from_ids", "prompt_hidden_states",
-    "ValueHead", "fit_value_head", "evaluate_value_head", "PolicySample", "collate_samples", "reference_logps",
+    "ValueHead", "fit_value_head", "evaluate_value_head", "PolicySample", "collate_samples", "reference_model",
+    "reference_logps",
 ]
 
 
@@ -288,23 +291,29 @@ def sequence_logps(
 
 # --- the reference policy ---
 
+@contextlib.contextmanager
+def reference_model(policy: nn.Module, ref_model: nn.Module | None) -> Iterator[nn.Module]:
+    """pi_ref as a model, for the duration of the block: `ref_model` (the frozen copy of the
+    initial policy) when given, else `policy` with its LoRA adapters disabled, which is the
+    initial policy without keeping a second copy in memory. Raises ValueError when there is no
+    `ref_model` and `policy` is not a peft model."""
+    if ref_model is not None:
+        yield ref_model
+        return
+    if not _is_peft_model(policy):
+        raise ValueError("the reference policy needs ref_model (a frozen copy of the initial policy) unless the "
+                         "policy is a peft (LoRA) model, whose adapters are disabled to give the reference")
+    with policy.disable_adapter():
+        yield policy
+
+
 def reference_logps(policy: nn.Module, ref_model: nn.Module | None, batch: dict[str, Tensor], *,
                     temperature: float = 1.0) -> Tensor:
-    """(B,) log pi_ref(y|x) of a `collate_samples` batch at sampling `temperature`, without gradient.
-
-    With `ref_model` given, it is the frozen reference. Otherwise `policy` must be a peft
-    model: the reference is the same model with its adapters disabled (no second copy in
-    memory). Raises ValueError when neither applies.
-    """
+    """(B,) log pi_ref(y|x) of a `collate_samples` batch at sampling `temperature`, without
+    gradient; pi_ref is `reference_model(policy, ref_model)` (raises ValueError as it does)."""
     inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
-    with torch.no_grad():
-        if ref_model is not None:
-            return sequence_logps(ref_model, *inputs, temperature=temperature)
-        if not _is_peft_model(policy):
-            raise ValueError("reference_logps needs ref_model (a frozen copy of the initial policy) unless the "
-                             "policy is a peft (LoRA) model, whose adapters are disabled to give the reference")
-        with policy.disable_adapter():
-            return sequence_logps(policy, *inputs, temperature=temperature)
+    with torch.no_grad(), reference_model(policy, ref_model) as model:
+        return sequence_logps(model, *inputs, temperature=temperature)
 
 
 def _is_peft_model(model: nn.Module) -> bool:

@@ -29,7 +29,8 @@ import torch
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from apo_algorithm import ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states
+from apo_algorithm import (ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states,
+                           reference_model)
 from apo.decoding import left_pad
 from apo.episodes import generate
 from apo.prompts import encode_problem
@@ -121,18 +122,14 @@ def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
 
 @contextlib.contextmanager
 def reference_policy(run):
-    """The reference policy pi_ref: the frozen copy, or the LoRA policy with adapters disabled, or
-    (full fine-tuning, stage 1 alone, where `apo.models.build_models` loads no copy) the policy,
-    which stage 1 never updates."""
-    if run.ref_model is not None:
-        yield run.ref_model
-    elif run.apo.use_lora:
-        with run.unwrapped.disable_adapter():
-            yield run.unwrapped
-    elif run.train.stage == "1":
+    """The reference policy pi_ref of a run: `apo_algorithm.reference_model` (the frozen copy, or
+    the LoRA policy with adapters disabled), except for full fine-tuning in stage 1 alone, where
+    `apo.models.build_models` loads no copy and the policy, which stage 1 never updates, is pi_ref."""
+    if run.ref_model is None and not run.apo.use_lora and run.train.stage == "1":
         yield run.unwrapped
-    else:
-        raise RuntimeError("full fine-tuning beyond stage 1 needs the frozen reference copy, and none was loaded")
+        return
+    with reference_model(run.unwrapped, run.ref_model) as model:
+        yield model
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from apo_algorithm import (
     masked_mean,
     prompt_hidden_states,
     reference_logps,
+    reference_model,
     response_mask_from_ids,
     response_token_logps,
     run_episodes,
@@ -399,6 +400,25 @@ def test_reference_logps_with_lora_equal_the_base_model(embedded_tokenizer):
     # adapters are enabled again afterwards
     with torch.no_grad():
         assert torch.allclose(sequence_logps(policy, *inputs), policy_logps, atol=1e-6)
+
+
+def test_reference_model_is_the_frozen_copy_or_the_policy_without_adapters(embedded_tokenizer):
+    batch = fixed_batch()
+    inputs = (batch["prompt_ids"], batch["prompt_mask"], batch["response_ids"], batch["response_mask"])
+    policy, ref_model = build_tiny_policy(embedded_tokenizer, seed=8), build_tiny_policy(embedded_tokenizer, seed=9)
+    with reference_model(policy, ref_model) as model:
+        assert model is ref_model
+    with pytest.raises(ValueError, match="ref_model"), reference_model(policy, None):
+        pass
+    torch.manual_seed(0)
+    lora = lora_policy(policy, init_lora_weights=False)
+    with torch.no_grad():
+        adapted = sequence_logps(lora, *inputs)
+        with reference_model(lora, None) as model:
+            assert model is lora
+            disabled = sequence_logps(model, *inputs)
+        assert (adapted - disabled).abs().max() > 1e-3
+        assert torch.equal(sequence_logps(lora, *inputs), adapted)  # adapters back on after the block
 
 
 def test_reference_logps_from_a_frozen_copy_and_errors(embedded_tokenizer):
