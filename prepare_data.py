@@ -6,8 +6,9 @@
         --math500_path ../shared/data/math/test500.jsonl --tokenizer embedded
     python prepare_data.py --source local --train_path MATH/ --splits train,test --math500_path test500.jsonl
     python prepare_data.py --source synthetic --synthetic_levels 1,2 --output_dir data/synthetic --tokenizer embedded
-    python prepare_data.py --source synthetic --synthetic_levels 1 --synthetic_types arithmetic --synthetic_wordings all \\
-        --synthetic_heldout_wordings value_of_symbols,story_two_people --output_dir data/wordings --tokenizer none
+    python prepare_data.py --source synthetic --synthetic_levels 1 --synthetic_types arithmetic \\
+        --synthetic_wordings all --synthetic_heldout_wordings value_of_symbols,story_two_people \\
+        --output_dir data/wordings --tokenizer none
     python prepare_data.py --inspect_only                         # print the inspection, write nothing
 
 Writes into --output_dir (default: the current folder, so `python train_math_apo.py --data_file
@@ -35,28 +36,28 @@ on their letters and digits only so that LaTeX spacing and brace differences do 
 (counts per benchmark are printed); problems repeated after whitespace normalisation are dropped (first kept); rows
 whose answer cannot be extracted (no box, or an empty one) are reported and kept out. A
 malformed line or field stops the run with its file, line and field; --skip_invalid skips such
-rows and counts them. Files are written to a temporary name and renamed.
+rows and counts them. Files are written to a temporary name and renamed. The readers live in
+apo/problem_files.py, the row checks and cleaning rules in apo/problem_rows.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from apo.benchmarks import (BENCHMARKS, check_benchmark_names, decontamination_key, default_benchmark_dir,
                             default_math500_file, load_benchmark)
 from apo.cli import run_main
 from apo.config import DEFAULT_MODEL, SYSTEM_PROMPT, parse_config
-from apo.errors import InputError, InputFileNotFoundError
+from apo.errors import InputError
+from apo.problem_files import LOCAL_FORMATS, RawRow, read_hub, read_local
+from apo.problem_rows import CleaningReport, clean_rows, exclude_benchmark_problems, exclude_eval_problems
 from apo.prompts import PromptFormat, encode_problem
-from apo.records import ensure_output_folder, parse_level, read_json_lines, write_json_atomic, write_jsonl_atomic
-from apo.grading import last_boxed_content
+from apo.records import ensure_output_folder, write_json_atomic, write_jsonl_atomic
 from apo.synthetic import ARITHMETIC_WORDINGS, ORIGINAL_WORDING, SYNTHETIC_TYPES, generate_train_eval
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -69,7 +70,6 @@ TRAINING_SETS = {
     "math_12k": ("train,test", "MATH train + test minus MATH-500, 12,000 problems (the PRM800K split)"),
 }
 PROVENANCE_FILE = "data_provenance.json"
-LOCAL_FORMATS = (".jsonl", ".json", ".parquet", "a folder in the MATH release layout (<split>/<subject>/<n>.json)")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -180,7 +180,8 @@ class DataConfig:
                              f"(the original template is {ORIGINAL_WORDING})")
         if self.training_wording_names == ():
             raise InputError(f"--synthetic_heldout_wordings {self.synthetic_heldout_wordings!r} holds out every "
-                             f"wording of --synthetic_wordings {self.synthetic_wordings!r}: leave at least one to train on")
+                             f"wording of --synthetic_wordings {self.synthetic_wordings!r}: leave at least one "
+                             "to train on")
         level_one = "1" in _names(self.synthetic_levels)
         arithmetic = self.synthetic_types.strip() == "all" or "arithmetic" in _names(self.synthetic_types)
         if self.source == "synthetic" and self.training_wording_names is not None and not (level_one and arithmetic):
@@ -224,25 +225,6 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-class DataFormatError(InputError):
-    """A source row or line that cannot be read; the message names the file, the line/row and the field."""
-
-
-@dataclass
-class CleaningReport:
-    """What happened to one set of rows between reading and writing (ids or messages, not just counts)."""
-
-    rows_read: int = 0
-    invalid: list[str] = field(default_factory=list)              # skipped with --skip_invalid
-    no_answer: list[str] = field(default_factory=list)            # ids without a usable \boxed{} answer
-    duplicates: list[str] = field(default_factory=list)           # ids dropped as repeats of an earlier problem
-    answer_field_mismatches: list[str] = field(default_factory=list)  # source `answer` != last-box extraction
-    math500_removed: list[str] = field(default_factory=list)      # training ids that are MATH-500 problems
-    math500_by_id: int = 0
-    math500_by_text: int = 0
-    benchmark_removed: dict[str, list[str]] = field(default_factory=dict)  # benchmark -> training ids removed
-
-
 @dataclass
 class PreparedData:
     """Summary `main` returns: the written paths (None with --inspect_only), counts and both reports."""
@@ -284,258 +266,7 @@ def data_provenance(cfg: DataConfig, num_train: int, num_eval: int, math500_remo
             "seed": cfg.seed}
 
 
-# --- reading sources ---
-
-RawRow = tuple[dict[str, Any], str]  # (record, where it came from: "file, line 12")
-
-
-def _invalid(message: str, skipped: list[str] | None) -> None:
-    """Raise DataFormatError, or record the message when skipping invalid rows."""
-    if skipped is None:
-        raise DataFormatError(message + " (use --skip_invalid to skip such rows)")
-    skipped.append(message)
-
-
-def read_jsonl(path: str, skipped: list[str] | None = None) -> list[RawRow]:
-    """One JSON object per line; blank lines are ignored. A malformed line raises DataFormatError
-    naming the file, the line number and the parser's reason (or is recorded in `skipped`)."""
-    rows: list[RawRow] = []
-    for line in read_json_lines(path):
-        where = f"{path}:{line.number}"
-        if line.error:
-            _invalid(f"{where}: malformed JSON ({line.error})", skipped)
-        elif not isinstance(line.value, dict):
-            _invalid(f"{where}: expected a JSON object, got {type(line.value).__name__}", skipped)
-        else:
-            rows.append((line.value, where))
-    return rows
-
-
-def read_json_list(path: str, skipped: list[str] | None = None) -> list[RawRow]:
-    """A JSON file holding a list of row objects. Malformed JSON or a byte that is not UTF-8 raises
-    DataFormatError (always: one such error makes the whole file unreadable); a non-object element
-    is one invalid row."""
-    try:
-        records = json.loads(read_utf8(path))
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(records, list):
-        raise DataFormatError(f"{path}: expected a JSON list of row objects, got {type(records).__name__}")
-    rows: list[RawRow] = []
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            _invalid(f"{path}, row {index}: expected a JSON object, got {type(record).__name__}", skipped)
-            continue
-        rows.append((record, f"{path}, row {index}"))
-    return rows
-
-
-def read_utf8(path: str) -> str:
-    """The text of `path`; a byte that is not UTF-8 raises DataFormatError naming its line."""
-    with open(path, "rb") as handle:
-        content = handle.read()
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = content.count(b"\n", 0, err.start) + 1
-        raise DataFormatError(f"{path}:{line}: not UTF-8: byte 0x{content[err.start]:02x}") from None
-
-
-def read_parquet(path: str) -> list[RawRow]:
-    """Rows of a parquet file (read with pyarrow)."""
-    import pyarrow.parquet as pq
-
-    return [(record, f"{path}, row {index}") for index, record in enumerate(pq.read_table(path).to_pylist())]
-
-
-def _file_number_key(path: Path) -> tuple[int, int | str]:
-    return (0, int(path.stem)) if path.stem.isdigit() else (1, path.stem)
-
-
-def read_math_folder(root: str, splits: list[str], skipped: list[str] | None = None) -> list[RawRow]:
-    """The original MATH release layout: `<root>/<split>/<subject>/<n>.json`, one problem per file.
-
-    Rows come in split, subject and numeric file order; each gets `unique_id` =
-    "<split>/<subject>/<n>.json" unless the file has its own. Raises FileNotFoundError when a
-    split folder is missing.
-    """
-    rows: list[RawRow] = []
-    for split in splits:
-        split_dir = Path(root) / split
-        if not split_dir.is_dir():
-            raise InputFileNotFoundError(f"{split_dir} not found: a MATH folder holds <split>/<subject>/<n>.json "
-                                    f"(splits asked for: {', '.join(splits)})")
-        for subject_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-            for problem_file in sorted(subject_dir.glob("*.json"), key=_file_number_key):
-                rows += [(record | {"unique_id": record.get("unique_id", f"{split}/{subject_dir.name}/{problem_file.name}")},
-                          where) for record, where in read_json_object(str(problem_file), skipped)]
-    return rows
-
-
-def read_json_object(path: str, skipped: list[str] | None = None) -> list[RawRow]:
-    """A JSON file holding one row object, as a list of zero (skipped) or one row."""
-    try:
-        record = json.loads(read_utf8(path))
-    except json.JSONDecodeError as err:
-        _invalid(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})", skipped)
-        return []
-    except DataFormatError as err:
-        _invalid(str(err), skipped)
-        return []
-    if not isinstance(record, dict):
-        _invalid(f"{path}: expected a JSON object, got {type(record).__name__}", skipped)
-        return []
-    return [(record, path)]
-
-
-def read_local(path: str, splits: list[str], skipped: list[str] | None = None) -> list[RawRow]:
-    """Dispatch on what `path` is: a MATH folder, .jsonl, .json (a list of rows) or .parquet.
-    Raises InputError naming `path` when the file holds no row at all."""
-    if os.path.isdir(path):
-        return read_math_folder(path, splits, skipped)
-    if not os.path.isfile(path):
-        raise InputFileNotFoundError(f"{path} does not exist; give {', '.join(LOCAL_FORMATS)}")
-    suffix = Path(path).suffix.lower()
-    readers = {".jsonl": lambda: read_jsonl(path, skipped), ".json": lambda: read_json_list(path, skipped),
-               ".parquet": lambda: read_parquet(path)}
-    if suffix not in readers:
-        raise InputError(f"{path}: unsupported file type {suffix!r}; give {', '.join(LOCAL_FORMATS)}")
-    skipped_before = len(skipped) if skipped is not None else 0
-    rows = readers[suffix]()
-    if not rows and (skipped is None or len(skipped) == skipped_before):
-        raise InputError(f"{path}: no rows (the file is empty)")
-    return rows
-
-
-def read_hub(name: str, splits: list[str], subject_configs: tuple[str, ...] | None = None) -> list[RawRow]:
-    """Rows of a hub dataset via datasets.load_dataset, over `splits` (and every subject config
-    where the dataset has one per subject). Raises ConnectionError naming the offline options
-    when the hub cannot be reached."""
-    from datasets import load_dataset
-
-    rows: list[RawRow] = []
-    for config_name in subject_configs or (None,):
-        for split in splits:
-            try:
-                dataset = load_dataset(name, config_name, split=split)
-            except (ConnectionError, OSError) as err:
-                raise ConnectionError(
-                    f"could not load {name} ({config_name or 'default'}, split {split}) from the hub: {err}. "
-                    "Without hub access use --source local --train_path <file or MATH folder> --math500_path "
-                    "<file>, or --source synthetic.") from None
-            where = f"{name}[{config_name + ', ' if config_name else ''}{split}]"
-            rows += [(dict(record), f"{where} row {index}") for index, record in enumerate(dataset)]
-    return rows
-
-
-# --- validating and cleaning rows ---
-
-def normalise_text(text: str) -> str:
-    """Whitespace-collapsed text: the key for duplicates and for MATH-500 exclusion."""
-    return " ".join(text.split())
-
-
-def _field(record: dict[str, Any], names: tuple[str, ...], where: str, kinds: tuple[type, ...], required: bool = True):
-    """Value of the first of `names` present in `record`, checked against `kinds`."""
-    for name in names:
-        if name in record and record[name] is not None:
-            value = record[name]
-            if not isinstance(value, kinds) or isinstance(value, bool):
-                raise DataFormatError(f"{where}: field {name!r} must be {' or '.join(k.__name__ for k in kinds)}, "
-                                      f"got {type(value).__name__} {str(value)[:40]!r}")
-            return value
-    if required:
-        raise DataFormatError(f"{where}: missing field {' / '.join(repr(n) for n in names)}")
-    return None
-
-
-def to_row(record: dict[str, Any], where: str, source: str) -> dict[str, Any]:
-    """Validate one source record and return it in the data-file schema.
-
-    Accepts MATH's fields (problem, level, type, solution, optional unique_id/answer), PRM800K's
-    `subject` for `type`, and this project's own rows (`id`, and a `source` label that is kept, so
-    synthetic rows stay labelled synthetic, and a synthetic `wording`, kept when present). The answer is always re-extracted from the solution
-    (None or "" when it cannot be). Raises DataFormatError naming the field.
-    """
-    problem = _field(record, ("problem",), where, (str,))
-    if not problem.strip():
-        raise DataFormatError(f"{where}: field 'problem' is empty")
-    solution = _field(record, ("solution",), where, (str,))
-    problem_type = _field(record, ("type", "subject"), where, (str,))
-    if "level" not in record:
-        raise DataFormatError(f"{where}: missing field 'level'")
-    level = parse_level(record["level"], where)
-    row_id = _field(record, ("unique_id", "id"), where, (str,), required=False)
-    _field(record, ("answer",), where, (str,), required=False)
-    label = _field(record, ("source",), where, (str,), required=False) or source
-    wording = _field(record, ("wording",), where, (str,), required=False)
-    if row_id is None:
-        row_id = f"{source}/{hashlib.sha1(normalise_text(problem).encode('utf-8')).hexdigest()[:16]}"
-    row = {"id": row_id, "problem": problem, "solution": solution, "answer": last_boxed_content(solution),
-           "type": problem_type, "level": level, "source": label}
-    return row if wording is None else row | {"wording": wording}
-
-
-def validate_rows(raw_rows: list[RawRow], source: str, report: CleaningReport,
-                  skip_invalid: bool) -> list[dict[str, Any]]:
-    """`to_row` over every record; invalid ones raise, or are recorded in `report.invalid` when skipping.
-    Also records ids whose source `answer` field differs from the extracted answer."""
-    rows = []
-    for record, where in raw_rows:
-        try:
-            row = to_row(record, where, source)
-        except InputError as err:  # DataFormatError, or apo.records.parse_level's
-            _invalid(str(err), report.invalid if skip_invalid else None)
-            continue
-        if record.get("answer") is not None and record["answer"] != row["answer"]:
-            report.answer_field_mismatches.append(row["id"])
-        rows.append(row)
-    return rows
-
-
-def drop_unanswerable(rows: list[dict[str, Any]], report: CleaningReport) -> list[dict[str, Any]]:
-    """Remove rows without a gradeable answer (no complete \\boxed{}, or an empty one)."""
-    kept = []
-    for row in rows:
-        if row["answer"] is None or not row["answer"].strip():
-            report.no_answer.append(row["id"])
-        else:
-            kept.append(row)
-    return kept
-
-
-def drop_duplicates(rows: list[dict[str, Any]], report: CleaningReport) -> list[dict[str, Any]]:
-    """Keep the first of rows with the same whitespace-normalised problem text or the same id."""
-    seen_text: set[str] = set()
-    seen_id: set[str] = set()
-    kept = []
-    for row in rows:
-        key = normalise_text(row["problem"])
-        if key in seen_text or row["id"] in seen_id:
-            report.duplicates.append(row["id"])
-            continue
-        seen_text.add(key)
-        seen_id.add(row["id"])
-        kept.append(row)
-    return kept
-
-
-def exclude_eval_problems(rows: list[dict[str, Any]], eval_rows: list[dict[str, Any]],
-                          report: CleaningReport) -> list[dict[str, Any]]:
-    """Remove training rows that are eval (MATH-500) problems, matched by id or by normalised text."""
-    eval_ids = {row["id"] for row in eval_rows}
-    eval_texts = {normalise_text(row["problem"]) for row in eval_rows}
-    kept = []
-    for row in rows:
-        by_id, by_text = row["id"] in eval_ids, normalise_text(row["problem"]) in eval_texts
-        if by_id or by_text:
-            report.math500_removed.append(row["id"])
-            report.math500_by_id += by_id
-            report.math500_by_text += by_text
-        else:
-            kept.append(row)
-    return kept
-
+# --- benchmark decontamination ---
 
 def load_benchmark_problems(cfg: DataConfig) -> dict[str, set[str]]:
     """apo.benchmarks.decontamination_key of every problem of each of cfg.exclude_benchmarks; raises
@@ -553,30 +284,6 @@ def load_benchmark_problems(cfg: DataConfig) -> dict[str, set[str]]:
                 from None
         problems[name] = {decontamination_key(row["problem"]) for row in rows}
     return problems
-
-
-def exclude_benchmark_problems(rows: list[dict[str, Any]], benchmark_problems: dict[str, set[str]],
-                               report: CleaningReport) -> list[dict[str, Any]]:
-    """Remove training rows whose problem is a benchmark problem (same decontamination_key); the ids
-    removed go to report.benchmark_removed[benchmark] (a row in several benchmarks counts under the first)."""
-    report.benchmark_removed = {name: [] for name in benchmark_problems}
-    kept = []
-    for row in rows:
-        text = decontamination_key(row["problem"])
-        hit = next((name for name, texts in benchmark_problems.items() if text in texts), None)
-        if hit is None:
-            kept.append(row)
-        else:
-            report.benchmark_removed[hit].append(row["id"])
-    return kept
-
-
-def clean_rows(raw_rows: list[RawRow], source: str, report: CleaningReport, skip_invalid: bool) -> list[dict[str, Any]]:
-    """Validate, keep answerable rows, drop duplicates; fills `report`."""
-    report.rows_read = len(raw_rows) + len(report.invalid)
-    rows = validate_rows(raw_rows, source, report, skip_invalid)
-    rows = drop_unanswerable(rows, report)
-    return drop_duplicates(rows, report)
 
 
 # --- the stratified subset ---
@@ -670,7 +377,8 @@ def synthetic_sets(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str
     """Training and held-out synthetic rows from one generator pass (so they never share a problem,
     nor with wordings a fact); held-out wordings appear in the held-out rows only."""
     levels = tuple(int(level) for level in cfg.synthetic_levels.split(","))
-    types = SYNTHETIC_TYPES if cfg.synthetic_types == "all" else tuple(t.strip() for t in cfg.synthetic_types.split(","))
+    types = (SYNTHETIC_TYPES if cfg.synthetic_types == "all"
+             else tuple(t.strip() for t in cfg.synthetic_types.split(",")))
     return generate_train_eval(cfg.synthetic_train_size, cfg.synthetic_eval_size, cfg.seed, levels=levels, types=types,
                                wordings=cfg.training_wording_names, heldout_wordings=cfg.heldout_wording_names)
 

@@ -13,11 +13,19 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("APO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 MATH_DIR = SHARED_DATA / "math"
+ROW_SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}  # docs/ARCHITECTURE.md's data files
+EMPTY_BOX_IDS = {"train/number_theory/7115.json", "train/number_theory/7117.json"}  # MATH train: \boxed{} empty
+VALID_RECORD = {"problem": "What is $1 + 1$?", "level": "Level 1", "type": "Prealgebra", "solution": "$\\boxed{2}$"}
 
 
 def read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_lines(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")

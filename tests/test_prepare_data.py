@@ -1,5 +1,6 @@
-"""prepare_data.py on the real MATH rows in ../shared/data/math: answer extraction, the four local
-formats, MATH-500 exclusion, the stratified subset, bad input, atomic writes and --help."""
+"""prepare_data.py on the real MATH rows in ../shared/data/math: answer extraction, the hub training
+sets, MATH-500 and benchmark exclusion, the stratified subset, bad input, atomic writes and --help.
+The readers are tested in test_problem_files.py, the row checks in test_problem_rows.py."""
 
 from __future__ import annotations
 
@@ -10,36 +11,20 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 import prepare_data
 from apo.grading import last_boxed_content
-from prepare_data import (
-    CleaningReport, DataConfig, DataFormatError, clean_rows, exclude_eval_problems, main, normalise_text,
-    read_hub, read_json_list, read_jsonl, read_local, stratified_subset, to_row,
-)
+from apo.problem_files import DataFormatError, read_json_list, read_jsonl
+from apo.problem_rows import CleaningReport, clean_rows, normalise_text
+from prepare_data import DataConfig, main, stratified_subset
 from apo.errors import InputError
 from apo.records import parse_level, read_problem_rows
 from apo.synthetic import ARITHMETIC_WORDINGS
+from conftest import EMPTY_BOX_IDS, ROW_SCHEMA, VALID_RECORD, write_lines
+from conftest import read_jsonl as read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
-EMPTY_BOX_IDS = {"train/number_theory/7115.json", "train/number_theory/7117.json"}
-SUBJECT_DIRS = {"Algebra": "algebra", "Counting & Probability": "counting_and_probability", "Geometry": "geometry",
-                "Intermediate Algebra": "intermediate_algebra", "Number Theory": "number_theory",
-                "Prealgebra": "prealgebra", "Precalculus": "precalculus"}
-
-
-def read_rows(path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
-
-
-def write_lines(path: Path, lines: list[str]) -> Path:
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def local_config(tmp_path: Path, train_path, math500_path, **overrides) -> DataConfig:
@@ -63,85 +48,7 @@ def test_last_boxed_content_agrees_with_answer_field_on_all_math_rows(math_dir, 
     assert braceless == {"train/algebra/24014.json": "2", "train/algebra/25040.json": "9"}
 
 
-def test_clean_rows_reports_empty_boxes_and_the_near_duplicate(math_dir):
-    report = CleaningReport()
-    rows = clean_rows(read_jsonl(str(math_dir / "train.jsonl")), "math", report, skip_invalid=False)
-    assert report.rows_read == 7500
-    assert set(report.no_answer) == EMPTY_BOX_IDS
-    # train/algebra/24377.json repeats train/algebra/2463.json up to one extra space.
-    assert report.duplicates == ["train/algebra/24377.json"]
-    assert report.answer_field_mismatches == []
-    assert len(rows) == 7500 - 2 - 1
-    levels = Counter(row["level"] for row in rows)
-    assert levels[None] == 2 and levels[5] == 2304 - 3  # "Level ?" rows; both empty boxes and the repeat are level 5
-    assert all(set(row) == SCHEMA and row["source"] == "math" for row in rows)
-
-
-# --- local formats give identical rows ---
-
-def build_math_folder(root: Path, rows: list[dict]) -> Path:
-    """The original release layout from the real rows: <split>/<subject>/<n>.json without answer/unique_id."""
-    for row in rows:
-        split, subject, name = row["unique_id"].split("/")
-        assert subject == SUBJECT_DIRS[row["type"]]
-        folder = root / split / subject
-        folder.mkdir(parents=True, exist_ok=True)
-        original = {key: row[key] for key in ("problem", "level", "type", "solution")}
-        (folder / name).write_text(json.dumps(original, ensure_ascii=False), encoding="utf-8")
-    return root
-
-
-def test_folder_jsonl_json_and_parquet_give_the_same_rows(tmp_path, math_dir, math_train_rows):
-    folder = build_math_folder(tmp_path / "MATH", math_train_rows)
-    json_path = tmp_path / "train.json"
-    json_path.write_text(json.dumps(math_train_rows, ensure_ascii=False), encoding="utf-8")
-    parquet_path = tmp_path / "train.parquet"
-    pq.write_table(pa.Table.from_pylist(math_train_rows), parquet_path)
-
-    def normalised(path) -> list[dict]:
-        return [to_row(record, where, "math") for record, where in read_local(str(path), ["train"])]
-
-    from_jsonl = normalised(math_dir / "train.jsonl")
-    assert len(from_jsonl) == 7500
-    assert normalised(folder) == from_jsonl
-    assert normalised(json_path) == from_jsonl
-    assert normalised(parquet_path) == from_jsonl
-
-
-def test_folder_reads_several_splits_in_order_and_names_a_missing_split(tmp_path, math_train_rows, math_dir):
-    test_rows = read_rows(math_dir / "test.jsonl")[:30]
-    folder = build_math_folder(tmp_path / "MATH", math_train_rows[:20] + test_rows)
-    records = read_local(str(folder), ["train", "test"])
-    assert [r["unique_id"] for r, _ in records] == [r["unique_id"] for r in math_train_rows[:20] + test_rows]
-    with pytest.raises(FileNotFoundError, match="valid"):
-        read_local(str(folder), ["valid"])
-
-
-def test_hub_reader_uses_load_dataset_splits_and_every_subject_config(tmp_path, monkeypatch):
-    # Real datasets.load_dataset on a local folder: the same call path as a hub id.
-    data_dir = tmp_path / "hub_copy"
-    data_dir.mkdir()
-    rows = [{"problem": f"What is ${i} + 1$?", "level": "Level 1", "type": "Prealgebra",
-             "solution": f"${i} + 1 = \\boxed{{{i + 1}}}$"} for i in range(5)]
-    write_lines(data_dir / "train.jsonl", [json.dumps(r) for r in rows])
-    records = read_hub(str(data_dir), ["train"])
-    assert [r for r, _ in records] == rows
-    assert records[2][1].endswith("[train] row 2")
-
-    import datasets
-
-    calls = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split: calls.append((config, split)) or rows[:1])
-    read_hub("EleutherAI/hendrycks_math", ["train", "test"], prepare_data.HUB_SUBJECT_CONFIGS["EleutherAI/hendrycks_math"])
-    assert len(calls) == 14 and {c for c, _ in calls} == set(prepare_data.MATH_SUBJECTS)
-
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'qwedsacf/competition_math' on the Hub (OfflineModeIsEnabled)")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(ConnectionError, match="--source local .* --source synthetic"):
-        read_hub("qwedsacf/competition_math", ["train"])
-
+# --- the hub training sets ---
 
 @pytest.mark.parametrize("training_set, splits, expected_splits, recorded", [
     ("math_train", "", ["train"], "math_train"),
@@ -186,24 +93,6 @@ def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math5
     assert [row["id"] for row in eval_rows] == [row["unique_id"] for row in math500_rows]
     assert all(row["source"] == "math500" for row in eval_rows)
     assert [row["answer"] for row in eval_rows] == [row["answer"] for row in math500_rows]
-
-
-def test_math500_is_removed_by_problem_text_when_the_source_has_no_ids(tmp_path, math_dir, math500_rows):
-    # Like qwedsacf/competition_math: no unique_id, all problems in one split; whitespace varies.
-    test_rows = read_rows(math_dir / "test.jsonl")
-    stripped = []
-    for index, row in enumerate(test_rows):
-        record = {key: row[key] for key in ("problem", "level", "type", "solution")}
-        if index % 2:
-            record["problem"] = "  " + record["problem"].replace(" ", "  ") + "\n"
-        stripped.append(record)
-    train_path = write_lines(tmp_path / "no_ids.jsonl", [json.dumps(r) for r in stripped])
-    eval_rows = clean_rows(read_jsonl(str(math_dir / "test500.jsonl")), "math500", CleaningReport(), False)
-    report = CleaningReport()
-    rows = exclude_eval_problems(clean_rows(read_jsonl(str(train_path)), "math", report, False), eval_rows, report)
-    assert report.math500_by_id == 0 and report.math500_by_text == 500
-    assert len(rows) == 4500
-    assert all(row["id"].startswith("math/") for row in rows)
 
 
 def test_benchmark_problems_are_removed_from_training_and_counted(tmp_path, math_dir, math_train_rows, capsys):
@@ -276,7 +165,7 @@ def test_main_writes_schema_rows_deterministically_and_prints_the_inspection(tmp
     train_rows, subset_rows = read_rows(summary.train_file), read_rows(summary.subset_file)
     # 7,500 rows less 2 empty boxes, 1 duplicate and 2 OlympiadBench problems
     assert len(train_rows) == summary.num_train == 7495 and len(subset_rows) == 300
-    assert all(set(row) == SCHEMA for row in train_rows + subset_rows)
+    assert all(set(row) == ROW_SCHEMA for row in train_rows + subset_rows)
     assert all(row["level"] in (1, 2, 3, 4, 5, None) and row["answer"] for row in train_rows)
     assert not EMPTY_BOX_IDS & {row["id"] for row in train_rows}
     assert {row["id"] for row in subset_rows} <= {row["id"] for row in train_rows}
@@ -357,7 +246,8 @@ def test_synthetic_wordings_default_to_the_original_template(tmp_path):
     (dict(synthetic_wordings="all", synthetic_heldout_wordings="story_shelf,all"),
      "--synthetic_heldout_wordings: unknown wordings ['all']; use 'none' or names from what_is_symbols"),
     (dict(synthetic_heldout_wordings="story_shelf"), "--synthetic_heldout_wordings needs --synthetic_wordings 'all'"),
-    (dict(synthetic_wordings="story_shelf", synthetic_heldout_wordings="story_shelf"), "leave at least one to train on"),
+    (dict(synthetic_wordings="story_shelf", synthetic_heldout_wordings="story_shelf"),
+     "leave at least one to train on"),
     (dict(synthetic_wordings="all,story_shelf"), "'original' and 'all' stand alone"),
     (dict(source="synthetic", synthetic_wordings="all", synthetic_levels="2"), "words level-1 arithmetic, which"),
 ])
@@ -369,39 +259,12 @@ def test_bad_wordings_give_one_line_errors_naming_the_flag(flags, message):
 
 # --- bad input ---
 
-GOOD = {"problem": "What is $1 + 1$?", "level": "Level 1", "type": "Prealgebra", "solution": "$\\boxed{2}$"}
-
-
-def test_malformed_json_line_names_file_line_and_reason(tmp_path):
-    path = write_lines(tmp_path / "bad.jsonl", [json.dumps(GOOD), "", '{"problem": "x", "level": ', json.dumps(GOOD)])
-    with pytest.raises(DataFormatError, match=r"bad\.jsonl:3: malformed JSON \(Expecting value at column 27\)"):
-        read_jsonl(str(path))
-    json_path = tmp_path / "bad.json"
-    json_path.write_text('[\n{"problem": "x"},\n{"problem" "y"}\n]', encoding="utf-8")
-    with pytest.raises(DataFormatError, match=r"bad\.json:3: malformed JSON \(Expecting ':' delimiter"):
-        read_json_list(str(json_path))
-
-
-@pytest.mark.parametrize("record, message", [
-    ({k: v for k, v in GOOD.items() if k != "solution"}, r"rows.jsonl:2: missing field 'solution'"),
-    ({k: v for k, v in GOOD.items() if k != "type"}, r"rows.jsonl:2: missing field 'type' / 'subject'"),
-    (GOOD | {"problem": 12}, r"rows.jsonl:2: field 'problem' must be str, got int"),
-    (GOOD | {"level": "Level 9"}, r"rows.jsonl:2: field 'level' is 'Level 9', expected 1-5, 'Level 1'..'Level 5'"),
-    (GOOD | {"level": [3]}, r"rows.jsonl:2: field 'level' is \[3\], expected"),
-    (GOOD | {"unique_id": 7}, r"rows.jsonl:2: field 'unique_id' must be str"),
-    (GOOD | {"problem": "   "}, r"rows.jsonl:2: field 'problem' is empty"),
-])
-def test_missing_or_wrongly_typed_field_names_field_and_row(tmp_path, record, message):
-    path = write_lines(tmp_path / "rows.jsonl", [json.dumps(GOOD), json.dumps(record)])
-    with pytest.raises(InputError, match=message):
-        clean_rows(read_jsonl(str(path)), "math", CleaningReport(), skip_invalid=False)
-
 
 def test_skip_invalid_skips_counts_and_says_so(tmp_path, capsys):
-    lines = [json.dumps(GOOD | {"problem": f"What is ${i} + 1$?"}) for i in range(6)]
+    lines = [json.dumps(VALID_RECORD | {"problem": f"What is ${i} + 1$?"}) for i in range(6)]
     lines[1] = "{not json"
     lines[3] = json.dumps({"problem": "no solution", "level": "Level 2", "type": "Algebra"})
-    lines[4] = json.dumps(GOOD | {"level": "Level 0"})
+    lines[4] = json.dumps(VALID_RECORD | {"level": "Level 0"})
     train_path = write_lines(tmp_path / "train.jsonl", lines)
     with pytest.raises(DataFormatError, match="train.jsonl:2:"):
         main(local_config(tmp_path, train_path, "none"))
@@ -414,7 +277,7 @@ def test_skip_invalid_skips_counts_and_says_so(tmp_path, capsys):
 
 def test_a_byte_that_is_not_utf8_is_named_and_skip_invalid_skips_it(tmp_path, capsys):
     """Issue 19: UnicodeDecodeError '... byte 0xff in position 1172', even with --skip_invalid."""
-    lines = [json.dumps(GOOD | {"problem": f"What is ${i} + 1$?"}) for i in range(3)]
+    lines = [json.dumps(VALID_RECORD | {"problem": f"What is ${i} + 1$?"}) for i in range(3)]
     train_path = tmp_path / "train.jsonl"
     train_path.write_bytes("\n".join(lines).replace("What is $1", "What is \xff1").encode("latin-1") + b"\n")
     with pytest.raises(DataFormatError, match=r"train.jsonl:2: malformed JSON \(not UTF-8: byte 0xff at column \d+\)"):
@@ -443,14 +306,10 @@ def test_empty_input_and_an_output_folder_that_is_a_file_are_refused(tmp_path):
                         output_dir=str(tmp_path / "taken")))
 
 
-def test_parse_level_and_unsupported_inputs(tmp_path):
+def test_parse_level_and_unsupported_inputs():
     assert [parse_level(v, "x") for v in ("Level 1", "Level 5", "Level ?", 3, None)] == [1, 5, None, 3, None]
     with pytest.raises(InputError, match="x: field 'level'"):
         parse_level(True, "x")
-    csv_path = tmp_path / "rows.csv"
-    csv_path.write_text("problem\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"unsupported file type '\.csv'; give \.jsonl, \.json, \.parquet"):
-        read_local(str(csv_path), ["train"])
     with pytest.raises(ValueError, match="--source local needs --math500_path"):
         DataConfig(source="local", train_path="train.jsonl")
 

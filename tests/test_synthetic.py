@@ -13,9 +13,8 @@ import pytest
 
 from apo.grading import grade, last_boxed_content
 from apo.synthetic import (ARITHMETIC_WORDINGS, NUMBER_WORDS, SYNTHETIC_LEVELS, SYNTHETIC_TYPES, WORDING_FAMILIES,
-                           arithmetic_problem, decimal_number, generate_problems, generate_train_eval, latex_number)
-
-SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}
+                           arithmetic_problem, generate_problems, generate_train_eval)
+from conftest import ROW_SCHEMA
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +36,10 @@ def numbers(text: str) -> list[int]:
 
 
 def test_every_row_has_the_schema_and_grades_correct_against_its_own_solution(rows):
-    assert Counter((r["type"], r["level"]) for r in rows) == {(t, lv): 20 for t in SYNTHETIC_TYPES for lv in SYNTHETIC_LEVELS}
+    cells = Counter((r["type"], r["level"]) for r in rows)
+    assert cells == {(t, lv): 20 for t in SYNTHETIC_TYPES for lv in SYNTHETIC_LEVELS}
     for index, row in enumerate(rows):
-        assert set(row) == SCHEMA and row["source"] == "synthetic"
+        assert set(row) == ROW_SCHEMA and row["source"] == "synthetic"
         assert row["id"] == f"synthetic/{row['type']}/{index}"
         assert last_boxed_content(row["solution"]) == row["answer"]
         assert grade(row["solution"], row["answer"]), row
@@ -170,16 +170,6 @@ def test_invalid_requests_raise_with_the_valid_options():
         generate_problems(400, seed=0, levels=(1,), types=("arithmetic",))  # only 207 distinct exist
 
 
-def test_number_formatting():
-    assert latex_number(Fraction(-5, 2)) == "-\\frac{5}{2}"
-    assert latex_number(Fraction(6, 3)) == "2"
-    assert decimal_number(Fraction(75, 2)) == "37.5"
-    assert decimal_number(Fraction(-1, 8)) == "-0.125"
-    assert decimal_number(Fraction(40)) == "40"
-    with pytest.raises(ValueError, match="no terminating decimal"):
-        decimal_number(Fraction(1, 3))
-
-
 # --- level-1 arithmetic wordings ---
 
 ALL_WORDINGS = tuple(ARITHMETIC_WORDINGS)
@@ -235,7 +225,7 @@ def test_every_wording_is_reached_and_rows_name_their_wording():
     rows = generate_problems(150, seed=0, levels=(1,), types=("arithmetic",), wordings=ALL_WORDINGS)
     assert {row["wording"] for row in rows} == set(ALL_WORDINGS)
     for row in rows:
-        assert set(row) == SCHEMA | {"wording"} and grade(row["solution"], row["answer"]), row
+        assert set(row) == ROW_SCHEMA | {"wording"} and grade(row["solution"], row["answer"]), row
 
 
 def fact_of(row: dict) -> tuple[str, int, int]:
@@ -258,11 +248,12 @@ def test_default_is_the_original_template_and_other_cells_ignore_wordings():
     assert [row["problem"] for row in original] == ["What is $2 \\times 1$?", "What is $5 \\times 4$?",
                                                     "What is $3 + 2$?", "What is $9 \\times 2$?",
                                                     "What is $7 \\times 1$?", "What is $2 + 4$?"]
-    assert all(set(row) == SCHEMA for row in original)
+    assert all(set(row) == ROW_SCHEMA for row in original)
     only_original = generate_problems(6, seed=42, levels=(1,), types=("arithmetic",), wordings=("what_is_symbols",))
     assert [{k: v for k, v in row.items() if k != "wording"} for row in only_original] == original
     mixed = dict(levels=(1, 2), types=("arithmetic", "fractions"))
-    plain, worded = generate_problems(80, seed=3, **mixed), generate_problems(80, seed=3, wordings=ALL_WORDINGS, **mixed)
+    plain = generate_problems(80, seed=3, **mixed)
+    worded = generate_problems(80, seed=3, wordings=ALL_WORDINGS, **mixed)
     assert [r for r in worded if (r["type"], r["level"]) != ("arithmetic", 1)] == \
         [r for r in plain if (r["type"], r["level"]) != ("arithmetic", 1)]
 
