@@ -5,7 +5,10 @@ answer the gold answer? Public: `last_boxed_content`, `extract_answer`, `grade`,
 `GradingReport`, `GRADER_VERSION` (record it next to every result).
 
 Extraction (`extract_answer`, `last_boxed_content`) lives in `apo.answer_extraction` and is
-re-exported here; see its docstring for the rules.
+re-exported here; see its docstring for the rules. Normalisation and the exact leaf rules
+(`normalize_answer`, `fast_atom`: the fast path, no sympy) live in `apo.answer_normalization`.
+Here: the structure rules (`compare_structured`), the sympy leaf rules (the slow path, run
+in `apo.grading_pool`'s workers through `_worker_main`) and the single-pair and batch API.
 
 Equivalence (`compare_structured`), by the gold's structure:
   - `(a, b)`, `[a, b)` (tuple, point, interval, column vector): same brackets, element by
@@ -13,9 +16,9 @@ Equivalence (`compare_structured`), by the gold's structure:
   - a bare list `a, b, c` (MATH's "enter all the solutions, separated by commas") and
     `\\{a, b\\}`: the same multiset in any order; `x = a` items and `\\pm` are expanded;
   - `A \\cup B`: the same pieces in any order; `x \\in [a, b]`, `a \\le x \\le b`, `x > a`,
-    `x \\ne a` and `\\mathbb{R}` are read as intervals, with the sides either way round
-    (`5 \\le x`), in ASCII (`<=`, `>=`, `!=`), unicode or `\\gt` / `\\lt`, and `or` of them
-    as a union;
+    `x \\ne a` and `\\mathbb{R}` are read as intervals (by `normalize_answer`), with the sides
+    either way round (`5 \\le x`), in ASCII (`<=`, `>=`, `!=`), unicode or `\\gt` / `\\lt`, and
+    `or` of them as a union;
   - a labelled gold: `x_1 = 2, x_2 = 3` is a list of roots, `a = 3, b = -2` the ordered pair
     `(3, -2)` (or the same labels in any order), `V_1:V_2 = 11:21` the ratio 11/21,
     `f(x) = ...` / `M = ...` the value; a column vector matches `[a, b]` or `(a, b)`;
@@ -23,27 +26,30 @@ Equivalence (`compare_structured`), by the gold's structure:
     (`2x+4y-3=0` and `y = -\\frac{1}{2}x + \\frac{3}{4}`); `x = 3` never matches `y = 3`;
   - a division by zero (`\\frac{1}{0}`, or sympy's `zoo` / `nan`) is equal to nothing, itself
     included;
-  - a leaf: normalised string match (Hendrycks/PRM800K style: `\\text{}` unwrapped, `\\left`,
-    spacing commands, `^\\circ`, `\\$`, trailing unit words, `x =`, thousands separators
-    dropped; `dfrac` -> `frac`; choice letters `(C)` -> `C`; text answers case-insensitive),
-    then exact rational comparison, then (in a worker) math-verify's LaTeX parser into sympy
+  - a leaf: normalised string match (`normalize_answer`, Hendrycks/PRM800K style: `\\text{}`
+    unwrapped, `\\left`, spacing commands, `^\\circ`, `\\$`, trailing unit words, `x =`,
+    thousands separators dropped; `dfrac` -> `frac`; choice letters `(C)` -> `C`; text answers
+    case-insensitive), then exact rational comparison (`fast_atom`; both in
+    `apo.answer_normalization`), then (in a worker) math-verify's LaTeX parser into sympy
     with `i` as the imaginary unit and plain text (`pi/2`, `exp(16)-1`, `-2*pi`) rewritten
     as LaTeX; numbers compare exactly when rational, else to a relative 1e-9 (math-verify's
     absolute 6-decimal rounding would accept 1/2004! for 1/2006!); everything else by
     math-verify's `verify(gold, pred)`.
-  - Numbers as written: a gold in scientific notation (`4.5e33`, `4.5 \\times 10^{33}`,
-    Minerva's) matches any number that rounds to it (`4.48 \\times 10^{33}`); a decimal of at
-    least 8 significant digits matches the fraction it is cut or rounded from
-    (`0.0833333333333333` for `\\frac{1}{12}`); shorter decimals must be exact. Units after a
-    number (`\\mathrm{~km} \\mathrm{~s}^{-1}`) and numpy prefixes in golds (`np.arcsin`) drop.
+  - Numbers as written (`fast_atom`): a gold in scientific notation (`4.5e33`,
+    `4.5 \\times 10^{33}`, Minerva's) matches any number that rounds to it
+    (`4.48 \\times 10^{33}`); a decimal of at least 8 significant digits matches the fraction
+    it is cut or rounded from (`0.0833333333333333` for `\\frac{1}{12}`); shorter decimals
+    must be exact. Units after a number (`\\mathrm{~km} \\mathrm{~s}^{-1}`) and numpy prefixes
+    in golds (`np.arcsin`) drop (`normalize_answer`).
   - A `%` on one side only may be read as /100 (`0.5` for `50\\%`, `37.5\\%` for `3/8`), and
     the number alone also matches (`25` for `25\\%`). Different unit words reject (`5 hours`
     vs `5 minutes`); a unit on one side only is ignored.
 
-Speed and safety: pairs the string/rational rules decide never leave the calling process
-(~0.05 ms median on real MATH solutions); the rest go to a lazily started pool of worker
-subprocesses, each pair under a wall-clock timeout, a hung worker killed and replaced. Raw
-strings are never handed to `eval` or `sympify`: only math-verify's LaTeX parser sees them.
+Speed and safety: pairs the string/rational rules decide (`_fast_verdict`: the structure
+rules with `fast_atom` at the leaves) never leave the calling process (~0.05 ms median on
+real MATH solutions); the rest go to a lazily started pool of worker subprocesses, each
+pair under a wall-clock timeout, a hung worker killed and replaced. Raw strings are never
+handed to `eval` or `sympify`: only math-verify's LaTeX parser sees them.
 
 >>> grade("So the answer is $\\\\boxed{\\\\dfrac{1}{2}}$.", "\\\\frac{1}{2}")
 True
@@ -55,327 +61,25 @@ False
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import math
 import re
 import sys
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Sequence
 
 from apo import grading_pool
 from apo.answer_extraction import (MAX_RESPONSE_CHARS, cut_continuation, extract_answer,  # noqa: F401  (public API)
                                    last_boxed_content, sanitize_text, top_level_boxes, unwrap_text)
+from apo.answer_normalization import (LABEL_NAME, MAX_ANSWER_CHARS, as_rational, drop_spaces, fast_atom,
+                                      normalize_answer, split_top_level, trailing_unit)
 from apo.grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (shutdown_pool is public API)
 
 logger = logging.getLogger(__name__)
 
 GRADER_VERSION = "apo-math-grader-1.1"
-MAX_ANSWER_CHARS = 400
-
-# --- normalisation (fast path) ---
-
-_UNIT_WORDS = (  # bare words; inside \text{} the short `m`, `in` are units too
-    "degrees?|cm|centimeters?|meters?|km|kilometers?|inches|inch|feet|foot|ft|yards?|miles?|units?|"
-    "square units|sq units|square feet|square inches|square meters|cents?|dollars?|hours?|minutes?|seconds?|"
-    "days?|weeks?|years?|mph|pounds?|ounces?|grams?|kg|liters?|gallons?|students?|people|ways|points?|"
-    "marbles?|balls?"
-)
-_TRAILING_UNITS_RE = re.compile(  # after a number, any `\text{ words}` label counts: `18 \text{ integers}`
-    rf"(?<=[0-9}}\s])\s*(?:\\(?:text|mbox|mathrm)\{{\s*(?:{_UNIT_WORDS}|m|in|(?!and\b|or\b)[a-zA-Z]+(?: [a-zA-Z]+){{0,2}})"
-    rf"(?:\^\d)?\s*\}}|(?:{_UNIT_WORDS})|(?<=\d )(?!and\b|or\b)[a-zA-Z]{{3,}}(?: [a-zA-Z]+){{0,2}})(?:\^\{{?\d\}}?)?\s*$")
-
-
-def _trailing_unit(answer: str) -> str | None:
-    """The unit word an answer ends in (`7\\text{ hours}` -> `hour`), singular, or None."""
-    match = _TRAILING_UNITS_RE.search(answer.strip().rstrip("."))
-    if not match:
-        return None
-    word = re.sub(r"\\(?:text|mbox|mathrm)|[{}\s^\d]", "", match.group(0)).lower()
-    return "inch" if word == "inches" else word.removesuffix("s")
-
-
-def _fix_fracs(s: str) -> str:
-    r"""`\frac12` -> `\frac{1}{2}`, `\frac1{x}` -> `\frac{1}{x}` (Hendrycks' _fix_fracs)."""
-    s = re.sub(r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}", s)
-    s = re.sub(r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{", s)
-    s = re.sub(r"\\frac\s*\{([^{}]*)\}\s*(\d)", r"\\frac{\1}{\2}", s)
-    return re.sub(r"\\sqrt\s*(\d+|[a-zA-Z])", r"\\sqrt{\1}", s)
-
-
-def normalize_answer(answer: str) -> str:
-    """Canonical string form of an answer for exact comparison (no sympy).
-
-    Unwraps `\\text{}`, drops `\\left`/`\\right`, `\\!`-style spacing and all whitespace,
-    `^\\circ`, `\\$`, `\\%`, trailing unit words, a leading `x =` / `x \\in`; `dfrac`/`tfrac` ->
-    `frac`; thousands separators in plain integers; a single choice letter `(C)` -> `C`.
-    Text-only answers are lower-cased.
-
-    >>> normalize_answer("\\\\left( 3, \\\\dfrac{1}{2} \\\\right)")
-    '(3,\\\\frac{1}{2})'
-    >>> normalize_answer("\\\\text{(C)}")
-    'C'
-    """
-    if len(answer) > MAX_ANSWER_CHARS:
-        return _normalize(answer)
-    return _normalize_cached(answer)
-
-
-@functools.lru_cache(maxsize=16_384)  # golds repeat across a batch's samples; answers are short
-def _normalize_cached(answer: str) -> str:
-    return _normalize(answer)
-
-
-def _normalize(answer: str) -> str:
-    s = answer.strip().rstrip(".").strip()
-    s = s.replace("~", " ").replace("\u2264", "\\le ").replace("\u2265", "\\ge ").replace("\u2260", "\\ne ")
-    s = s.replace("<=", "\\le ").replace(">=", "\\ge ")
-    s = re.sub(r"(?<=[a-zA-Z\s])!=", "\\\\ne ", s)  # not `5!=120`
-    s = re.sub(r"\b(?:np|numpy|math|sympy)\.(?=[a-z])", "", s)  # Minerva golds: `np.arcsin(10/13)`
-    s = split_top_level(s, "\\approx")[0].strip() or s  # `\frac{1}{3} \approx 0.333` -> the exact value
-    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\quad", "").replace("\\qquad", "")
-    s = re.sub(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])", "", s)
-    s = s.replace("\\displaystyle", "")
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    s = re.sub(r"\\(sin|cos|tan|cot|sec|csc)\s*\(?\s*(\d+(?:\.\d+)?)\s*(?:\^\s*\{?\s*\\circ\s*\}?|°)\s*\)?",
-               r"\\\1(\\frac{\2\\pi}{180})", s)
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("°", "").replace("\\degree", "")
-    s = re.sub(r"^\\mathbb\s*\{?R\}?$|^\\text\{all real numbers\}$|^all real numbers$", r"(-\\infty,\\infty)", s.strip())
-    s = re.sub(r"^\\mathbb\s*\{?R\}?\s*(?:\\setminus|\\backslash|-)\s*\\\{([^{}]+?)\\\}$", r"(-\\infty,\1)\\cup(\1,\\infty)", s)
-    s = re.sub(r"(?i)^(?:\\text\{\s*)?(?:the )?(?:final )?answer(?: is)?\s*:?\s*\}?\s*", "", s)  # \boxed{\text{The answer is } 7}
-    s = s.replace("\\$", "").replace("$", "")
-    s = s.replace("\\%", "").replace("%", "")
-    s = _TRAILING_UNITS_RE.sub("", s)
-    s = _strip_unit_groups(s)
-    s = unwrap_text(s)
-    s = _fix_fracs(s)
-    s = _column_vector_to_tuple(s)
-    s = _LEADING_LABEL_RE.sub("", s)
-    s = _inequalities_or_to_union(s)
-    s = re.sub(r"(?<=[\w}\)\]])\s*,?\s*\b(?:and|or)\b\s*(?=[-\w\\(\[])", ",", s)
-    s = _drop_spaces(s)
-    s = re.sub(r"(?i)(?<=\d)([ap])\.?m\.?$", lambda m: m.group(1).lower() + "m", s)  # 1:03PM -> 1:03pm
-    s = _inequality_to_interval(s)
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
-        s = s.replace(",", "")
-    choice = re.fullmatch(r"\(?([A-Ea-e])\)", s) or re.fullmatch(r"\(([A-Ea-e])\)?", s)
-    if choice:
-        s = choice.group(1).upper()
-    s = s.rstrip(".")
-    if re.fullmatch(r"[A-Za-z][A-Za-z' ]+", s):
-        s = s.lower()
-    return s
-
-
-_NAME = r"(?:\\angle\s*)?(?:[a-zA-Z](?:_\{?\w+\}?)?\s*){1,4}"  # x, x_1, AB, \angle BEA_{1}
-# a label in front of the value: `x =`, `V_1:V_2 =`, `(a, b) =`, `f(x) =`, `x \in`
-_LEADING_LABEL_RE = re.compile(rf"^\s*(?:{_NAME}(?::\s*{_NAME})*|\([a-zA-Z,\s]+\)|[a-zA-Z]\s*\([^()=]*\))\s*(?:=|\\in)\s*(?=\S)")
-# a unit after a number: `\mathrm{~km} \mathrm{~s}^{-1}`, `\text{ cm}^2`, `\text{ erg/s}` (not `\text{ and }`, `\mathrm{i}`)
-_UNIT_GROUP_RE = re.compile(r"(?<=[\d}).\s])\s*\\(?:mathrm|text|mbox|rm|textrm)\s*\{(?!\s*(?:and|or|[eid]|[aApP]\.?[mM]\.?)\s*\})"
-                            r"[\sA-Za-z/.\-\\]*\}\s*(?:\^\s*\{?\s*-?\d+\s*\}?)?\s*$")
-
-
-def _strip_unit_groups(s: str) -> str:
-    """Drop up to four trailing unit groups after a number (`4.5 \\mathrm{~erg} \\mathrm{~s}^{-1}` -> `4.5`)."""
-    for _ in range(4):
-        new = _UNIT_GROUP_RE.sub("", s)
-        if new == s or not new.strip():
-            return s
-        s = new
-    return s
-
-
-def _inequalities_or_to_union(s: str) -> str:
-    """`x < 0 or x > 4` -> `(-\\infty,0)\\cup(4,\\infty)` when every piece is an inequality in one variable."""
-    pieces = re.split(r"\s*,?\s*\bor\b\s*", s)
-    if len(pieces) < 2:
-        return s
-    intervals = [_inequality_to_interval(_drop_spaces(piece)) for piece in pieces]
-    if all(interval != _drop_spaces(piece) and interval[:1] in "([" for interval, piece in zip(intervals, pieces)):
-        return "\\cup".join(intervals)
-    return s
-
-
-_LESS = {"<": ")", "\\lt": ")", "\\le": "]", "\\leq": "]", "\\leqslant": "]"}
-_GREATER = {">": "(", "\\gt": "(", "\\ge": "[", "\\geq": "[", "\\geqslant": "["}
-_FLIPPED = {"<": ">", ">": "<", "\\lt": "\\gt", "\\gt": "\\lt", "\\le": "\\ge", "\\ge": "\\le", "\\leq": "\\geq",
-            "\\geq": "\\leq", "\\leqslant": "\\geqslant", "\\geqslant": "\\leqslant"}
-
-
-def _inequality_to_interval(s: str) -> str:
-    """`-2\\lex\\le7` -> `[-2,7]`, `x>3` -> `(3,\\infty)`, `x\\le3` -> `(-\\infty,3]` (spaces removed).
-
-    Sides may be swapped (`5\\le x` is `x\\ge5`, `3>x>1` is `(1,3)`); `x\\ne a` is the line
-    without `a`.
-    """
-    op = r"(<|>|(?:\\lt|\\leqslant|\\leq|\\le|\\gt|\\geqslant|\\geq|\\ge)(?![a-zA-Z]))"
-    m = re.fullmatch(rf"([^<>=]+?){op}\s*[a-zA-Z]\s*{op}([^<>=]+)", s)
-    if m and m.group(2) in _LESS and m.group(3) in _LESS:
-        return f"{'[' if _LESS[m.group(2)] == ']' else '('}{m.group(1)},{m.group(4)}{_LESS[m.group(3)]}"
-    if m and m.group(2) in _GREATER and m.group(3) in _GREATER:  # b > x > a  ->  (a, b)
-        return f"{_GREATER[m.group(3)]}{m.group(4)},{m.group(1)}{')' if _GREATER[m.group(2)] == '(' else ']'}"
-    m = re.fullmatch(rf"[a-zA-Z]\s*{op}([^<>=]+)", s)
-    if m and m.group(1) in _LESS:
-        return f"(-\\infty,{m.group(2)}{_LESS[m.group(1)]}"
-    if m and m.group(1) in _GREATER:
-        return f"{_GREATER[m.group(1)]}{m.group(2)},\\infty)"
-    m = re.fullmatch(rf"([^<>=]+?){op}\s*([a-zA-Z])", s)
-    if m and not re.fullmatch(r"[a-zA-Z]", m.group(1)):  # `5\le x` -> `x\ge5` (not `x<y`)
-        return _inequality_to_interval(f"{m.group(3)}{_FLIPPED[m.group(2)]}{m.group(1)}")
-    m = re.fullmatch(r"[a-zA-Z](?:\\neq|\\ne)([^<>=]+)", s)
-    if m:
-        return f"(-\\infty,{m.group(1)})\\cup({m.group(1)},\\infty)"
-    return s
-
-
-def _column_vector_to_tuple(s: str) -> str:
-    """`\\begin{pmatrix} 3 \\\\ -1 \\end{pmatrix}` -> `(3,-1)` (a column vector is an ordered tuple)."""
-    m = re.fullmatch(r"\s*\\begin\{[pbBv]?matrix\}(.*)\\end\{[pbBv]?matrix\}\s*", s, re.DOTALL)
-    if m and "&" not in m.group(1) and "\\begin" not in m.group(1):
-        return "(" + ",".join(part.strip() for part in m.group(1).split("\\\\")) + ")"
-    return s
-
-
-def _drop_spaces(s: str) -> str:
-    """Remove whitespace, keeping one space where it ends a command (`\\cos x` stays `\\cos x`)."""
-    s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])", "\\1\x01", s)
-    return re.sub(r"\s+", "", s).replace("\x01", " ")
-
-
-def _as_rational(s: str) -> Fraction | None:
-    """A normalised answer that is a plain integer, decimal or fraction of integers, else None."""
-    m = re.fullmatch(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}", s)
-    if m:
-        numerator, denominator = int(m.group(2)), int(m.group(3))
-        if denominator == 0:
-            return None
-        value = Fraction(numerator, denominator)
-        return -value if m.group(1) else value
-    m = re.fullmatch(r"(-?\d+\.?\d*)/(-?\d+\.?\d*)", s)  # `3/4`, Minerva's `-1./3`
-    if m and len(s) < 60 and Fraction(m.group(2)) != 0:
-        return Fraction(m.group(1)) / Fraction(m.group(2))
-    scientific = _scientific(s)
-    if scientific is not None:
-        return scientific[0]
-    if re.fullmatch(r"-?(?:\d+\.?\d*|\.\d+)", s) and len(s) < 60:
-        return Fraction(s)
-    m = re.fullmatch(r"(-?)(\d*)\.(\d*)\\overline\{(\d{1,30})\}", s)
-    if m and len(s) < 80:  # repeating decimal 0.1\overline{6} = 1/6
-        whole, fixed, repeat = m.group(2) or "0", m.group(3), m.group(4)
-        value = int(whole) + Fraction(int(fixed or "0"), 10 ** len(fixed))
-        value += Fraction(int(repeat), (10 ** len(repeat) - 1) * 10 ** len(fixed))
-        return -value if m.group(1) else value
-    return None
-
-
-_NUMBER_WORDS = {word: value for value, word in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty".split())}
-
-
-# `4.5e33`, `4.5\times10^{33}`, `10^{-5}`; a mantissa needs its `e` or `\times` (`210^{3}` is 210 cubed)
-_SCIENTIFIC_RE = re.compile(r"(-?)(?:(\d+(?:\.\d*)?|\.\d+)(?:[eE]|(?:\\times|\\cdot|\*)10\^\{?)|10\^\{?)([+-]?\d{1,3})\}?")
-
-
-def _scientific(s: str) -> tuple[Fraction, Fraction] | None:
-    """(value, half a unit in the last written digit) of `4.5e33`, `4.5\\times10^{33}`, `10^{-5}`; else None."""
-    m = _SCIENTIFIC_RE.fullmatch(s)
-    if not m:
-        return None
-    mantissa = m.group(2) or "1"
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    exponent = int(m.group(3))
-    value = Fraction(mantissa) * Fraction(10) ** exponent
-    return (-value if m.group(1) else value), Fraction(10) ** (exponent - decimals) / 2
-
-
-_LONG_DECIMAL_RE = re.compile(r"-?(?:0?\.0*|[1-9]\d*\.)(\d*)")
-_LONG_DECIMAL_DIGITS = 8  # significant digits from which a decimal is a printed fraction, not a rounding
-
-
-def _close_as_written(pred: str, r_pred: Fraction, gold: str, r_gold: Fraction) -> bool:
-    """Unequal rationals that still match as written.
-
-    A gold in scientific notation (Minerva's `4.5e33`) is a rounded value: it matches any
-    number that rounds to it (`4.48\\times10^{33}`). A decimal of eight or more significant
-    digits against a fraction (`0.0833333333333333` for `\\frac{1}{12}`) matches when it is the
-    fraction cut or rounded at its last place (differs by less than one unit there); shorter
-    decimals (`0.142857` for `\\frac{1}{7}`) are roundings and must be exact.
-    """
-    scientific = _scientific(gold)
-    if scientific is not None and abs(r_pred - r_gold) <= scientific[1]:
-        return True
-    for decimal, value, other, other_value in ((pred, r_pred, gold, r_gold), (gold, r_gold, pred, r_pred)):
-        m = _LONG_DECIMAL_RE.fullmatch(decimal)
-        if not m or not re.search(r"\\frac|/", other):
-            continue
-        places = len(decimal.split(".")[1])
-        significant = len(decimal.lstrip("-").replace(".", "").lstrip("0"))
-        scaled = abs(other_value) * 10**places  # the fraction cut, or rounded half up, at the decimal's last place
-        cut_or_rounded = {math.floor(scaled), math.floor(scaled + Fraction(1, 2))}
-        same_sign = (value < 0) == (other_value < 0)
-        if significant >= _LONG_DECIMAL_DIGITS and same_sign and abs(value) * 10**places in cut_or_rounded:
-            return True
-    return False
-
-
-def _fast_atom(pred: str, gold: str) -> bool | None:
-    """Decide one normalised atom pair without sympy when certain, else None."""
-    if pred == gold:
-        return True
-    r_pred, r_gold = _as_rational(pred), _as_rational(gold)
-    if r_pred is not None and r_gold is not None:
-        return r_pred == r_gold or _close_as_written(pred, r_pred, gold, r_gold)
-    for word_side, number_side in ((pred, gold), (gold, pred)):  # `four` for `4`
-        if word_side.casefold() in _NUMBER_WORDS and _as_rational(number_side) is not None:
-            return _as_rational(number_side) == _NUMBER_WORDS[word_side.casefold()]
-    if _is_word(gold) or _is_word(pred):
-        return pred.casefold() == gold.casefold()
-    clock = r"\d{1,2}:\d{2}(?:[ap]m)?"
-    if re.fullmatch(clock, pred) or re.fullmatch(clock, gold):  # sympy would misread `1:03am`
-        return pred == gold
-    return None
-
-
-def _fast_verdict(pred: str, gold: str) -> bool | None:
-    """Fast path: True/False when string forms and plain rationals decide the pair, else None."""
-    if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:  # no regex work on junk-sized answers
-        return pred.strip() == gold.strip()
-    return compare_structured(pred, gold, _fast_atom)
-
-
-def _is_word(s: str) -> bool:
-    """A text answer such as `east`, `Navin`, `odd` (letters only, at least two)."""
-    return re.fullmatch(r"[A-Za-z][A-Za-z']{2,}", s) is not None and s not in ("pi", "infty")
-
 
 # --- structure: tuples, intervals, unions, solution lists ---
-
-_OPENERS = {"(": ")", "[": "]", "{": "}"}
-
-
-def split_top_level(s: str, separator: str = ",") -> list[str]:
-    """Split `s` at `separator` outside (), [], {} (`\\{`/`\\}` count as brackets)."""
-    parts, depth, current = [], 0, []
-    i = 0
-    while i < len(s):
-        if s.startswith(separator, i) and depth == 0:
-            parts.append("".join(current))
-            current = []
-            i += len(separator)
-            continue
-        ch = s[i]
-        if ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-        current.append(ch)
-        i += 1
-    parts.append("".join(current))
-    return parts
-
 
 def _bracketed(s: str) -> tuple[str, str, str] | None:
     """(open, inner, close) when `s` is one bracketed group `(...)`, `[...)`, `\\{...\\}`, else None."""
@@ -412,7 +116,7 @@ def _compare_percent(pred: str, gold: str, atom) -> bool | None:
     verdict = compare_structured(re.sub(r"\\?%", "", pred), gold, atom)
     if verdict:
         return True
-    value = _as_rational(normalize_answer(pred))
+    value = as_rational(normalize_answer(pred))
     if value is None:
         return verdict
     as_fraction = value / 100
@@ -459,7 +163,7 @@ def _labelled_values(answer: str) -> list[tuple[str, str]] | None:
     items = split_top_level(unwrap_text(answer).replace("$", ""))
     if len(items) < 2:
         return None
-    pairs = [re.fullmatch(rf"\s*({_NAME})\s*=\s*(\S.*?)\s*", item, re.DOTALL) for item in items]
+    pairs = [re.fullmatch(rf"\s*({LABEL_NAME})\s*=\s*(\S.*?)\s*", item, re.DOTALL) for item in items]
     if not all(pairs):
         return None
     return [(re.sub(r"\s+", "", m.group(1)), m.group(2)) for m in pairs]
@@ -487,7 +191,7 @@ def _equation_pair(pred: str, gold: str) -> tuple[str, str] | None:
             return None
         if not re.search(r"(?<![a-zA-Z\\])[xyz](?![a-zA-Z])", answer):
             return None
-        sides.append("=".join(_drop_spaces(_normalize_side(part)) for part in parts))
+        sides.append("=".join(drop_spaces(_normalize_side(part)) for part in parts))
     return sides[0], sides[1]
 
 
@@ -525,7 +229,7 @@ def _compare_structured(pred: str, gold: str, atom) -> bool | None:
     matches the same multiset, bare or written `\\{a, b, c\\}` / `x=a, x=b`. Anything else is
     a leaf. Returns True/False, or None when `atom` could not decide a needed leaf.
     """
-    pred_unit, gold_unit = _trailing_unit(pred), _trailing_unit(gold)
+    pred_unit, gold_unit = trailing_unit(pred), trailing_unit(gold)
     if pred_unit and gold_unit and pred_unit != gold_unit:  # `5 hours` is not `5 minutes`
         return False
     clock = r"(?i)\s*\b[ap]\.?m\.?\s*$"
@@ -545,7 +249,7 @@ def _compare_structured(pred: str, gold: str, atom) -> bool | None:
         gold = "(" + ", ".join(value for _, value in ordered) + ")"
         if _bracketed(normalize_answer(pred)) is None and len(split_top_level(normalize_answer(pred))) == len(ordered):
             pred = "(" + pred + ")"
-    ratio = re.fullmatch(rf"\s*{_NAME}(?::\s*{_NAME})+\s*=\s*(.+)", unwrap_text(gold), re.DOTALL)
+    ratio = re.fullmatch(rf"\s*{LABEL_NAME}(?::\s*{LABEL_NAME})+\s*=\s*(.+)", unwrap_text(gold), re.DOTALL)
     if ratio:  # `V_1:V_2 = 11:21`: a two-term ratio is the fraction
         gold, pred = _ratio_as_fraction(ratio.group(1)), _ratio_as_fraction(pred)
     column = _COLUMN_RE.search(pred) or _COLUMN_RE.search(gold)
@@ -571,7 +275,8 @@ def _compare_structured(pred: str, gold: str, atom) -> bool | None:
     if gold_group and len(gold_items) > 1 and gold_group[0] != "{":
         pred_items = split_top_level(pred_group[1]) if pred_group else split_top_level(pred)
         # `a=2,b=3` for `(2,3)`; normalisation already dropped the first `a=`
-        if not pred_group and len(pred_items) > 1 and all(re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?=.+", p) for p in pred_items[1:]):
+        if not pred_group and len(pred_items) > 1 and all(re.fullmatch(r"[a-zA-Z](?:_\{?\w+\}?)?=.+", p)
+                                                          for p in pred_items[1:]):
             pred_items = [_strip_assignment(p) for p in pred_items]
         elif not pred_group or (pred_group[0], pred_group[2]) != (gold_group[0], gold_group[2]):
             return False
@@ -591,6 +296,16 @@ def _compare_structured(pred: str, gold: str, atom) -> bool | None:
     if len(split_top_level(pred)) > 1 or len(pred_union) > 1:
         return False
     return atom(pred, gold)
+
+
+def _fast_verdict(pred: str, gold: str) -> bool | None:
+    """Fast path: True/False when string forms and plain rationals decide the pair, else None (the slow path must).
+
+    The structure rules with `apo.answer_normalization.fast_atom` deciding the leaves.
+    """
+    if len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:  # no regex work on junk-sized answers
+        return pred.strip() == gold.strip()
+    return compare_structured(pred, gold, fast_atom)
 
 
 # --- slow path (runs in worker processes) ---
@@ -704,7 +419,7 @@ def _slow_atom(pred: str, gold: str) -> bool:
     """Symbolic equivalence of two normalised leaves via math-verify (run under a timeout)."""
     from math_verify import verify
 
-    fast = _fast_atom(pred, gold)
+    fast = fast_atom(pred, gold)
     if fast is not None:
         return fast
     if len(split_top_level(pred, "=")) == 2 and len(split_top_level(gold, "=")) == 2:
@@ -802,7 +517,8 @@ def grade_many(responses: Sequence[str], golds: Sequence[str], *, timeout: float
 # --- worker entry point (runs in apo.grading_pool's subprocesses) ---
 
 _WARM_UP_PAIRS = [("2\\sqrt{3}", "\\sqrt{12}"), ("(x+1)^2", "x^2+2x+1"), ("\\log_2 8", "3"),
-                  ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),
+                  ("\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}",
+                   "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),
                   ("y=2x+1", "y = 1+2x"), ("\\sin(\\frac{\\pi}{6})", "0.5")]
 
 

@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from apo.config import parse_config  # noqa: E402
 from apo.records import write_json_atomic  # noqa: E402
-from apo import grading  # noqa: E402
+from apo import answer_normalization, grading  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_DATA = os.path.join(HERE, "..", "..", "shared", "data")
@@ -92,7 +92,7 @@ def confusion(verdicts: list[bool], labels: list[bool]) -> dict[str, float]:
 def start_cold_pool(cfg: BenchGraderConfig) -> None:
     """A fresh, started worker pool and an empty normalisation cache, so timed runs start equal."""
     grading.shutdown_pool()
-    grading._normalize_cached.cache_clear()
+    answer_normalization.normalize_cached.cache_clear()
     grading.grade_many(["$\\boxed{x+1}$"], ["1+x"], timeout=cfg.timeout, num_workers=cfg.num_workers)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from apo import grading_pool
 from apo import grading
+from apo.answer_normalization import as_rational, normalize_answer
 from apo.grading import GradingReport, extract_answer, grade, grade_many, last_boxed_content
 from tests.conftest import SHARED_DATA, read_jsonl
 
@@ -149,10 +150,10 @@ def _other_answer_pairs(rows: list[dict]) -> list[tuple[str, str]]:
         gold = row["answer"]
         if not other.strip():
             continue
-        n_gold, n_other = grading.normalize_answer(gold), grading.normalize_answer(other)
+        n_gold, n_other = normalize_answer(gold), normalize_answer(other)
         if not n_gold or n_gold == n_other:
             continue
-        value_gold, value_other = grading._as_rational(n_gold), grading._as_rational(n_other)
+        value_gold, value_other = as_rational(n_gold), as_rational(n_other)
         if value_gold is not None and value_gold == value_other:
             continue
         pairs.append((f"The answer is $\\boxed{{{other}}}$.", gold))
@@ -215,7 +216,8 @@ def test_timeouts_are_counted_and_the_pool_survives():
 
 def test_report_counts_accumulate_across_calls():
     report = GradingReport()
-    grade_many(["$\\boxed{1}$", "no answer here at all, sorry about that", "$\\boxed{2}$"], ["1", "1", "1"], report=report)
+    grade_many(["$\\boxed{1}$", "no answer here at all, sorry about that", "$\\boxed{2}$"], ["1", "1", "1"],
+               report=report)
     grade_many(["$\\boxed{\\frac{2}{4}}$"], ["\\frac12"], report=report)
     assert (report.graded, report.correct, report.no_answer, report.timeouts, report.errors) == (4, 2, 1, 0, 0)
 
