@@ -77,7 +77,7 @@ from apo.grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (sh
 
 logger = logging.getLogger(__name__)
 
-GRADER_VERSION = "apo-math-grader-1.1"
+GRADER_VERSION = "apo-math-grader-1.2"
 
 # --- structure: tuples, intervals, unions, solution lists ---
 
@@ -123,16 +123,22 @@ def _compare_percent(pred: str, gold: str, atom) -> bool | None:
     return compare_structured(f"{as_fraction.numerator}/{as_fraction.denominator}", gold, atom)
 
 
+_PLUS_MINUS_RE = re.compile(r"\\pm(?![a-zA-Z])")  # `\pm`, not `\pmod`
+
+
 def _expand_plus_minus(items: list[str]) -> list[str]:
-    """`a\\pmb` -> `a+b`, `a-b`; `\\pm b` -> `b`, `-b` (items with one `\\pm`; others unchanged)."""
+    """Each item with one `\\pm`, at any depth, as its two readings: `a\\pmb` -> `a+b`, `a-b`;
+    `\\pm b` -> `b`, `-b`; `\\frac{1\\pm\\sqrt{5}}{2}` -> `\\frac{1+\\sqrt{5}}{2}`,
+    `\\frac{1-\\sqrt{5}}{2}`. Items with no or several `\\pm` are unchanged."""
     expanded = []
     for item in items:
-        pieces = split_top_level(item, "\\pm")
-        if len(pieces) == 2:
-            left, right = pieces
-            expanded += [f"{left}+{right}" if left else right, f"{left}-{right}"]
-        else:
+        found = list(_PLUS_MINUS_RE.finditer(item))
+        if len(found) != 1:
             expanded.append(item)
+            continue
+        before, after = item[:found[0].start()], item[found[0].end():]
+        plus = "" if not before.strip() or before.rstrip()[-1] in "{([" else "+"
+        expanded += [f"{before}{plus}{after}", f"{before}-{after}"]
     return expanded
 
 
@@ -291,8 +297,10 @@ def _compare_structured(pred: str, gold: str, atom) -> bool | None:
             return False
         else:
             pred_items = split_top_level(pred)
-        return _unordered_match(_expand_plus_minus([_strip_assignment(p) for p in pred_items]),
-                                _expand_plus_minus([_strip_assignment(g) for g in gold_items]), atom)
+        preds = _expand_plus_minus([_strip_assignment(p) for p in pred_items])
+        golds = _expand_plus_minus([_strip_assignment(g) for g in gold_items])
+        if (preds, golds) != ([pred], [gold]):  # else a leaf (a `\\pm` that does not expand): no recursion
+            return _unordered_match(preds, golds, atom)
     if len(split_top_level(pred)) > 1 or len(pred_union) > 1:
         return False
     return atom(pred, gold)

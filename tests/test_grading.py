@@ -344,6 +344,13 @@ def test_extract_answer_in_the_forms_models_write(text, expected):
     ("$\\boxed{0.000001}$", "10^{-7}", False),
     ("$\\boxed{\\pm 5}$", "5, -5", True),
     ("$\\boxed{\\pm 5}$", "-5", False),
+    ("$\\boxed{-5}$", "\\pm 5", False),  # one of the two: not the answer
+    # a \pm inside braces is two solutions too (it recursed without end before)
+    ("$\\boxed{\\frac{1+\\sqrt{5}}{2}, \\frac{1-\\sqrt{5}}{2}}$", "\\frac{1\\pm\\sqrt{5}}{2}", True),
+    ("$\\boxed{\\frac{1+\\sqrt{5}}{2}}$", "\\frac{1\\pm\\sqrt{5}}{2}", False),
+    ("$\\boxed{1}$", "\\frac{1\\pm\\sqrt{5}}{2}", False),
+    ("$\\boxed{\\frac{1}{2}, -\\frac{1}{2}}$", "\\frac{\\pm1}{2}", True),
+    ("$\\boxed{1}$", "\\pm 1 \\pm \\sqrt{2}", False),  # two \pm: a leaf for the slow path, no recursion
     ("$\\boxed{\\begin{matrix} 3 \\\\ \\frac14 \\end{matrix}}$", "[3, 0.25]", True),
     ("$\\boxed{\\begin{matrix} \\frac14 \\\\ 3 \\end{matrix}}$", "[3, 0.25]", False),
     ("$\\boxed{[4, 0]}$", "\\begin{pmatrix} 4 \\\\ 0 \\end{pmatrix}", True),
