@@ -499,7 +499,10 @@ def grade_many(responses: Sequence[str], golds: Sequence[str], *, timeout: float
             report.no_answer += 1
             continue
         gold_clean = sanitize_text(gold)
-        verdict = _fast_verdict(answer, gold_clean)
+        try:
+            verdict = _fast_verdict(answer, gold_clean)
+        except Exception:  # a rule that fails on this pair fails in the worker too: counted there as an error
+            verdict = None
         if verdict is None:
             slow.append((index, answer, gold_clean))
         else:

@@ -214,6 +214,23 @@ def test_timeouts_are_counted_and_the_pool_survives():
     assert all(w.process.poll() is None for w in grading_pool._POOL.workers)
 
 
+def test_a_fast_rule_that_raises_sends_the_pair_to_the_workers(monkeypatch):
+    """The fast path runs in the caller's process: a rule that raises on one pair must not end the
+    evaluation; the pair goes to a worker, where a repeated failure is counted as an error."""
+    fast_verdict = grading._fast_verdict
+
+    def failing_on_one_pair(pred, gold):
+        if gold == "7":
+            raise RecursionError("a rule that loops on this pair")
+        return fast_verdict(pred, gold)
+
+    monkeypatch.setattr(grading, "_fast_verdict", failing_on_one_pair)
+    report = GradingReport()
+    verdicts = grade_many(["$\\boxed{7}$", "$\\boxed{2}$"], ["7", "3"], num_workers=2, report=report)
+    assert verdicts == [True, False]  # the worker, which has the real rules, graded the first pair
+    assert (report.graded, report.correct, report.errors) == (2, 1, 0)
+
+
 def test_report_counts_accumulate_across_calls():
     report = GradingReport()
     grade_many(["$\\boxed{1}$", "no answer here at all, sorry about that", "$\\boxed{2}$"], ["1", "1", "1"],
