@@ -52,7 +52,7 @@ import prepare_data
 import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo.cli import run_main
-from apo.config import A_PO_Config, parse_config, save_config
+from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
 from apo.errors import InputError
 from apo.metrics import wilson_interval
 from apo.grading import last_boxed_content
@@ -138,6 +138,8 @@ class DemoConfig:
     use_lora: bool = field(default=True, metadata=_help("Train LoRA adapters (rank 16) instead of all weights."))
     max_correction_turns: int = field(default=2, metadata=_help(
         "Attempts per held-out problem: 1 = first attempt only, 2 = one verify-and-revise round."))
+    system_prompt: str = field(default=SYSTEM_PROMPT, metadata=_help(
+        "System prompt of every rollout and evaluation episode, before and after training alike."))
 
     # --- output ---
     output_dir: str = field(default="demo_output", metadata=_help(
@@ -218,7 +220,7 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
         policy_loss=cfg.policy_loss, beta2=cfg.beta2, policy_learning_rate=cfg.policy_learning_rate,
         use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         max_correction_turns=cfg.max_correction_turns, filter_all_incorrect=cfg.filter_all_incorrect,
-        correction_mode="self_verify", seed=cfg.seed)
+        system_prompt=cfg.system_prompt, correction_mode="self_verify", seed=cfg.seed)
 
 
 def train_config(cfg: DemoConfig, data: prepare_data.PreparedData, folder: str, stage: str) -> train_math_apo.TrainConfig:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import demo_apo_pipeline as demo
-from apo.config import parse_config
+from apo.config import SYSTEM_PROMPT, parse_config
 from apo.synthetic import ARITHMETIC_WORDINGS
 from conftest import REPO_ROOT, build_tiny_policy
 
@@ -106,6 +106,14 @@ def test_step4_explains_the_loss_the_run_uses():
 def test_the_prompt_filter_reaches_the_trainer(flags, expected):
     (cfg,) = parse_config((demo.DemoConfig,), flags)
     assert demo.algorithm_config(cfg, cfg.model).filter_all_incorrect is expected
+
+
+def test_the_system_prompt_reaches_training_and_evaluation_alike():
+    (default,) = parse_config((demo.DemoConfig,), [])
+    assert demo.algorithm_config(default, default.model).system_prompt == SYSTEM_PROMPT
+    (cfg,) = parse_config((demo.DemoConfig,), ["--system_prompt", "Answer in one sentence."])
+    assert demo.algorithm_config(cfg, cfg.model).system_prompt == "Answer in one sentence."
+    assert demo.algorithm_config(cfg, "/tmp/trained/final").system_prompt == "Answer in one sentence."
 
 
 
