@@ -5,7 +5,8 @@ The four wordings below are written here and nowhere in apo/synthetic.py (which 
 the demo trains and evaluates on). Each problem is a level-1 fact (a op b, single digits, a >= b
 for subtraction) drawn from `--seed`; facts may also occur in the demo's sets in other wordings,
 so this measures wording, not new facts. Both models answer greedily, one attempt, with the
-demo's length limit; the comparison is paired per problem (gained / lost, exact sign test).
+demo's length limit and system prompt; the comparison is paired per problem (gained / lost, exact
+sign test).
 
     .venv/bin/python bench/bench_new_wordings.py --trained /tmp/demo_seed_42/train/final
     .venv/bin/python bench/bench_new_wordings.py --trained DIR --untrained embedded --problems_per_wording 24
@@ -25,7 +26,7 @@ import evaluate_apo  # noqa: E402
 from apo.config import A_PO_Config, parse_config  # noqa: E402
 from apo.records import write_json_atomic, write_jsonl_atomic  # noqa: E402
 from apo.synthetic import NUMBER_WORDS  # noqa: E402
-from demo_apo_pipeline import first_attempts, paired_changes  # noqa: E402
+from demo_apo_pipeline import DEMO_SYSTEM_PROMPT, first_attempts, paired_changes  # noqa: E402
 
 logger = logging.getLogger("bench_new_wordings")
 
@@ -49,7 +50,10 @@ class NewWordingsConfig:
     trained: str = field(metadata={"help": "The trained model folder (the demo's train/final)."})
     untrained: str = field(default="embedded", metadata={"help": "The model before training."})
     problems_per_wording: int = field(default=16, metadata={"help": "Problems in each of the four wordings."})
-    max_new_tokens: int = field(default=96, metadata={"help": "Generation limit (the demo's)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Generation limit (the demo's default)."})
+    system_prompt: str = field(default=DEMO_SYSTEM_PROMPT, metadata={"help": (
+        "System prompt of both models' episodes (the demo's default; give the one the trained model was trained "
+        "with).")})
     seed: int = field(default=7, metadata={"help": "Seed of the facts (another than the demo's sets use)."})
     output_dir: str = field(default=os.path.join("runs", "new_wordings"), metadata={"help": "Folder for everything."})
 
@@ -76,7 +80,8 @@ def new_wording_rows(per_wording: int, seed: int) -> list[dict]:
 
 def evaluate(model: str, eval_file: str, folder: str, cfg: NewWordingsConfig) -> dict[str, dict]:
     """id -> first-attempt record of `model` on the rows (greedy, one attempt)."""
-    apo = A_PO_Config(model=model, correction_mode="none", max_correction_turns=1, seed=cfg.seed)
+    apo = A_PO_Config(model=model, correction_mode="none", max_correction_turns=1, system_prompt=cfg.system_prompt,
+                      seed=cfg.seed)
     eval_cfg = evaluate_apo.EvalConfig(eval_file=eval_file, output_dir=folder, eval_max_new_tokens=cfg.max_new_tokens,
                                        eval_batch_size=64, bootstrap_resamples=200, resume=False)
     evaluate_apo.main(apo, eval_cfg)

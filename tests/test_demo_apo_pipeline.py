@@ -110,7 +110,7 @@ def test_the_prompt_filter_reaches_the_trainer(flags, expected):
 
 def test_the_system_prompt_reaches_training_and_evaluation_alike():
     (default,) = parse_config((demo.DemoConfig,), [])
-    assert demo.algorithm_config(default, default.model).system_prompt == SYSTEM_PROMPT
+    assert demo.algorithm_config(default, default.model).system_prompt == demo.DEMO_SYSTEM_PROMPT != SYSTEM_PROMPT
     (cfg,) = parse_config((demo.DemoConfig,), ["--system_prompt", "Answer in one sentence."])
     assert demo.algorithm_config(cfg, cfg.model).system_prompt == "Answer in one sentence."
     assert demo.algorithm_config(cfg, "/tmp/trained/final").system_prompt == "Answer in one sentence."
