@@ -42,7 +42,7 @@ def test_quick_replaces_only_the_sizes_left_at_their_default():
     assert cfg.train_prompts == demo.QUICK_SIZES["train_prompts"]
     assert cfg.max_new_tokens == demo.QUICK_SIZES["max_new_tokens"]
     (full,) = parse_config((demo.DemoConfig,), [])
-    assert full.train_prompts == 64 and full.stage2_steps == 16 and full.eval_problems == 128
+    assert full.train_prompts == 64 and full.stage2_steps == 24 and full.eval_problems == 128
 
 
 @pytest.mark.parametrize("flags, field", [(["--prompts_per_step", "5"], "prompts_per_step"),
