@@ -81,7 +81,8 @@ class ModelConfig:
     generation_backend: Literal["hf", "vllm"] = field(default="hf", metadata=_help(
         "Engine of every generation (stage 1, stage 2 rollouts, held-out checks, evaluation): 'hf' = the "
         "transformers model's own forward pass and KV cache (apo.decoding); 'vllm' = a vLLM engine on the same "
-        "GPU, its weights updated from the policy after every optimizer step (needs a CUDA GPU and `pip install -r requirements-vllm.txt`)."))
+        "GPU, its weights updated from the policy after every optimizer step (needs a CUDA GPU and "
+        "`pip install -r requirements-vllm.txt`)."))
     vllm_gpu_memory_utilization: float = field(default=0.3, metadata=_help(
         "'vllm' only: share of the GPU's memory vLLM may take for weights and KV cache; the rest is the trainer's. "
         "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9."))

@@ -100,7 +100,8 @@ def test_hub_reader_uses_load_dataset_splits_and_every_subject_config(tmp_path, 
 # --- bad input ---
 
 def test_malformed_json_line_names_file_line_and_reason(tmp_path):
-    path = write_lines(tmp_path / "bad.jsonl", [json.dumps(VALID_RECORD), "", '{"problem": "x", "level": ', json.dumps(VALID_RECORD)])
+    path = write_lines(tmp_path / "bad.jsonl",
+                       [json.dumps(VALID_RECORD), "", '{"problem": "x", "level": ', json.dumps(VALID_RECORD)])
     with pytest.raises(DataFormatError, match=r"bad\.jsonl:3: malformed JSON \(Expecting value at column 27\)"):
         read_jsonl(str(path))
     json_path = tmp_path / "bad.json"
