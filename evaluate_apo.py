@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_benchmark_names, custom_protocol,
                             default_benchmark_dir, default_math500_file, load_benchmark)
 from apo.cli import run_main
-from apo.config import A_PO_Config, parse_script_config, script_fields
+from apo.config import A_PO_Config, check_backend_sampling, parse_script_config, script_fields
 from apo.errors import InputError
 from apo.metrics import episode_records, metrics_from_generations, mode_label
 from apo.records import (
@@ -179,6 +179,7 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
         print(comparison["markdown"])
         return comparison
 
+    check_backend_sampling(eval_cfg, cfg.generation_backend, "eval_temperature")  # its samples are separate requests
     if cfg.generation_backend == "vllm":
         from apo.vllm_engine import require_vllm
 

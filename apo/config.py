@@ -87,8 +87,8 @@ class ModelConfig:
         "'vllm' only: share of the GPU's memory vLLM may take for weights and KV cache; the rest is the trainer's. "
         "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9."))
     vllm_enable_sleep_mode: bool = field(default=False, metadata=_help(
-        "'vllm' only, training: after each rollout drop vLLM's KV cache and move its weights to CPU memory (vLLM "
-        "sleep level 1), so the policy update has the GPU; they come back for the weight sync and the next rollout."))
+        "'vllm' only, training: after each generation discard vLLM's KV cache and weights (vLLM sleep level 2, as "
+        "TRL does), so the policy update has the GPU; the weight sync (or, before it, a reload) brings them back."))
     vllm_max_model_len: int = field(default=0, metadata=_help(
         "'vllm' only: longest prompt + response in tokens the engine reserves KV cache for (0 = the model's "
         "context window). A response cut by it counts as truncated, like one that hits max_new_tokens."))
@@ -329,6 +329,7 @@ class A_PO_Config(RunConfig, EpisodeConfig, OptimizerConfig, APOConfig, Sampling
         _require(self, "prompt_format", not (self.prompt_format == "raw" and self.train_correction),
                  "raw prompts have no chat turns to verify or revise in: set train_correction false, or use "
                  "prompt_format chat")
+        check_backend_sampling(self, self.generation_backend, "temperature", "num_value_samples")
 
     @classmethod
     def from_groups(cls, *groups: Any) -> A_PO_Config:
@@ -343,6 +344,35 @@ SCRIPT_GROUPS: dict[str, tuple[type, ...]] = {
     "prepare_data.py": (),
     "demo_apo_pipeline.py": (),
 }
+
+
+# vLLM's own limits (vllm 0.31.0, vllm/sampling_params.py): SamplingParams._verify_args refuses a temperature above 2,
+# __post_init__ treats one below _SAMPLING_EPS as greedy, where _verify_greedy_sampling refuses n > 1, and raises
+# one in (0, _MAX_TEMP) to _MAX_TEMP with only a warning.
+VLLM_MAX_TEMPERATURE = 2.0
+VLLM_GREEDY_BELOW = 1e-5  # _SAMPLING_EPS
+VLLM_MIN_SAMPLING_TEMPERATURE = 1e-2  # _MAX_TEMP
+
+
+def check_backend_sampling(cfg: Any, backend: str, temperature: str, num_samples: str | None = None) -> None:
+    """Refuse at parse time the sampling settings the `backend` engine would refuse or change mid-run.
+
+    `temperature` and `num_samples` name cfg's fields that reach the engine as one request's
+    temperature and n (train_math_apo.py: temperature and num_value_samples, stage 1's N
+    samples per prompt; evaluate_apo.py: eval_temperature, whose samples are separate requests).
+    Only 'vllm' has such limits: a temperature in {0} or [0.01, 2], and n = 1 at temperature 0.
+    Raises InputError naming the field.
+    """
+    if backend != "vllm":
+        return
+    value = getattr(cfg, temperature)
+    _require(cfg, temperature, value == 0 or VLLM_MIN_SAMPLING_TEMPERATURE <= value <= VLLM_MAX_TEMPERATURE,
+             "--generation_backend vllm samples at temperature 0 (greedy) or in [0.01, 2] (vLLM's SamplingParams "
+             "refuses more than 2 and raises a smaller one to 0.01)")
+    if num_samples is not None:
+        _require(cfg, num_samples, not (getattr(cfg, num_samples) > 1 and value < VLLM_GREEDY_BELOW),
+                 f"--generation_backend vllm refuses n > 1 samples per prompt at {temperature} 0 (greedy samples "
+                 f"are all the same): use 1, or a positive {temperature}")
 
 
 def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:

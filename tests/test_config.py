@@ -174,3 +174,28 @@ def test_a_null_yaml_value_is_refused_where_the_default_is_not_unset(tmp_path):
     run.write_text("beta2: null\n")
     with pytest.raises(InputError, match="beta2 is null"):
         parse_config((A_PO_Config,), ["--config", str(run)])
+
+
+@pytest.mark.parametrize("kwargs, field_name", [
+    ({"temperature": 0.0, "num_value_samples": 8}, "num_value_samples"),  # stage 1's n at greedy
+    ({"temperature": 2.5}, "temperature"), ({"temperature": 0.005}, "temperature"),
+])
+def test_vllm_refuses_at_parse_time_the_sampling_vllm_would_refuse_mid_run(kwargs, field_name):
+    with pytest.raises(InputError, match=rf"A_PO_Config\.{field_name}=.* is invalid: --generation_backend vllm"):
+        A_PO_Config(generation_backend="vllm", **kwargs)
+    assert A_PO_Config(**kwargs).generation_backend == "hf"  # the hf path samples them
+    with pytest.raises(InputError, match=rf"--{field_name}=|{field_name}="):
+        parse_script_config("train_math_apo.py", (), ["--generation_backend", "vllm"]
+                            + [f"--{k}={v}" for k, v in kwargs.items()])
+    assert A_PO_Config(generation_backend="vllm", temperature=0.0, num_value_samples=1).temperature == 0.0
+    assert A_PO_Config(generation_backend="vllm", temperature=2.0).temperature == 2.0
+
+
+def test_evaluate_refuses_an_eval_temperature_vllm_would_refuse(tmp_path):
+    import evaluate_apo
+
+    cfg, eval_cfg = parse_script_config("evaluate_apo.py", (evaluate_apo.EvalConfig,), [
+        "--generation_backend", "vllm", "--eval_temperature", "2.5", "--num_samples", "4", "--pass_k", "1",
+        "--output_dir", str(tmp_path / "out")])
+    with pytest.raises(InputError, match=r"EvalConfig\.eval_temperature=2\.5 is invalid: --generation_backend vllm"):
+        evaluate_apo.main(cfg, eval_cfg)  # before require_vllm: this machine has no vllm
