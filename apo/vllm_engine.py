@@ -22,12 +22,22 @@ What the engine is asked, so that it samples what `generate` samples with transf
 The trainer keeps the returned token ids and recomputes every log-prob with the policy; the
 engine's own log-probs are only returned on request, for bench/gpu_check.py.
 
-Stage 2 keeps the engine on the trainer's GPU (`vllm_gpu_memory_utilization`; with
-`vllm_enable_sleep_mode` its KV cache is dropped and its weights moved to CPU while the policy
-is updated) and pushes the policy's current tensors into it after every optimizer step
-(`sync_weights`: LoRA adapters merged first, ZeRO-3 / FSDP2 shards gathered), through the
-in-process model's `load_weights`, the call TRL 1.16's GRPO colocate mode makes
-(trl/generation/vllm_generation.py, `sync_weights`).
+Stage 2 keeps the engine on the trainer's GPU (`vllm_gpu_memory_utilization`) and pushes the
+policy's current tensors into it after every optimizer step (`sync_weights`: LoRA adapters
+merged first, ZeRO-3 / FSDP2 shards gathered), through the in-process model's `load_weights`,
+the call TRL's GRPO colocate mode makes (trl/generation/vllm_generation.py, `sync_weights`).
+
+With `vllm_enable_sleep_mode` the engine sleeps at level 2 after every generation, as TRL's
+colocate mode does: its KV cache and weights are discarded (level 1 would copy the weights to
+CPU and back at every call), so the policy update has the GPU; the cached allocator blocks are
+freed (`torch.cuda.empty_cache`) before each `wake_up`. Discarded weights come back before the
+next generation: from the next `sync_weights`; else, before any update, from the model folder
+(`collective_rpc("reload_weights")`, vLLM's level-2 wake-up path); else from the policy last
+synced, sent again. (TRL reloads from disk at every wake-up, which would undo the updates.)
+
+A prompt of `max_model_len` tokens or more (`vllm_max_model_len`, or the model's window) is
+not sent: vLLM 0.31 refuses the whole call for it (vllm/v1/engine/input_processor.py,
+`_validate_prompt_len`). It gets empty responses counted as truncated, and a warning.
 
 Pinned version: requirements-vllm.txt (vllm 0.31.0, built for torch 2.13.0).
 """
@@ -142,7 +152,10 @@ class VLLMEngine:
         self.generation_config = generation_config
         self.sleep_mode = sleep_mode
         self.asleep: set[str] = set()  # the sleep-mode tags ("weights", "kv_cache") released now
+        self.weights_discarded = False  # level-2 sleep dropped the weights and nothing has reloaded them yet
         self.weight_updates = 0
+        self._synced_from: tuple | None = None  # (model, accelerator) of the last sync_weights
+        self.max_model_len = int(llm.model_config.max_model_len)  # what vLLM resolved: the option or the window
 
     # --- generation ---
 
@@ -159,16 +172,28 @@ class VLLMEngine:
         sampling = [self.sampling_params(seed=seed, num_samples=num_samples, eos_ids=eos_ids,
                                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                          with_logprobs=with_logprobs) for seed in seeds]
-        if not prompts:
-            return []
+        fits = [len(prompt) < self.max_model_len for prompt in prompts]
+        if not all(fits):
+            logger.warning("%d of %d prompts have max_model_len=%d tokens or more; vLLM cannot continue them: "
+                           "their responses are empty and counted as truncated (raise vllm_max_model_len or shorten "
+                           "the prompts)", fits.count(False), len(prompts), self.max_model_len)
+        sent = [(list(prompt), params) for prompt, params, fit in zip(prompts, sampling, fits) if fit]
+        # the same calls with or without prompts, so that processes re-sending shards stay in step
         self._wake_up()
-        outputs = self.llm.generate([{"prompt_token_ids": list(prompt)} for prompt in prompts],
-                                    sampling_params=sampling, use_tqdm=False)
+        outputs = self.llm.generate([{"prompt_token_ids": prompt} for prompt, _ in sent],
+                                    sampling_params=[params for _, params in sent], use_tqdm=False) if sent else []
         self._sleep()
-        if len(outputs) != len(prompts):
-            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(prompts)} prompts")
+        if len(outputs) != len(sent):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(sent)} prompts")
+        outputs = iter(outputs)
         generations = []
-        for prompt, output in zip(prompts, outputs):
+        for prompt, fit in zip(prompts, fits):
+            if not fit:
+                generations += [Generation(prompt_ids=list(prompt), response_ids=[], text="", truncated=True,
+                                           sampled_logprobs=[] if with_logprobs else None)
+                                for _ in range(num_samples)]
+                continue
+            output = next(outputs)
             if list(output.prompt_token_ids) != list(prompt):
                 raise RuntimeError("vLLM returned an output for another prompt than the one at its position")
             completions = sorted(output.outputs, key=lambda completion: completion.index)
@@ -209,33 +234,55 @@ class VLLMEngine:
         DTensor with `full_tensor()` (collectives: every process calls this together). Names are
         the transformers checkpoint names, which vLLM's `load_weights` maps onto its own layers.
         """
-        if "weights" in self.asleep:
-            self.llm.wake_up(tags=["weights"])
-            self.asleep.discard("weights")
+        self._wake("weights")
+        sent = self._send(model, accelerator)
+        self._synced_from = (model, accelerator)
+        self.weight_updates += 1
+        return sent
+
+    def _send(self, model: torch.nn.Module, accelerator) -> int:
         vllm_model = self.llm.llm_engine.model_executor.driver_worker.model_runner.model
         sent = 0
         with full_parameters(model, accelerator), torch.no_grad():
             for name, tensor in policy_tensors(model):
                 vllm_model.load_weights([(name, tensor)])
                 sent += 1
+        self.weights_discarded = False
         self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
-        self.weight_updates += 1
         return sent
 
     # --- memory ---
 
+    def _wake(self, *tags: str) -> None:
+        """Map back those of `tags` that sleep released, after freeing torch's cached blocks (vLLM
+        ignores a wake_up call as a whole when one of its tags is not asleep, so only those are named)."""
+        tags = sorted(set(tags) & self.asleep)
+        if tags:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # as TRL does before every wake_up: room for what comes back
+            self.llm.wake_up(tags=tags)
+            self.asleep -= set(tags)
+
     def _wake_up(self) -> None:
-        """Map back what sleep released (the KV cache, and the weights unless `sync_weights` already did)."""
-        if self.asleep:
-            self.llm.wake_up(tags=sorted(self.asleep))
-            self.asleep = set()
+        """Before a generation: the weights and the KV cache mapped back, discarded weights restored
+        (see the module docstring)."""
+        self._wake("weights")
+        if self.weights_discarded:
+            if self._synced_from is None:  # still the model folder's weights: vLLM reloads them from disk
+                self.llm.collective_rpc("reload_weights")
+                self.weights_discarded = False
+                self.llm.reset_prefix_cache()
+            else:
+                self._send(*self._synced_from)
+        self._wake("kv_cache")
 
     def _sleep(self) -> None:
-        """Sleep level 1 after each generation: the KV cache is dropped and the weights wait in CPU
-        memory, so the policy update has the GPU; `sync_weights` maps the weights back first."""
+        """Sleep level 2 after each generation (sleep mode only): the KV cache and the weights are
+        discarded, so the policy update has the GPU."""
         if self.sleep_mode:
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=2)
             self.asleep = {"weights", "kv_cache"}
+            self.weights_discarded = True
 
     def close(self) -> None:
         """Drop the engine and return its GPU memory (before another model's engine starts)."""

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 import torch
-from transformers import GenerationMixin
+from transformers import AutoConfig, GenerationMixin
 
 import apo.episodes as episodes
 import apo.synthetic as synthetic_math
@@ -304,19 +304,118 @@ def test_sync_weights_sends_the_merged_lora_weights_and_leaves_the_adapters(tiny
     assert [n for n, _ in policy_tensors(plain)] == [n for n, _ in merged.named_parameters()]
 
 
-def test_sleep_mode_offloads_between_rollouts_and_wakes_for_the_weights(tiny_dir, embedded_tokenizer,
-                                                                       fake_vllm_installed):
+def test_sleep_mode_discards_at_level_2_and_restores_the_right_weights(tiny_dir, embedded_tokenizer,
+                                                                      fake_vllm_installed, monkeypatch):
+    events = []
+    monkeypatch.setattr(vllm_engine.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(vllm_engine.torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
     cfg = A_PO_Config(model=str(tiny_dir), dtype="float32", generation_backend="vllm", vllm_enable_sleep_mode=True)
     engine = create_engine(str(tiny_dir), cfg, trainable=True)
     llm = engine.llm
     assert llm.options["enable_sleep_mode"] and llm.options["distributed_executor_backend"] == "external_launcher"
-    prompts = chat_prompts(embedded_tokenizer, ["What is 1+1?"])
-    generate(engine, embedded_tokenizer, prompts, max_new_tokens=3, temperature=1.0, top_p=1.0, batch_size=4)
-    assert llm.sleep_calls == [1] and engine.asleep
-    engine.sync_weights(build_tiny_policy(embedded_tokenizer, seed=1))
-    assert llm.wake_calls == [["weights"]]
-    generate(engine, embedded_tokenizer, prompts, max_new_tokens=3, temperature=1.0, top_p=1.0, batch_size=4)
-    assert llm.wake_calls == [["weights"], ["kv_cache"]] and llm.sleep_calls == [1, 1]
+    original_wake = llm.wake_up
+    monkeypatch.setattr(llm, "wake_up", lambda tags=None: (events.append(tuple(tags)), original_wake(tags)))
+    prompts = chat_prompts(embedded_tokenizer, ["What is 1+1?", "Name a prime."])
+    greedy = dict(max_new_tokens=4, temperature=0.0, top_p=1.0, batch_size=4)
+    first = [g.response_ids for g in generate(engine, embedded_tokenizer, prompts, **greedy)]
+    assert llm.sleep_calls == [2] and engine.asleep == {"weights", "kv_cache"}
+    # before any update the discarded weights are reloaded from the model folder
+    again = [g.response_ids for g in generate(engine, embedded_tokenizer, prompts, **greedy)]
+    assert again == first and llm.rpc_calls == ["reload_weights"]
+    assert events == ["empty_cache", ("weights",), "empty_cache", ("kv_cache",)]
+    # after an update: the sync maps the weights back, and a later generation re-sends the synced policy
+    policy = build_tiny_policy(embedded_tokenizer, seed=1)
+    engine.sync_weights(policy)
+    expected = [g.response_ids for g in generate(policy, embedded_tokenizer, prompts, **greedy)]
+    for _ in range(2):  # right after the sync, then again after a level-2 sleep with no sync in between
+        assert [g.response_ids for g in generate(engine, embedded_tokenizer, prompts, **greedy)] == expected
+    assert llm.sleep_calls == [2, 2, 2, 2] and llm.rpc_calls == ["reload_weights"] and engine.weight_updates == 1
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+    assert len({step for step, _, _ in llm.load_history}) == 2  # sent by the sync, then once more after a sleep
+
+
+def test_prompts_at_the_length_limit_are_counted_truncated_not_sent(tiny_dir, embedded_tokenizer,
+                                                                    fake_vllm_installed):
+    engine = make_engine(tiny_dir, vllm_max_model_len=40)
+    short = [1, 200, 300, 400]
+    at_limit, past = list(range(3, 43)), list(range(3, 60))
+    generations = engine.generate(embedded_tokenizer, [short, at_limit, past], eos_ids=[EOS], max_new_tokens=20,
+                                  temperature=1.0, top_p=1.0, num_samples=2)
+    assert [len(g.response_ids) > 0 for g in generations] == [True, True, False, False, False, False]
+    assert all(g.truncated and g.text == "" for g in generations[2:])
+    assert [g.prompt_ids for g in generations[2:]] == [at_limit, at_limit, past, past]
+    assert [ids for ids, _ in engine.llm.requests] == [short]  # vLLM would refuse the whole call for the others
+    # the engine's own limit: prompt + response stop at max_model_len, counted as truncated
+    near = list(range(3, 38))
+    (capped,) = engine.generate(embedded_tokenizer, [near], eos_ids=[EOS], max_new_tokens=20, temperature=1.0,
+                                top_p=1.0)
+    assert len(near) + len(capped.response_ids) <= 40 and (capped.truncated or capped.response_ids[-1] == EOS)
+
+
+# --- the fake behaves like vLLM 0.31 where the project relies on it ---
+
+def test_fake_refuses_unknown_constructor_options(tiny_dir):
+    with pytest.raises(TypeError, match="gpu_memory_utilisation"):
+        fake_vllm.LLM(str(tiny_dir), gpu_memory_utilisation=0.3)
+    assert fake_vllm.LLM(str(tiny_dir), gpu_memory_utilization=0.3).options["gpu_memory_utilization"] == 0.3
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"n": 2, "temperature": 0.0}, "n must be 1 when using greedy sampling"),
+    ({"temperature": 2.5}, r"temperature must be in \[0, 2\]"),
+    ({"temperature": -0.1}, "temperature must be non-negative"),
+    ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+    ({"max_tokens": 0}, "max_tokens must be at least 1"),
+])
+def test_fake_sampling_params_raise_vllms_own_validation_error(fields, message):
+    with pytest.raises(fake_vllm.VLLMValidationError, match=message) as raised:
+        fake_vllm.SamplingParams(**fields)
+    assert not isinstance(raised.value, ValueError)  # vllm.exceptions: VLLMError -> VLLMClientError -> ...
+    with pytest.raises(TypeError):
+        fake_vllm.SamplingParams(best_of=2)
+    assert fake_vllm.SamplingParams(temperature=0.001).temperature == 0.01  # vLLM raises it with a warning
+
+
+def test_fake_stop_reason_is_none_for_the_engines_eos(tiny_dir):
+    llm = fake_vllm.LLM(str(tiny_dir))
+    llm.script = lambda prompt, sp, index: [[7, EOS], [7, END_OF_TEXT], [7, 9, 9, 9]][prompt[0] - 1]
+    params = fake_vllm.SamplingParams(temperature=0.0, max_tokens=3, stop_token_ids=[EOS, END_OF_TEXT])
+    outputs = llm.generate([{"prompt_token_ids": [i, 5]} for i in (1, 2, 3)], params, use_tqdm=False)
+    completions = [o.outputs[0] for o in outputs]
+    assert [(c.finish_reason, c.stop_reason) for c in completions] == [("stop", None), ("stop", END_OF_TEXT),
+                                                                       ("length", None)]
+    assert [c.token_ids for c in completions] == [[7, EOS], [7, END_OF_TEXT], [7, 9, 9]]
+
+
+def test_fake_wake_up_with_a_tag_not_asleep_is_ignored_and_sleeping_engines_serve_nothing(tiny_dir):
+    llm = fake_vllm.LLM(str(tiny_dir), enable_sleep_mode=True)
+    request = [{"prompt_token_ids": [1, 5]}]
+    llm.sleep(level=2)
+    with pytest.raises(RuntimeError, match="sleeping"):
+        llm.generate(request, fake_vllm.SamplingParams(max_tokens=2), use_tqdm=False)
+    llm.wake_up(tags=["weights"])
+    llm.wake_up(tags=["weights", "kv_cache"])  # "weights" is awake: vLLM ignores the call as a whole
+    assert llm.is_sleeping()
+    with pytest.raises(RuntimeError, match="sleeping"):  # vLLM's scheduler stays paused: a hang, not an answer
+        llm.generate(request, fake_vllm.SamplingParams(max_tokens=2), use_tqdm=False)
+    llm.wake_up(tags=["kv_cache"])
+    assert not llm.is_sleeping()
+    outputs = llm.generate(request, fake_vllm.SamplingParams(max_tokens=2, temperature=0.0), use_tqdm=False)
+    assert len(outputs[0].outputs[0].token_ids) >= 1  # served, from discarded (NaN) weights until reloaded
+
+
+def test_fake_enforces_the_length_limit(tiny_dir):
+    llm = fake_vllm.LLM(str(tiny_dir), max_model_len=12)
+    assert llm.model_config.max_model_len == 12
+    for length in (12, 13):
+        with pytest.raises(fake_vllm.VLLMValidationError, match="maximum model length"):
+            llm.generate([{"prompt_token_ids": [1] * length}], fake_vllm.SamplingParams(), use_tqdm=False)
+    llm.script = lambda prompt, sp, index: [9] * 50
+    (output,) = llm.generate([{"prompt_token_ids": [1] * 9}], fake_vllm.SamplingParams(max_tokens=20),
+                             use_tqdm=False)
+    assert (len(output.outputs[0].token_ids), output.outputs[0].finish_reason) == (3, "length")
+    default_window = fake_vllm.LLM(str(tiny_dir)).model_config.max_model_len
+    assert default_window == AutoConfig.from_pretrained(tiny_dir).max_position_embeddings
 
 
 # --- the stages ---
