@@ -1,347 +1,480 @@
-"""GPU check of the vLLM backend (issue 17), one GPU, under 10 minutes; prints one markdown table.
+"""GPU check for a lent machine without vLLM or the hub: one call of at most 10 minutes, one line per check, one JSON.
 
-  (a) throughput   generated tokens per second of `apo.episodes.generate` on transformers
-                   (`hf`, batches of --hf_batch_size) and on the vLLM engine (`vllm`), same 256
-                   chat-templated synthetic prompts, temperature 1.0, top_p 1.0, --max_new_tokens;
-                   on the embedded model and on every Qwen2.5 instruct model (<= 3B) in the local
-                   hub cache (or the --models given)
-  (b) agreement    vLLM's log-prob of each token it sampled against the same token's log-prob
-                   recomputed by the transformers policy on the same weights (mean and max
-                   absolute difference per token; bf16 on both sides under dtype auto)
-  (c) updates      five optimizer steps on a LoRA policy (AdamW, NLL of fixed responses, so the
-                   policy moves visibly), `VLLMEngine.sync_weights` after each; then vLLM samples
-                   again and its log-probs are compared with the updated policy's and with the
-                   initial policy's: they must follow the update (closer to the current policy)
-  (d) trainer      train_math_apo.py --generation_backend vllm on the embedded model for five
-                   iterations (stage 1 with N=8 through the engine's n, stage 2, held-out checks),
-                   as a child process: exit status and wall time
+What travels to such a machine is the repository, the embedded model's tokenizer files (a few
+MB: `--save_tokenizer` writes them to a small folder to carry) and nothing else: every model
+here is built from a config with random weights (they cost the same compute as trained ones).
+The checks, each in its own child process (its GPU memory is returned when it exits):
 
-    pip install -r requirements-vllm.txt                 # after requirements-dev.txt, on the GPU machine
-    python bench/gpu_check.py                            # all four parts, ~5-8 min on one H100/H200
-    python bench/gpu_check.py --models embedded Qwen/Qwen2.5-1.5B-Instruct --parts throughput
-    python bench/gpu_check.py --num_prompts 64 --max_new_tokens 128   # a quicker pass
+  decode_greedy_equal   the project's decoding loop (apo.decoding.sample_continuations) on the
+                        device: greedy rows equal `model.generate`'s, float32, a small model,
+                        rows ending at different steps (an EOS id the model does emit)
+  decode_speed_b<B>     tokens/s of the loop against one `model.generate` call at Qwen2.5-1.5B's
+                        shape (bf16), batch B (--speed_batches: 64 and 256), --speed_new_tokens
+                        (512) new tokens, temperature 1.0, no EOS reached
+  stage2_step_gc_on/off one A*-PO stage-2 optimizer step through the trainer's own code
+                        (train_math_apo.build_run + update_policy) at Qwen2.5-1.5B's shape, full
+                        fine-tuning (float32 master weights, bf16 autocast, AdamW, a frozen bf16
+                        reference), --step_prompts prompts: seconds of each of two steps and peak
+                        GPU memory, with gradient checkpointing on and off
+  fsdp_launch           `accelerate launch --config_file configs/accelerate_fsdp.yaml --num_processes 1
+                        train_math_apo.py` for two steps on a tiny random model folder (full
+                        fine-tuning; synthetic data from prepare_data.py): exit status, steps logged
+  ddp_launch            the same through configs/accelerate_ddp.yaml
+  vllm                  skipped with one line when vllm is not installed (the lent image has none);
+                        with vllm, the vLLM checks of issue 17 (throughput, log-prob agreement,
+                        weight updates, the trainer on the engine) on --vllm_model
 
-Each part runs in its own child process (--isolate true), so one engine's GPU memory is gone
-before the next starts. The table and every number go to runs/gpu_check.json. This script
-has not run yet: no GPU was lent while it was written; the vLLM path has only been checked
-against the fake engine of tests/fake_vllm.py.
+Qwen2.5-1.5B's shape (its config.json: hidden 1536, 28 layers, 12 heads, 2 KV heads,
+intermediate 8960, vocab 151936, tied embeddings, rope_theta 1e6, rms_norm_eps 1e-6) is
+QWEN25_15B below. The launch checks need math-verify (the trainer grades its samples), which
+the lent image lacks: carry its wheels (device README) or they are skipped with one line.
+
+Here, once:
+    python bench/gpu_check.py --save_tokenizer runs/gpu_tokenizer      # 3.5 MB: tokenizer.json and its config
+    python bench/gpu_check.py --dry_run                                 # the JSON's shape, no GPU
+On the lent machine (carry runs/gpu_tokenizer and, for the launch checks, the math-verify wheels):
+    python3 bench/gpu_check.py --tokenizer_dir runs/gpu_tokenizer --output $OUT/gpu_check.json
+
+Nothing here has run on a GPU yet (no machine was lent while it was written); `--dry_run` runs
+in the test suite, and the checks themselves ran on CPU with --shape tiny --device cpu.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 
-from _common import REPO_ROOT, markdown_table, package_versions  # noqa: E402
-from apo.config import A_PO_Config, parse_config, write_json_atomic  # noqa: E402
+from _common import REPO_ROOT, package_versions  # noqa: E402
+from apo.config import parse_config, write_json_atomic  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
-PARTS = ("throughput", "agreement", "updates", "trainer")
-MAX_AUTO_QWEN_BILLIONS = 3.0
+
+# Qwen/Qwen2.5-1.5B-Instruct's config.json (random weights are built from it)
+QWEN25_15B = dict(model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,
+                  num_key_value_heads=2, intermediate_size=8960, vocab_size=151936, tie_word_embeddings=True,
+                  max_position_embeddings=32768, rope_theta=1e6, rms_norm_eps=1e-6, hidden_act="silu")
+# a stand-in of the same family for CPU runs of this script (--shape tiny)
+TINY = dict(model_type="qwen2", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            intermediate_size=128, vocab_size=49152, tie_word_embeddings=True, max_position_embeddings=4096,
+            rope_theta=1e6, rms_norm_eps=1e-6, hidden_act="silu")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
+
+
+# what each check's record holds besides check, status, reason and wall_s (a dry run writes these as null)
+RESULT_FIELDS = {
+    "decode_greedy_equal": ("rows", "equal_rows", "distinct_lengths", "dtype"),
+    "decode_speed_b": ("batch", "new_tokens", "dtype", "loop_tokens_per_s", "generate_tokens_per_s", "loop_s",
+                       "generate_s", "tokens"),
+    "stage2_step_gc_": ("gradient_checkpointing", "parameters", "prompts", "tokens_per_sample", "step1_s", "step2_s",
+                        "loss", "peak_gib"),
+    "fsdp_launch": ("distributed_type", "exit", "steps", "seconds"),
+    "ddp_launch": ("distributed_type", "exit", "steps", "seconds"),
+    "vllm": ("rows", "failed_rows"),
+}
+
+
+def result_fields(name: str) -> tuple[str, ...]:
+    return next(fields for prefix, fields in RESULT_FIELDS.items() if name.startswith(prefix))
+
+
+def checks_for(cfg: "GpuCheckConfig") -> list[str]:
+    """The checks of a run, in order (one line and one JSON record each)."""
+    names = ["decode_greedy_equal"] + [f"decode_speed_b{b}" for b in cfg.speed_batches]
+    names += ["stage2_step_gc_on", "stage2_step_gc_off", "fsdp_launch", "ddp_launch", "vllm"]
+    return [name for name in names if not cfg.only or any(name.startswith(prefix) for prefix in cfg.only)]
 
 
 @dataclass
 class GpuCheckConfig:
-    """What to measure, on which models, and where the JSON goes."""
+    """What to run, at which sizes, and where the JSON goes."""
 
-    models: list[str] = field(default_factory=list, metadata={"help": (
-        "Models of the throughput part; empty = 'embedded' plus every Qwen2.5 instruct model (<= 3B) in the "
-        "local hub cache.")})
-    parts: list[str] = field(default_factory=lambda: list(PARTS), metadata={"help": f"Any of {', '.join(PARTS)}."})
-    num_prompts: int = field(default=256, metadata={"help": "Prompts of the throughput part, one response each."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Generation limit per response."})
-    hf_batch_size: int = field(default=64, metadata={"help": "Sequences per transformers generate call."})
-    check_prompts: int = field(default=32, metadata={"help": "Prompts of the agreement and update parts."})
-    update_steps: int = field(default=5, metadata={"help": "Optimizer steps of the update part."})
-    update_learning_rate: float = field(default=2e-3, metadata={"help": "LoRA AdamW learning rate of the update part."})
-    gpu_memory_utilization: float = field(default=0.3, metadata={"help": "vLLM's share of the GPU memory."})
-    dtype: str = field(default="auto", metadata={"help": "Weights dtype of both engines (auto = bf16 on a GPU)."})
-    isolate: bool = field(default=True, metadata={"help": "Run each part in its own child process."})
-    trainer_timeout_s: int = field(default=300, metadata={"help": "Time limit of the trainer part."})
-    output: str = field(default=os.path.join(REPO_ROOT, "runs", "gpu_check.json"), metadata={"help": "JSON output."})
-    seed: int = field(default=0, metadata={"help": "Seed of the prompts and the sampling."})
+    tokenizer_dir: str = field(default="", metadata={"help": (
+        "Folder with the embedded model's tokenizer files (--save_tokenizer writes one); empty = the embedded "
+        "model's cached folder (apo.models.embedded_model_dir), which exists only where the model was converted.")})
+    device: str = field(default="cuda", metadata={"help": "Device of the checks ('cpu' only to try the script)."})
+    shape: Literal["qwen2.5-1.5b", "tiny"] = field(default="qwen2.5-1.5b", metadata={"help": (
+        "Model shape of the speed and stage-2 checks: Qwen2.5-1.5B's, or a tiny one for a CPU try.")})
+    speed_batches: list[int] = field(default_factory=lambda: [64, 256], metadata={"help": "Batch sizes."})
+    speed_new_tokens: int = field(default=512, metadata={"help": "New tokens per row in the speed checks."})
+    speed_prompt_tokens: int = field(default=128, metadata={"help": "Prompt tokens per row in the speed checks."})
+    step_prompts: int = field(default=16, metadata={"help": "Prompts of the stage-2 step (8-64)."})
+    step_prompt_tokens: int = field(default=128, metadata={"help": "Prompt tokens per stage-2 sample."})
+    step_response_tokens: int = field(default=512, metadata={"help": "Response tokens per stage-2 sample."})
+    step_micro_batch: int = field(default=8, metadata={"help": "Micro-batch of the stage-2 step."})
+    launch_steps: int = field(default=2, metadata={"help": "Stage-2 iterations of each accelerate launch."})
+    check_timeout_s: int = field(default=240, metadata={"help": "Time limit of each child process."})
+    total_budget_s: int = field(default=540, metadata={"help": (
+        "Time for all checks: one that would start later is skipped, and each child gets at most what is left.")})
+    vllm_model: str = field(default="embedded", metadata={"help": "Model of the vLLM checks (only with vllm)."})
+    only: list[str] = field(default_factory=list, metadata={"help": "Run only checks whose name starts so."})
+    output: str = field(default=os.path.join(REPO_ROOT, "runs", "gpu_check.json"), metadata={"help": "JSON."})
+    dry_run: bool = field(default=False, metadata={"help": (
+        "Parse the arguments and write the JSON's shape (every check 'dry_run'), without a GPU or any model.")})
+    save_tokenizer: str = field(default="", metadata={"help": (
+        "Write the embedded tokenizer's files to this folder (to carry to the GPU machine), then exit.")})
+    seed: int = field(default=0, metadata={"help": "Seed of the random weights, prompts and sampling."})
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.parts) - set(PARTS))
-        if unknown:
-            raise ValueError(f"GpuCheckConfig.parts={self.parts!r} is invalid: {unknown} are not among {PARTS}.")
+        if not 1 <= self.step_prompts <= 64 or not self.speed_batches or min(self.speed_batches) < 1:
+            raise ValueError("GpuCheckConfig: step_prompts must be in [1, 64] and speed_batches positive")
 
+
+# --- the run ---
 
 def main(cfg: GpuCheckConfig) -> dict:
-    """Run the chosen parts; returns {"settings", "packages", "device", "rows"} and writes it to cfg.output."""
-    from apo.vllm_engine import require_vllm
-
-    require_vllm()
-    models = cfg.models or ["embedded"] + local_qwen_models()
-    jobs = [("throughput", model) for model in models if "throughput" in cfg.parts]
-    jobs += [(part, "embedded" if not cfg.models else cfg.models[0]) for part in PARTS[1:] if part in cfg.parts]
-    rows = []
-    for part, model in jobs:
-        started = time.perf_counter()
-        logger.info("%s on %s", part, model)
-        found = run_isolated(cfg, part, model) if cfg.isolate else run_part(cfg, part, model)
-        for row in found:
-            rows.append({"part": part, "model": model, **row})
-        logger.info("%s on %s took %.0f s", part, model, time.perf_counter() - started)
-    result = {"settings": asdict(cfg), "packages": package_versions(("torch", "transformers", "vllm", "peft")),
-              "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "rows": rows}
-    os.makedirs(os.path.dirname(cfg.output), exist_ok=True)
+    """Run the checks (each in a child process), print one line each, write and return the JSON."""
+    if cfg.save_tokenizer:
+        folder = save_tokenizer(cfg.save_tokenizer)
+        print(f"tokenizer files written to {folder}")
+        return {"tokenizer_dir": folder}
+    result = {"dry_run": cfg.dry_run, "settings": asdict(cfg),
+              "packages": package_versions(("torch", "transformers", "accelerate", "peft", "vllm", "math-verify")),
+              "device": device_name(cfg), "checks": []}
+    tokenizer_dir = "" if cfg.dry_run else resolve_tokenizer_dir(cfg)
+    deadline = time.perf_counter() + cfg.total_budget_s
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
+        for name in checks_for(cfg):
+            started = time.perf_counter()
+            left = int(deadline - started)
+            if cfg.dry_run:
+                record = {"status": "dry_run", **dict.fromkeys(result_fields(name))}
+            elif left < 20:
+                record = {"status": "skipped", "reason": f"out of time (--total_budget_s {cfg.total_budget_s})"}
+            else:
+                record = run_child(cfg, name, tokenizer_dir, work, min(cfg.check_timeout_s, left))
+            record = {"check": name, **record, "wall_s": round(time.perf_counter() - started, 2)}
+            result["checks"].append(record)
+            print(summary_line(record), flush=True)
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.output)), exist_ok=True)
     write_json_atomic(cfg.output, result)
-    print(markdown_table(rows, [("part", "part"), ("model", "model"), ("engine", "engine"), ("step", "step"),
-                                ("tokens", "tokens"), ("seconds", "s"), ("tokens_per_s", "tokens/s"),
-                                ("mean_abs_diff", "mean abs dlogp"), ("max_abs_diff", "max abs dlogp"),
-                                ("mean_abs_diff_initial", "vs initial policy"), ("ok", "ok")]))
+    print(f"wrote {cfg.output}")
     return result
 
 
-def run_isolated(cfg: GpuCheckConfig, part: str, model: str) -> list[dict]:
-    """run_part in a child process (its GPU memory is returned when it exits)."""
-    with tempfile.TemporaryDirectory() as folder:
-        out = os.path.join(folder, "rows.json")
-        spec = json.dumps({"cfg": asdict(cfg), "part": part, "model": model, "out": out})
-        result = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", spec], cwd=REPO_ROOT)
-        if result.returncode != 0:
-            return [{"ok": f"failed (exit {result.returncode}; see the log above)"}]
-        with open(out, encoding="utf-8") as handle:
-            return json.load(handle)
+def device_name(cfg: GpuCheckConfig) -> str:
+    if cfg.dry_run or not cfg.device.startswith("cuda") or not torch.cuda.is_available():
+        return "none (dry run)" if cfg.dry_run else cfg.device
+    return torch.cuda.get_device_name(0)
 
 
-def run_part(cfg: GpuCheckConfig, part: str, model: str) -> list[dict]:
-    if part == "throughput":
-        return throughput(cfg, model)
-    if part == "agreement":
-        return agreement(cfg, model)
-    if part == "updates":
-        return updates(cfg, model)
-    return trainer(cfg, model)
+def summary_line(record: dict) -> str:
+    """'<check>: <status>: key=value ...' from a record."""
+    shown = {k: v for k, v in record.items() if k not in ("check", "status", "reason", "log_tail") and v is not None}
+    text = " ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in shown.items())
+    reason = f" ({record['reason']})" if record.get("reason") else ""
+    return f"{record['check']}: {record['status']}{reason}: {text}"
+
+
+def run_child(cfg: GpuCheckConfig, name: str, tokenizer_dir: str, work: str, timeout_s: int) -> dict:
+    """One check in its own process; its record, or status 'error' with the end of its log."""
+    out = os.path.join(work, f"{name}.json")
+    spec = json.dumps({"cfg": asdict(cfg), "check": name, "tokenizer_dir": tokenizer_dir, "work": work, "out": out,
+                       "timeout_s": timeout_s})
+    try:
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", spec], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired as err:
+        tail = (err.stderr or b"")[-1500:]
+        return {"status": "error", "reason": f"timed out after {timeout_s} s",
+                "log_tail": tail.decode(errors="replace") if isinstance(tail, bytes) else tail}
+    if done.returncode != 0 or not os.path.isfile(out):
+        return {"status": "error", "reason": f"exit {done.returncode}", "log_tail": done.stderr[-1500:]}
+    with open(out, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run_check(cfg: GpuCheckConfig, name: str, tokenizer_dir: str, work: str, timeout_s: int) -> dict:
+    torch.manual_seed(cfg.seed)
+    if name == "decode_greedy_equal":
+        return decode_greedy_equal(cfg, tokenizer_dir)
+    if name.startswith("decode_speed_b"):
+        return decode_speed(cfg, int(name.removeprefix("decode_speed_b")))
+    if name.startswith("stage2_step_gc_"):
+        return stage2_step(cfg, tokenizer_dir, work, checkpointing=name.endswith("_on"))
+    if name in ("fsdp_launch", "ddp_launch"):
+        return launch(cfg, tokenizer_dir, work, name.removesuffix("_launch"), timeout_s)
+    return vllm_checks(cfg)
 
 
 # --- inputs ---
 
-def local_qwen_models() -> list[str]:
-    """Hub ids of the Qwen2.5 instruct models of at most 3B parameters in the local hub cache."""
-    from huggingface_hub import scan_cache_dir
+def save_tokenizer(folder: str) -> str:
+    """Copy the embedded model's tokenizer files (not its weights) into `folder`."""
+    from apo.models import embedded_model_dir
 
-    found = []
-    for repo in scan_cache_dir().repos:
-        name = repo.repo_id
-        if repo.repo_type != "model" or not name.startswith("Qwen/Qwen2.5-") or not name.endswith("-Instruct"):
-            continue
-        size = name.removeprefix("Qwen/Qwen2.5-").removesuffix("-Instruct").removeprefix("Math-")
-        if size.endswith("B") and size[:-1].replace(".", "", 1).isdigit() and float(size[:-1]) <= MAX_AUTO_QWEN_BILLIONS:
-            found.append(name)
-    return sorted(found)
+    source = embedded_model_dir()
+    os.makedirs(folder, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if os.path.isfile(os.path.join(source, name)):
+            shutil.copy(os.path.join(source, name), os.path.join(folder, name))
+    return os.path.abspath(folder)
 
 
-def check_prompts(tokenizer, count: int, seed: int) -> list[list[int]]:
-    """Chat-templated synthetic Level 1-3 problems with the project's system prompt."""
-    from apo.prompts import encode_problem
-    from apo.synthetic import generate_problems
+def resolve_tokenizer_dir(cfg: GpuCheckConfig) -> str:
+    if cfg.tokenizer_dir:
+        if not os.path.isfile(os.path.join(cfg.tokenizer_dir, "tokenizer.json")):
+            raise SystemExit(f"--tokenizer_dir {cfg.tokenizer_dir}: no tokenizer.json there "
+                             "(write one with --save_tokenizer where the embedded model is cached)")
+        return os.path.abspath(cfg.tokenizer_dir)
+    from apo.models import DEFAULT_CACHE_DIR, EMBEDDED_FOLDER_NAME
 
-    rows = generate_problems(count, seed=seed, levels=[1, 2, 3])
-    return [encode_problem(tokenizer, row["problem"], "chat", A_PO_Config().system_prompt) for row in rows]
-
-
-def engine_config(cfg: GpuCheckConfig, model: str) -> A_PO_Config:
-    return A_PO_Config(model=model, dtype=cfg.dtype, generation_backend="vllm", seed=cfg.seed,
-                       vllm_gpu_memory_utilization=cfg.gpu_memory_utilization)
-
-
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    cached = os.path.join(os.path.expanduser(DEFAULT_CACHE_DIR), EMBEDDED_FOLDER_NAME)
+    if not os.path.isfile(os.path.join(cached, "tokenizer.json")):
+        raise SystemExit("no --tokenizer_dir and no converted embedded model here: run "
+                         "`python bench/gpu_check.py --save_tokenizer runs/gpu_tokenizer` where it is, and carry it")
+    return cached
 
 
-def synchronize() -> None:
-    if torch.cuda.is_available():
+def model_config(shape: dict, **overrides):
+    from transformers import AutoConfig
+
+    values = {**shape, **overrides}
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def random_model(config, dtype: torch.dtype, device: str):
+    """A causal LM with random weights, built on `device`."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def random_prompts(count: int, length: int, vocab: int, seed: int, varied: bool = True) -> list[list[int]]:
+    """Token-id prompts; with `varied`, lengths from length/2 to length (left padding is exercised)."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(max(1, length // 2), length + 1, (count,), generator=generator) if varied else [length] * count
+    return [torch.randint(3, vocab, (int(n),), generator=generator).tolist() for n in lengths]
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
-# --- (a) throughput ---
+# --- decoding ---
 
-def throughput(cfg: GpuCheckConfig, model: str) -> list[dict]:
-    """Tokens per second of the hf and vllm engines on the same prompts and settings."""
-    from apo.episodes import generate
-    from apo.models import load_model, load_tokenizer, resolve_model_path
-    from apo.vllm_engine import create_engine
-
-    tokenizer = load_tokenizer(model)
-    prompts = check_prompts(tokenizer, cfg.num_prompts, cfg.seed)
-    settings = dict(max_new_tokens=cfg.max_new_tokens, temperature=1.0, top_p=1.0, batch_size=cfg.hf_batch_size)
-    rows = []
-    policy = load_model(model, dtype=cfg.dtype, device=device())
-    generate(policy, tokenizer, prompts[:2], **{**settings, "max_new_tokens": 4})  # warm-up
-    rows.append(timed("hf", lambda: generate(policy, tokenizer, prompts, **settings), cfg.seed))
-    del policy
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    engine = create_engine(resolve_model_path(model), engine_config(cfg, model))
-    generate(engine, tokenizer, prompts[:2], **{**settings, "max_new_tokens": 4})  # warm-up
-    rows.append(timed("vllm", lambda: generate(engine, tokenizer, prompts, **settings), cfg.seed))
-    engine.close()
-    return rows
+def cut_at(row: list[int], eos: int) -> list[int]:
+    return row[:row.index(eos) + 1] if eos in row else row
 
 
-def timed(engine: str, run, seed: int) -> dict:
-    torch.manual_seed(seed)
-    synchronize()
-    started = time.perf_counter()
-    generations = run()
-    synchronize()
-    seconds = time.perf_counter() - started
-    tokens = sum(len(g.response_ids) for g in generations)
-    return {"engine": engine, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
-            "truncated": sum(g.truncated for g in generations)}
+def decode_greedy_equal(cfg: GpuCheckConfig, tokenizer_dir: str) -> dict:
+    """Greedy rows of the decoding loop against `model.generate`'s, float32, on the device."""
+    from apo.decoding import sample_continuations
+
+    # a wide initialisation spreads the logits, so that the argmax is not decided by rounding
+    config = model_config(TINY, hidden_size=128, num_hidden_layers=2, initializer_range=0.2)
+    model = random_model(config, torch.float32, cfg.device)
+    prompts = random_prompts(16, 24, config.vocab_size, cfg.seed)
+    pad, new_tokens = 0, 48
+    plain = _generate(model, prompts, new_tokens, pad, eos=None, sample=False)
+    # the EOS: a token row 0 emits early, so rows end at different steps (or run to the limit)
+    eos = plain[0][min(5, len(plain[0]) - 1)]
+    loop = sample_continuations(model, prompts, [1] * len(prompts), max_new_tokens=new_tokens, temperature=0.0,
+                                top_p=1.0, eos_ids=[eos], pad_token_id=pad)
+    reference = [cut_at(row, eos) for row in _generate(model, prompts, new_tokens, pad, eos=eos, sample=False)]
+    lengths = sorted({len(row) for row in reference})
+    equal = sum(a == b for a, b in zip(loop, reference))
+    return {"status": "ok" if equal == len(prompts) and len(lengths) > 1 else "failed", "rows": len(prompts),
+            "equal_rows": equal, "distinct_lengths": len(lengths), "dtype": "float32"}
 
 
-# --- (b) agreement and (c) updates ---
+def _generate(model, prompts, new_tokens: int, pad: int, *, eos: int | None, sample: bool) -> list[list[int]]:
+    """`model.generate` on left-padded prompts: the new tokens of each row (pad after an EOS kept out by the caller)."""
+    from apo.decoding import left_pad
 
-def policy_logps(policy, generations) -> list[list[float]]:
-    """Per-token log-probs of each generation's response under `policy` (temperature 1)."""
-    results = []
+    input_ids, mask = (t.to(model.device) for t in left_pad(prompts, pad))
+    settings = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0) if sample else dict(do_sample=False)
     with torch.no_grad():
-        for start in range(0, len(generations), 8):
-            part = generations[start:start + 8]
-            out = _response_logps(policy, part)
-            results += [out.token_logps[row, :len(g.response_ids)].float().cpu().tolist()
-                        for row, g in enumerate(part)]
-    return results
+        out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=0,
+                             eos_token_id=eos, pad_token_id=pad, **settings)
+    return out[:, input_ids.shape[1]:].tolist()
 
 
-def abs_diffs(engine_logps: list[list[float]], recomputed: list[list[float]]) -> list[float]:
-    return [abs(a - b) for row_a, row_b in zip(engine_logps, recomputed) for a, b in zip(row_a, row_b)]
+def decode_speed(cfg: GpuCheckConfig, batch: int) -> dict:
+    """Generated tokens per second: the decoding loop against one `model.generate` call, same batch and length."""
+    from apo.decoding import sample_continuations
 
-
-def sample_with_logprobs(engine, tokenizer, prompts, cfg: GpuCheckConfig, seed: int):
-    from apo.episodes import eos_token_ids
-
-    torch.manual_seed(seed)
-    return engine.generate(tokenizer, prompts, eos_ids=eos_token_ids(engine, tokenizer),
-                           max_new_tokens=cfg.max_new_tokens, temperature=1.0, top_p=1.0, with_logprobs=True)
-
-
-def agreement(cfg: GpuCheckConfig, model: str) -> list[dict]:
-    """(b): vLLM's sampled-token log-probs against the transformers policy's on the same weights."""
-    from apo.models import load_model, load_tokenizer, resolve_model_path
-    from apo.vllm_engine import create_engine
-
-    tokenizer = load_tokenizer(model)
-    prompts = check_prompts(tokenizer, cfg.check_prompts, cfg.seed + 1)
-    engine = create_engine(resolve_model_path(model), engine_config(cfg, model), trainable=True)
-    generations = sample_with_logprobs(engine, tokenizer, prompts, cfg, cfg.seed)
-    policy = load_model(model, dtype=cfg.dtype, device=device())
-    diffs = abs_diffs([g.sampled_logprobs for g in generations], policy_logps(policy, generations))
-    return [{"engine": "vllm vs hf", "tokens": len(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
-             "max_abs_diff": max(diffs)}]
-
-
-def updates(cfg: GpuCheckConfig, model: str) -> list[dict]:
-    """(c): after each optimizer step and sync, vLLM's log-probs follow the updated LoRA policy."""
-    from peft import LoraConfig, get_peft_model
-
-    from apo.models import load_model, load_tokenizer, resolve_model_path
-    from apo.vllm_engine import create_engine
-
-    tokenizer = load_tokenizer(model)
-    prompts = check_prompts(tokenizer, cfg.check_prompts, cfg.seed + 2)
-    engine = create_engine(resolve_model_path(model), engine_config(cfg, model), trainable=True)
-    torch.manual_seed(cfg.seed)
-    policy = get_peft_model(load_model(model, dtype=cfg.dtype, device=device()),
-                            LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
-    trainable = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.update_learning_rate)
-    targets = sample_with_logprobs(engine, tokenizer, prompts, cfg, cfg.seed)  # fixed responses to raise
-    rows = []
-    for step in range(1, cfg.update_steps + 1):
-        # 1. one optimizer step: the policy moves toward the fixed responses
-        policy.train()
-        loss = -torch.stack(_logps_with_grad(policy, targets)).sum() / sum(len(g.response_ids) for g in targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        policy.eval()
-        # 2. the engine takes the new weights, then samples
-        engine.sync_weights(policy)
-        generations = sample_with_logprobs(engine, tokenizer, prompts, cfg, cfg.seed + step)
-        engine_logps = [g.sampled_logprobs for g in generations]
-        # 3. compare with the updated policy and with the initial one (adapters off)
-        current = abs_diffs(engine_logps, policy_logps(policy, generations))
-        with policy.disable_adapter():
-            initial = abs_diffs(engine_logps, policy_logps(policy, generations))
-        mean_current, mean_initial = sum(current) / len(current), sum(initial) / len(initial)
-        rows.append({"engine": "vllm vs policy", "step": step, "tokens": len(current), "loss": float(loss.detach()),
-                     "mean_abs_diff": mean_current, "max_abs_diff": max(current),
-                     "mean_abs_diff_initial": mean_initial, "ok": mean_current < 0.5 * mean_initial})
-    return rows
-
-
-def _response_logps(policy, generations):
-    """Token log-probs of the generations' responses under `policy` (one batch, the trainer's collation)."""
-    from apo_algorithm import PolicySample, collate_samples, response_token_logps
-
-    batch = collate_samples([PolicySample(g.prompt_ids, g.response_ids, 0.0, 0.0) for g in generations], 0)
-    dev = next(policy.parameters()).device
-    return response_token_logps(policy, batch["prompt_ids"].to(dev), batch["prompt_mask"].to(dev),
-                                batch["response_ids"].to(dev), batch["response_mask"].to(dev))
-
-
-def _logps_with_grad(policy, generations) -> list[torch.Tensor]:
-    out = _response_logps(policy, generations)
-    return [(out.token_logps[row] * out.response_mask[row]).sum() for row in range(len(generations))]
-
-
-# --- (d) the trainer ---
-
-def trainer(cfg: GpuCheckConfig, model: str) -> list[dict]:
-    """train_math_apo.py --generation_backend vllm for five iterations, as a child process."""
-    from apo.synthetic import generate_problems
-
-    with tempfile.TemporaryDirectory() as folder:
-        rows = generate_problems(48, seed=cfg.seed, levels=[1, 2])
-        for name, part in (("train.jsonl", rows[:32]), ("eval.jsonl", rows[32:])):
-            with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(row) + "\n" for row in part)
-        command = [sys.executable, "train_math_apo.py", "--model", model, "--generation_backend", "vllm",
-                   "--vllm_gpu_memory_utilization", str(cfg.gpu_memory_utilization),
-                   "--data_file", os.path.join(folder, "train.jsonl"), "--eval_file", os.path.join(folder, "eval.jsonl"),
-                   "--output_dir", os.path.join(folder, "run"), "--max_steps", "5", "--prompts_per_step", "16",
-                   "--optimizer_steps_per_iteration", "2", "--micro_batch_size", "8", "--eval_every", "0",
-                   "--eval_size", "16", "--save_every", "0", "--max_new_tokens", str(cfg.max_new_tokens),
-                   "--use_lora", "true", "--policy_learning_rate", "1e-4"]
+    shape = QWEN25_15B if cfg.shape == "qwen2.5-1.5b" else TINY
+    dtype = torch.bfloat16 if cfg.device.startswith("cuda") else torch.float32
+    model = random_model(model_config(shape), dtype, cfg.device)
+    prompts = random_prompts(batch, cfg.speed_prompt_tokens, shape["vocab_size"], cfg.seed + batch)
+    no_eos = [shape["vocab_size"] + 1]  # no token reaches it: every row runs to the limit
+    sample_continuations(model, prompts[:2], [1, 1], max_new_tokens=4, temperature=1.0, top_p=1.0, eos_ids=no_eos,
+                         pad_token_id=0)  # warm-up
+    _generate(model, prompts[:2], 4, 0, eos=None, sample=True)
+    times, tokens = {}, {}
+    for name, run in (("loop", lambda: sample_continuations(
+            model, prompts, [1] * batch, max_new_tokens=cfg.speed_new_tokens, temperature=1.0, top_p=1.0,
+            eos_ids=no_eos, pad_token_id=0)),
+                      ("generate", lambda: _generate(model, prompts, cfg.speed_new_tokens, 0, eos=None, sample=True))):
+        synchronize(cfg.device)
         started = time.perf_counter()
-        try:
-            result = subprocess.run(command, cwd=REPO_ROOT, timeout=cfg.trainer_timeout_s)
-            status = result.returncode
-        except subprocess.TimeoutExpired:
-            status = "timeout"
-        seconds = time.perf_counter() - started
-        metrics_path = os.path.join(folder, "run", "metrics.jsonl")
-        steps = []
-        if os.path.isfile(metrics_path):
-            with open(metrics_path, encoding="utf-8") as handle:
-                steps = [json.loads(line) for line in handle if '"loss"' in line]
-    tokens = sum(s["response_length"] * s["num_samples"] for s in steps)
-    generation_s = sum(s["generation_s"] for s in steps)
-    return [{"engine": "vllm", "step": len(steps), "seconds": seconds, "tokens": int(tokens),
-             "tokens_per_s": tokens / generation_s if generation_s else None, "ok": status == 0 and len(steps) == 5}]
+        rows = run()
+        synchronize(cfg.device)
+        times[name], tokens[name] = time.perf_counter() - started, sum(len(row) for row in rows)
+    return {"status": "ok", "batch": batch, "new_tokens": cfg.speed_new_tokens, "dtype": str(dtype).removeprefix("torch."),
+            "loop_tokens_per_s": tokens["loop"] / times["loop"],
+            "generate_tokens_per_s": tokens["generate"] / times["generate"],
+            "loop_s": times["loop"], "generate_s": times["generate"], "tokens": tokens["loop"]}
+
+
+# --- one stage-2 step through the trainer ---
+
+def write_model_folder(shape: dict, tokenizer_dir: str, folder: str, dtype: torch.dtype, **overrides) -> str:
+    """A model folder (random weights, the embedded tokenizer) that the project's loaders read."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = model_config(shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id, **overrides)
+    model = random_model(config, dtype, "cpu")
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def stage2_step(cfg: GpuCheckConfig, tokenizer_dir: str, work: str, *, checkpointing: bool) -> dict:
+    """Two stage-2 optimizer steps of train_math_apo (full fine-tuning): seconds and peak memory."""
+    import train_math_apo as T
+    from apo.checkpoints import TrainerState
+    from apo.config import A_PO_Config
+    from apo.correction import CorrectionTrainingConfig
+    from apo.models import load_tokenizer
+    from apo_algorithm import PolicySample
+
+    shape = QWEN25_15B if cfg.shape == "qwen2.5-1.5b" else TINY
+    folder = os.path.join(work, f"model_{cfg.shape}")
+    if not os.path.isdir(folder):
+        write_model_folder(shape, tokenizer_dir, folder, torch.bfloat16)
+    on_gpu = cfg.device.startswith("cuda")
+    apo = A_PO_Config(model=folder, dtype="auto", use_lora=False, gradient_checkpointing=checkpointing,
+                      rollout_dtype="policy", policy_learning_rate=1e-6, seed=cfg.seed)
+    train = T.TrainConfig(output_dir=os.path.join(work, "stage2"), prompts_per_step=cfg.step_prompts,
+                          optimizer_steps_per_iteration=1, micro_batch_size=cfg.step_micro_batch,
+                          mixed_precision="bf16" if on_gpu else "no", max_steps=2)
+    accelerator = T.start_accelerator(train)
+    tokenizer = load_tokenizer(folder)
+    run = T.build_run(apo, train, CorrectionTrainingConfig(), accelerator, tokenizer, None)
+    optimizer = torch.optim.AdamW([p for p in run.policy.parameters() if p.requires_grad],
+                                  lr=apo.policy_learning_rate, weight_decay=apo.weight_decay)
+    scheduler = T.lr_scheduler_for(optimizer, apo, 2)
+    run.policy, optimizer = accelerator.prepare(run.policy, optimizer)
+    prompts = random_prompts(cfg.step_prompts, cfg.step_prompt_tokens, len(tokenizer), cfg.seed, varied=False)
+    responses = random_prompts(cfg.step_prompts, cfg.step_response_tokens, len(tokenizer), cfg.seed + 1, varied=False)
+    samples = [PolicySample(p, r, float(i % 2), 0.5) for i, (p, r) in enumerate(zip(prompts, responses))]
+    advantages = [s.reward - s.baseline for s in samples]
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    seconds, losses = [], []
+    state = TrainerState()
+    for _ in range(2):
+        synchronize(cfg.device)
+        started = time.perf_counter()
+        totals = T.update_policy(run, optimizer, scheduler, samples, advantages, state)
+        synchronize(cfg.device)
+        seconds.append(time.perf_counter() - started)
+        losses.append(totals["loss_sum"] / len(samples))
+    parameters = sum(p.numel() for p in run.unwrapped.parameters())
+    return {"status": "ok" if state.optimizer_step == 2 else "failed", "gradient_checkpointing": checkpointing,
+            "parameters": parameters, "prompts": cfg.step_prompts,
+            "tokens_per_sample": cfg.step_prompt_tokens + cfg.step_response_tokens,
+            "step1_s": seconds[0], "step2_s": seconds[1], "loss": losses[-1],
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None}
+
+
+# --- the distributed configs through accelerate launch ---
+
+def launch(cfg: GpuCheckConfig, tokenizer_dir: str, work: str, kind: str, timeout_s: int) -> dict:
+    """train_math_apo.py under configs/accelerate_<kind>.yaml on one process for `launch_steps` steps."""
+    if importlib.util.find_spec("math_verify") is None:
+        return {"status": "skipped", "reason": "math-verify is not installed here: the trainer grades with it; "
+                                               "carry its wheels (bench/gpu_check.py docstring)"}
+    folder = os.path.join(work, "tiny_model")
+    if not os.path.isdir(folder):
+        write_model_folder(TINY, tokenizer_dir, folder, torch.float32)
+    data = os.path.join(work, "data")
+    if not os.path.isdir(data):
+        subprocess.run([sys.executable, "prepare_data.py", "--source", "synthetic", "--synthetic_levels", "1",
+                        "--synthetic_train_size", "32", "--synthetic_eval_size", "8", "--output_dir", data,
+                        "--tokenizer", "none"], cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    output = os.path.join(work, f"run_{kind}")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join("configs", f"accelerate_{kind}.yaml"),
+               "--num_processes", "1", "train_math_apo.py", "--model", folder,
+               "--data_file", os.path.join(data, "math_prompts_responses.jsonl"),
+               "--eval_file", os.path.join(data, "math_eval_500.jsonl"), "--output_dir", output,
+               "--max_steps", str(cfg.launch_steps), "--prompts_per_step", "4", "--optimizer_steps_per_iteration", "1",
+               "--micro_batch_size", "4", "--num_value_samples", "2", "--max_new_tokens", "16", "--value_epochs", "1",
+               "--eval_every", "0", "--eval_size", "4", "--save_every", "0", "--use_lora", "false",
+               "--stage1_batch_size", "8", "--grading_workers", "1"]
+    if not cfg.device.startswith("cuda"):
+        command[3:3] = ["--cpu"]
+    # what the launcher sets up on this one device: the same launch of a probe that prints the Accelerator's type
+    probe = os.path.join(work, "probe_accelerator.py")
+    with open(probe, "w", encoding="utf-8") as handle:
+        handle.write("from accelerate import Accelerator\nstate = Accelerator()\n"
+                     "print('PROBE', state.distributed_type.value, state.num_processes)\n")
+    probe_command = command[:command.index("train_math_apo.py")] + [probe]
+    probe_started = time.perf_counter()
+    probed = subprocess.run(probe_command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    probe_s = int(time.perf_counter() - probe_started)
+    found = [line.split()[1:] for line in probed.stdout.splitlines() if line.startswith("PROBE")]
+    distributed_type = found[0][0] if found else f"probe failed (exit {probed.returncode})"
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=max(10, timeout_s - 20 - probe_s))
+    seconds = time.perf_counter() - started
+    metrics = os.path.join(output, "metrics.jsonl")
+    steps = 0
+    if os.path.isfile(metrics):
+        with open(metrics, encoding="utf-8") as handle:
+            steps = sum('"loss"' in line for line in handle)
+    ok = done.returncode == 0 and steps == cfg.launch_steps and os.path.isdir(os.path.join(output, "final"))
+    record = {"status": "ok" if ok else "failed", "distributed_type": distributed_type, "exit": done.returncode,
+              "steps": steps, "seconds": seconds}
+    if not ok:
+        record["log_tail"] = done.stderr[-1500:]
+    return record
+
+
+# --- vLLM ---
+
+def vllm_checks(cfg: GpuCheckConfig) -> dict:
+    """The vLLM checks when vllm is installed; skipped with one line otherwise."""
+    if importlib.util.find_spec("vllm") is None:
+        return {"status": "skipped", "reason": "vLLM is not on this image (pip install -r requirements-vllm.txt "
+                                               "on a GPU machine that has it)"}
+    import gpu_check_vllm
+
+    rows = gpu_check_vllm.main(gpu_check_vllm.VllmCheckConfig(models=[cfg.vllm_model], isolate=False,
+                                                              output=os.devnull))["rows"]
+    failed = [row for row in rows if row.get("ok") is False or str(row.get("ok", "")).startswith("failed")]
+    return {"status": "failed" if failed else "ok", "rows": len(rows), "failed_rows": len(failed)}
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         job = json.loads(sys.argv[2])
-        found = run_part(GpuCheckConfig(**job["cfg"]), job["part"], job["model"])
+        record = run_check(GpuCheckConfig(**job["cfg"]), job["check"], job["tokenizer_dir"], job["work"],
+                           job["timeout_s"])
         with open(job["out"], "w", encoding="utf-8") as handle:
-            json.dump(found, handle)
+            json.dump(record, handle)
     else:
         main(*parse_config((GpuCheckConfig,)))

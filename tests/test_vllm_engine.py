@@ -5,7 +5,7 @@ for what it reproduces). These tests check the plumbing: what the engine is aske
 n, seeds, stop ids, length, neutral sampling settings), how its outputs map back to prompts
 and samples, EOS and truncation, the one-line refusal without vllm or a GPU, and that stage 2
 loads the policy's current weights into the engine after every optimizer step. Nothing here
-runs real vLLM: bench/gpu_check.py does that on a GPU.
+runs real vLLM: bench/gpu_check_vllm.py does that on a GPU with vllm.
 """
 
 from __future__ import annotations
@@ -494,14 +494,14 @@ def test_evaluate_runs_its_episodes_on_the_engine(tiny_dir, data, tmp_path, fake
 def test_gpu_check_parts_run_against_the_fake(tiny_dir, tmp_path, fake_vllm_installed):
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     try:
-        import gpu_check
+        import gpu_check_vllm
     finally:
         sys.path.remove(str(REPO_ROOT / "bench"))
-    cfg = gpu_check.GpuCheckConfig(models=[str(tiny_dir)], parts=["throughput", "agreement", "updates"],
-                                   num_prompts=4, max_new_tokens=4, hf_batch_size=2, check_prompts=3, update_steps=2,
-                                   update_learning_rate=0.05, dtype="float32", isolate=False,
-                                   output=str(tmp_path / "gpu_check.json"))
-    result = gpu_check.main(cfg)
+    cfg = gpu_check_vllm.VllmCheckConfig(models=[str(tiny_dir)], parts=["throughput", "agreement", "updates"],
+                                         num_prompts=4, max_new_tokens=4, hf_batch_size=2, check_prompts=3, update_steps=2,
+                                         update_learning_rate=0.05, dtype="float32", isolate=False,
+                                         output=str(tmp_path / "gpu_check.json"))
+    result = gpu_check_vllm.main(cfg)
     rows = {(r["part"], r.get("engine"), r.get("step")): r for r in result["rows"]}
     assert rows[("throughput", "hf", None)]["tokens"] > 0 and rows[("throughput", "vllm", None)]["tokens"] > 0
     assert rows[("agreement", "vllm vs hf", None)]["mean_abs_diff"] < 1e-4  # same float32 weights
