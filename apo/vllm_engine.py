@@ -20,7 +20,7 @@ What the engine is asked, so that it samples what `generate` samples with transf
     and `generation_config="vllm"` so no model default slips in (Qwen2.5-Instruct ships
     top_k 20 and repetition_penalty 1.05).
 The trainer keeps the returned token ids and recomputes every log-prob with the policy; the
-engine's own log-probs are only returned on request, for bench/gpu_check.py.
+engine's own log-probs are only returned on request, for bench/gpu_check_vllm.py.
 
 Stage 2 keeps the engine on the trainer's GPU (`vllm_gpu_memory_utilization`) and pushes the
 policy's current tensors into it after every optimizer step (`sync_weights`: LoRA adapters

@@ -258,7 +258,9 @@ def random_model(config, dtype: torch.dtype, device: str):
 def random_prompts(count: int, length: int, vocab: int, seed: int, varied: bool = True) -> list[list[int]]:
     """Token-id prompts; with `varied`, lengths from length/2 to length (left padding is exercised)."""
     generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(max(1, length // 2), length + 1, (count,), generator=generator) if varied else [length] * count
+    lengths = [length] * count
+    if varied:
+        lengths = torch.randint(max(1, length // 2), length + 1, (count,), generator=generator).tolist()
     return [torch.randint(3, vocab, (int(n),), generator=generator).tolist() for n in lengths]
 
 
@@ -328,7 +330,8 @@ def decode_speed(cfg: GpuCheckConfig, batch: int) -> dict:
         rows = run()
         synchronize(cfg.device)
         times[name], tokens[name] = time.perf_counter() - started, sum(len(row) for row in rows)
-    return {"status": "ok", "batch": batch, "new_tokens": cfg.speed_new_tokens, "dtype": str(dtype).removeprefix("torch."),
+    return {"status": "ok", "batch": batch, "new_tokens": cfg.speed_new_tokens,
+            "dtype": str(dtype).removeprefix("torch."),
             "loop_tokens_per_s": tokens["loop"] / times["loop"],
             "generate_tokens_per_s": tokens["generate"] / times["generate"],
             "loop_s": times["loop"], "generate_s": times["generate"], "tokens": tokens["loop"]}
@@ -415,7 +418,8 @@ def launch(cfg: GpuCheckConfig, tokenizer_dir: str, work: str, kind: str, timeou
                         "--synthetic_train_size", "32", "--synthetic_eval_size", "8", "--output_dir", data,
                         "--tokenizer", "none"], cwd=REPO_ROOT, check=True, capture_output=True, text=True)
     output = os.path.join(work, f"run_{kind}")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", os.path.join("configs", f"accelerate_{kind}.yaml"),
+    command = [sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", os.path.join("configs", f"accelerate_{kind}.yaml"),
                "--num_processes", "1", "train_math_apo.py", "--model", folder,
                "--data_file", os.path.join(data, "math_prompts_responses.jsonl"),
                "--eval_file", os.path.join(data, "math_eval_500.jsonl"), "--output_dir", output,

@@ -130,7 +130,8 @@ class SamplingParams:
     def _verify_args(self) -> None:
         checks = [
             (isinstance(self.n, int) and self.n >= 1, f"n must be at least 1, got {self.n}."),
-            (-2.0 <= self.presence_penalty <= 2.0, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}."),
+            (-2.0 <= self.presence_penalty <= 2.0,
+             f"presence_penalty must be in [-2, 2], got {self.presence_penalty}."),
             (-2.0 <= self.frequency_penalty <= 2.0,
              f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}."),
             (math.isfinite(self.repetition_penalty) and self.repetition_penalty > 0.0,

@@ -498,8 +498,8 @@ def test_gpu_check_parts_run_against_the_fake(tiny_dir, tmp_path, fake_vllm_inst
     finally:
         sys.path.remove(str(REPO_ROOT / "bench"))
     cfg = gpu_check_vllm.VllmCheckConfig(models=[str(tiny_dir)], parts=["throughput", "agreement", "updates"],
-                                         num_prompts=4, max_new_tokens=4, hf_batch_size=2, check_prompts=3, update_steps=2,
-                                         update_learning_rate=0.05, dtype="float32", isolate=False,
+                                         num_prompts=4, max_new_tokens=4, hf_batch_size=2, check_prompts=3,
+                                         update_steps=2, update_learning_rate=0.05, dtype="float32", isolate=False,
                                          output=str(tmp_path / "gpu_check.json"))
     result = gpu_check_vllm.main(cfg)
     rows = {(r["part"], r.get("engine"), r.get("step")): r for r in result["rows"]}
