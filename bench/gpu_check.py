@@ -207,7 +207,7 @@ def run_check(cfg: GpuCheckConfig, name: str, tokenizer_dir: str, work: str, tim
         return stage2_step(cfg, tokenizer_dir, work, checkpointing=name.endswith("_on"))
     if name in ("fsdp_launch", "ddp_launch"):
         return launch(cfg, tokenizer_dir, work, name.removesuffix("_launch"), timeout_s)
-    return vllm_checks(cfg)
+    return vllm_checks(cfg, work)
 
 
 # --- inputs ---
@@ -459,7 +459,7 @@ def launch(cfg: GpuCheckConfig, tokenizer_dir: str, work: str, kind: str, timeou
 
 # --- vLLM ---
 
-def vllm_checks(cfg: GpuCheckConfig) -> dict:
+def vllm_checks(cfg: GpuCheckConfig, work: str) -> dict:
     """The vLLM checks when vllm is installed; skipped with one line otherwise."""
     if importlib.util.find_spec("vllm") is None:
         return {"status": "skipped", "reason": "vLLM is not on this image (pip install -r requirements-vllm.txt "
@@ -467,7 +467,7 @@ def vllm_checks(cfg: GpuCheckConfig) -> dict:
     import gpu_check_vllm
 
     rows = gpu_check_vllm.main(gpu_check_vllm.VllmCheckConfig(models=[cfg.vllm_model], isolate=False,
-                                                              output=os.devnull))["rows"]
+                                                              output=os.path.join(work, "vllm.json")))["rows"]
     failed = [row for row in rows if row.get("ok") is False or str(row.get("ok", "")).startswith("failed")]
     return {"status": "failed" if failed else "ok", "rows": len(rows), "failed_rows": len(failed)}
 

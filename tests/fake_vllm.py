@@ -41,7 +41,8 @@ wheel vllm-0.31.0-cp38-abi3-manylinux_2_28_x86_64, `vllm/_version.py` commit gdb
 * `sleep(level)` / `wake_up(tags)` (vllm/v1/executor/abstract.py, `Executor.sleep` / `wake_up`;
   vllm/v1/worker/gpu_worker.py, `Worker.sleep`): sleeping while the weights sleep is ignored;
   level 1 keeps the weights (offloaded), level 2 discards them (set to NaN here, buffers kept,
-  so a generation before they are reloaded is visibly wrong); `wake_up` on an engine not asleep,
+  so a generation before they are reloaded is visibly wrong, and counted in `nan_weight_generations`);
+  `wake_up` on an engine not asleep,
   or with a tag that is not asleep, is ignored as a whole (vLLM logs a warning and returns).
   Generating while any tag sleeps raises RuntimeError: vLLM does not serve it but hangs, since
   the scheduler stays paused until every tag is awake (vllm/v1/engine/core.py,
@@ -235,6 +236,7 @@ class LLM:
         self.rpc_calls: list[str] = []
         self.prefix_cache_resets = 0
         self.generate_calls = 0
+        self.nan_weight_generations = 0  # calls served from discarded (level-2) weights: garbage in vLLM
         self.reverse_sample_order = False  # a test switch: return CompletionOutputs last index first
         # a test switch: script(prompt_ids, sampling_params, index) -> the tokens the model "proposes";
         # the stop rule and max_tokens still apply to them, as to sampled tokens
@@ -303,6 +305,7 @@ class LLM:
             raise RuntimeError(f"the engine is sleeping ({sorted(self._sleeping)}): vLLM would queue the requests "
                                "and never run them (a hang); wake_up() every tag first")
         self.generate_calls += 1
+        self.nan_weight_generations += any(bool(torch.isnan(p).any()) for p in self.hf_model.parameters())
         prompts = prompts if isinstance(prompts, list) else [prompts]
         if sampling_params is None:
             sampling_params = SamplingParams()

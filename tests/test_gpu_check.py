@@ -51,7 +51,7 @@ def test_the_big_shape_is_qwen2_5_1_5b():
 
 def test_a_vllm_check_without_vllm_is_one_skipped_line(monkeypatch):
     monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name: None)
-    record = gpu_check.vllm_checks(gpu_check.GpuCheckConfig())
+    record = gpu_check.vllm_checks(gpu_check.GpuCheckConfig(), work="unused")
     assert record["status"] == "skipped" and "vLLM is not on this image" in record["reason"]
     line = gpu_check.summary_line({"check": "vllm", **record})
     assert "\n" not in line and line.startswith("vllm: skipped (vLLM is not on this image")

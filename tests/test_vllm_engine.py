@@ -481,6 +481,33 @@ def test_stage2_loads_the_policy_into_the_engine_after_every_optimizer_step(
     assert len(records) == 8 and all(len(r["rewards"]) == 2 for r in records)
 
 
+def test_stage2_with_sleep_mode_never_generates_from_discarded_weights(tiny_dir, data, tmp_path, fake_vllm_installed,
+                                                                     no_hf_generate, monkeypatch):
+    """Stage 1's batches, the verify and revise turns and the held-out checks all generate between
+    two weight syncs: after each level-2 sleep the engine must restore the weights it should hold."""
+    engines = []
+    original_create = vllm_engine.create_engine
+
+    def recorded_create(*args, **kwargs):
+        engines.append(original_create(*args, **kwargs))
+        return engines[-1]
+
+    monkeypatch.setattr(vllm_engine, "create_engine", recorded_create)
+    apo = A_PO_Config(model=str(tiny_dir), dtype="float32", generation_backend="vllm", vllm_enable_sleep_mode=True,
+                      num_value_samples=2, max_new_tokens=4, use_lora=False, value_epochs=1, train_correction=True,
+                      max_correction_turns=2, policy_learning_rate=1e-2, beta2=0.1, entropy_coef=0.0)
+    train = T.TrainConfig(data_file=data["train_file"], eval_file=data["eval_file"], output_dir=str(tmp_path),
+                          stage="all", prompts_per_step=4, optimizer_steps_per_iteration=1, micro_batch_size=4,
+                          max_steps=2, eval_every=1, eval_size=2, save_every=0, eval_at_start=True,
+                          stage1_batch_size=4, mixed_precision="no")
+    summary = T.main((apo, train))
+    llm = engines[0].llm
+    assert summary["optimizer_steps"] == 2 and llm.generate_calls > 2 * 3
+    assert set(llm.sleep_calls) == {2} and len(llm.sleep_calls) == llm.generate_calls
+    assert llm.nan_weight_generations == 0
+    assert "reload_weights" in llm.rpc_calls  # stage 1's second batch, before any update
+
+
 def test_evaluate_runs_its_episodes_on_the_engine(tiny_dir, data, tmp_path, fake_vllm_installed, no_hf_generate):
     cfg = A_PO_Config(model=str(tiny_dir), dtype="float32", generation_backend="vllm", max_correction_turns=2)
     eval_cfg = evaluate_apo.EvalConfig(eval_file=data["eval_file"], output_dir=str(tmp_path), limit=2,
