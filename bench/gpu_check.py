@@ -29,10 +29,13 @@ intermediate 8960, vocab 151936, tied embeddings, rope_theta 1e6, rms_norm_eps 1
 QWEN25_15B below. The launch checks need math-verify (the trainer grades its samples), which
 the lent image lacks: carry its wheels (device README) or they are skipped with one line.
 
-Here, once:
+Here, once (the wheels are pure Python; .whl/ and runs/ are git-ignored or excluded):
     python bench/gpu_check.py --save_tokenizer runs/gpu_tokenizer      # 3.5 MB: tokenizer.json and its config
     python bench/gpu_check.py --dry_run                                 # the JSON's shape, no GPU
-On the lent machine (carry runs/gpu_tokenizer and, for the launch checks, the math-verify wheels):
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+        math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
+On the lent machine, carrying runs/gpu_tokenizer and .whl:
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
     python3 bench/gpu_check.py --tokenizer_dir runs/gpu_tokenizer --output $OUT/gpu_check.json
 
 Nothing here has run on a GPU yet (no machine was lent while it was written); `--dry_run` runs
