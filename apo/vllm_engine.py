@@ -33,7 +33,10 @@ CPU and back at every call), so the policy update has the GPU; the cached alloca
 freed (`torch.cuda.empty_cache`) before each `wake_up`. Discarded weights come back before the
 next generation: from the next `sync_weights`; else, before any update, from the model folder
 (`collective_rpc("reload_weights")`, vLLM's level-2 wake-up path); else from the policy last
-synced, sent again. (TRL reloads from disk at every wake-up, which would undo the updates.)
+synced, sent again (under ZeRO-3 / FSDP2 a collective: every process makes the same engine
+calls, with or without prompts of its own). Not copied from TRL (main, f2cd577, `generate`):
+its `reload_weights` after every wake-up, which in vllm 0.31 reloads the model folder
+(gpu_model_runner.py, `reload_weights` without a path) and so would undo a sync.
 
 A prompt of `max_model_len` tokens or more (`vllm_max_model_len`, or the model's window) is
 not sent: vLLM 0.31 refuses the whole call for it (vllm/v1/engine/input_processor.py,
