@@ -234,7 +234,8 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
 def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines) -> dict:
     """Self-correction episodes (PAG) turned into per-turn samples by apo.correction
     (issue 6); advantages are role-normalised there (centred per group first with
-    `center_turn_advantages`) and replace r - V* in the loss."""
+    `center_turn_advantages`), with the statistics of the whole batch over all processes,
+    and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
     episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
@@ -243,8 +244,10 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
-    advantages = [float(a) for a in correction.role_normalized_advantages(
-        samples, center=run.correction.center_turn_advantages)]
+    device = run.accelerator.device  # NCCL reduces tensors on the GPU
+    advantages = [float(a) for a in correction.role_normalized_advantages(  # statistics over all processes
+        samples, center=run.correction.center_turn_advantages,
+        reduce_sum=lambda stats: run.accelerator.reduce(stats.to(device), reduction="sum"))]
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
