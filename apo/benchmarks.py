@@ -309,18 +309,20 @@ PROTOCOLS: dict[str, Protocol] = {
     "pag": Protocol(
         name="pag", title="PAG (Jiang et al., 2025, arXiv 2506.10406), self-verify, first and final attempt",
         benchmarks=("math500", "minerva_math", "aime24"),
-        default=Decoding(num_samples=32, temperature=0.6, top_p=0.95, max_new_tokens=2048, pass_k=(1, 32)),
+        default=Decoding(num_samples=32, temperature=0.6, top_p=0.95, max_new_tokens=2028, pass_k=(1, 32)),
         correction_mode="self_verify", max_correction_turns=2, prompt_format="chat",
         sources=(
             "PAG paper, MATH-500 table: Avg@32 at temperature 0.6, top_p 0.95, Acc@t1 and Acc@final "
             "(as quoted in the project's ALGORITHM.md)",
             "PAG evaluation convention: an unparsed verdict counts as 'wrong' (revise): --unparsed_verdict_revises",
+            "github Jackory/Policy-As-GenVerifier quick_start/evaluation.sh: data.max_response_length=2028 (the "
+            "rollout's max_tokens per turn, vllm_pag_rollout_spmd.py), val_kwargs n=32, temperature 0.6, top_p "
+            "0.95, num_turns=2",
         ),
         notes=(
             "Minerva Math and AIME24 use the MATH-500 setting (Avg@32, 0.6, 0.95): the per-benchmark sampling of "
             "these two was not found in a source read here.",
-            "max_new_tokens 2048 per turn is this project's default (not found in a PAG source read here); "
-            "two attempts (one verify-and-revise round), the project's default.",
+            "2028 new tokens per turn and two attempts (one verify-and-revise round), as PAG's evaluation script.",
         )),
 }
 

@@ -406,6 +406,7 @@ def test_suite_protocol_sets_decoding_per_benchmark_and_is_written_down(benchmar
                                                           math500_file=math500, output_dir=str(tmp_path / "pag")))
     assert pag["benchmarks"] == ["math500", "minerva_math", "aime24"]
     assert {given[b][1].eval_temperature for b in pag["benchmarks"]} == {0.6}
+    assert {given[b][1].eval_max_new_tokens for b in pag["benchmarks"]} == {2028}  # PAG's evaluation.sh
     assert given["aime24"][0].correction_mode == "self_verify" and given["aime24"][0].prompt_format == "chat"
 
 
