@@ -24,6 +24,7 @@ attempts); every attempt is graded with apo.grading. Output folder:
     python evaluate_apo.py --compare outputs/eval_a/metrics.json outputs/eval_b/metrics.json
     python evaluate_apo.py --model outputs/apo_paper_qwen2.5-1.5b/final --prompt_format raw --correction_mode none \\
         --eval_max_new_tokens 1024                 # the A*-PO recipe: raw prompts, first attempt only
+                                                   # (a folder trained raw sets both itself)
     python evaluate_apo.py --model outputs/apo/final --generation_backend vllm \\
         --vllm_gpu_memory_utilization 0.9          # on a GPU, after pip install -r requirements-vllm.txt
 
@@ -33,8 +34,8 @@ summary.md hold one row per model and one column group per benchmark, with the p
 
     python evaluate_apo.py --model M --benchmarks math500 minerva_math olympiadbench amc23 aime24 gsm8k \
         --output_dir outputs/suite                                      # the decoding flags everywhere
-    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B --models outputs/apo/final --protocol apo \
-        --output_dir outputs/suite_apo                                  # the A*-PO paper's table
+    python evaluate_apo.py --model Qwen/Qwen2.5-1.5B --models outputs/apo_paper_qwen2.5-1.5b/final \
+        --protocol apo --output_dir outputs/suite_apo    # the A*-PO paper's table (raw prompts)
     python evaluate_apo.py --model outputs/pag/final --protocol pag --output_dir outputs/suite_pag  # PAG's
     python evaluate_apo.py --compare outputs/suite_a/summary.json outputs/suite_b/summary.json
 
@@ -198,8 +199,9 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     # --- one run per model ---
     runs = {}
     for model in models:
-        run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=cfg.correction_mode)
-        runs[model] = evaluate_model(dataclasses.replace(cfg, model=model), eval_cfg, rows, run_dir)
+        model_cfg = with_trained_prompt_format(dataclasses.replace(cfg, model=model))
+        run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
+        runs[model] = evaluate_model(model_cfg, eval_cfg, rows, run_dir)
 
     # --- comparison across models ---
     if len(models) > 1:
@@ -225,9 +227,10 @@ def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict
     runs: dict[str, dict[str, dict]] = {}
     run_dirs: dict[str, dict[str, str]] = {}
     for model in models:
-        model_cfg = dataclasses.replace(
+        model_cfg = with_trained_prompt_format(dataclasses.replace(
             cfg, model=model, correction_mode=protocol.correction_mode or cfg.correction_mode,
-            max_correction_turns=protocol.max_correction_turns or cfg.max_correction_turns)
+            max_correction_turns=protocol.max_correction_turns or cfg.max_correction_turns,
+            prompt_format=protocol.prompt_format or cfg.prompt_format))
         base = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
         runs[model], run_dirs[model] = {}, {}
         for name in names:
@@ -248,14 +251,14 @@ def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict
 
 def suite_protocol(cfg: A_PO_Config, eval_cfg: EvalConfig) -> Protocol:
     """The protocol of eval_cfg (custom: the decoding flags). Raises InputError when a paper's
-    protocol fixes the correction setting and the command line changed it too."""
+    protocol fixes the correction setting or the prompt format and the command line changed it too."""
     if eval_cfg.protocol == "custom":
         return custom_protocol(Decoding(num_samples=eval_cfg.num_samples, temperature=eval_cfg.eval_temperature,
                                         top_p=eval_cfg.eval_top_p, max_new_tokens=eval_cfg.eval_max_new_tokens,
                                         pass_k=tuple(eval_cfg.pass_k)))
     protocol = PROTOCOLS[eval_cfg.protocol]
     defaults = A_PO_Config()
-    for name in ("correction_mode", "max_correction_turns"):
+    for name in ("correction_mode", "max_correction_turns", "prompt_format"):
         if getattr(protocol, name) is not None and getattr(cfg, name) not in (getattr(defaults, name),
                                                                                getattr(protocol, name)):
             raise InputError(f"--protocol {protocol.name} sets {name}={getattr(protocol, name)!r}; drop --{name} "
@@ -286,7 +289,7 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     from apo.grading import GRADER_VERSION, GradingReport
 
     identity = model_identity(cfg.model, cfg.model_cache_dir)  # an unknown model fails here, before any file
-    check_trained_prompt_format(cfg)
+    cfg = with_trained_prompt_format(cfg)  # main and run_suite did it already; a direct caller gets it too
     rows, skipped = drop_long_prompts(cfg, eval_cfg, rows)  # before the model loads
     ensure_output_folder(run_dir)
     generations_path = os.path.join(run_dir, "generations.jsonl")
@@ -605,19 +608,32 @@ def provenance(cfg: A_PO_Config, eval_cfg: EvalConfig, settings: dict, identity:
     }
 
 
-def check_trained_prompt_format(cfg: A_PO_Config) -> None:
-    """Raise ValueError when cfg.model is a folder train_math_apo.py wrote (its run_config.json)
-    with another prompt_format than cfg.prompt_format: a policy trained on raw prompts is
-    evaluated on raw prompts, one trained in chat format in chat format. Folders without that
-    file (hub models, other checkpoints) are not checked."""
+def with_trained_prompt_format(cfg: A_PO_Config) -> A_PO_Config:
+    """cfg in the prompt format cfg.model was trained in, when it is a folder train_math_apo.py
+    wrote (its run_config.json): a policy trained on raw prompts is evaluated on raw prompts,
+    first attempts only (correction_mode none), one trained in chat format in chat format.
+
+    cfg's defaults give way (prompt_format chat, correction_mode self_verify: the folder sets
+    raw and none itself, logged); a prompt format or correction mode set otherwise that the
+    folder's format cannot take raises InputError naming the flags. Folders without that file
+    (hub models, other checkpoints) keep cfg.
+    """
     path = os.path.join(cfg.model, "run_config.json")
     if not os.path.isfile(path):
-        return
+        return cfg
     with open(path, encoding="utf-8") as handle:
         trained = json.load(handle).get("prompt_format", "chat")  # written before the field: chat
-    if trained != cfg.prompt_format:
-        raise ValueError(f"{cfg.model} was trained with prompt_format={trained!r} ({path}); evaluate it with "
-                         f"--prompt_format {trained}" + (" --correction_mode none" if trained == "raw" else ""))
+    if trained == cfg.prompt_format:
+        return cfg
+    defaults = A_PO_Config()
+    if (trained == "raw" and cfg.prompt_format == defaults.prompt_format
+            and cfg.correction_mode in (defaults.correction_mode, "none")):
+        logger.info("%s was trained with prompt_format raw (%s): evaluating raw prompts, correction_mode none",
+                    cfg.model, path)
+        return dataclasses.replace(cfg, prompt_format="raw", correction_mode="none")
+    raise InputError(f"{cfg.model} was trained with prompt_format={trained!r} ({path}); evaluate it with "
+                     + ("--prompt_format raw --correction_mode none" if trained == "raw" else
+                        "--prompt_format chat (--protocol apo sets raw: use --protocol custom for this model)"))
 
 
 def model_identity(model: str, cache_dir: str) -> dict:

@@ -119,6 +119,11 @@ class TrainConfig:
         "'1' = V* samples and value head only; '2' = policy training from an existing stage 1; 'all' = both.")})
     epochs: float = field(default=1.0, metadata={"help": "Passes over the training prompts in stage 2."})
     max_steps: int = field(default=0, metadata={"help": "Stop stage 2 after this many iterations (0 = from epochs)."})
+    step_count: Literal["stream", "official"] = field(default="stream", metadata={"help": (
+        "How epochs become iterations (max_steps 0): 'stream' = ceil(epochs x N / prompts_per_step), prompts "
+        "streaming across epochs; 'official' = A*-PO's official loop, epochs x floor(N / prompts_per_step) - 1 "
+        "(its dataloader drops each epoch's partial batch; its step counter starts at 1). N = training prompts "
+        "after the length filter. See apo/data_order.py.")})
     prompts_per_step: int = field(default=256, metadata={"help": (
         "Prompts per iteration, one sample each (paper: 256), over all processes.")})
     optimizer_steps_per_iteration: int = field(default=2, metadata={"help": (
@@ -162,6 +167,8 @@ class TrainConfig:
                      "stop_after_step"):
             _require(self, name, getattr(self, name) >= 0, "use 0 or a positive integer")
         _require(self, "epochs", self.epochs > 0 or self.max_steps > 0, "use a positive number of epochs or set max_steps")
+        _require(self, "epochs", self.step_count != "official" or self.max_steps > 0 or self.epochs == int(self.epochs),
+                 "step_count 'official' counts whole epochs: use a whole number or step_count stream")
         _require(self, "prompts_per_step", self.prompts_per_step % self.optimizer_steps_per_iteration == 0,
                  "use a multiple of optimizer_steps_per_iteration")
         _require(self, "overwrite_output_dir", not (self.overwrite_output_dir and self.resume_from_checkpoint),
@@ -227,7 +234,8 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
 def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines) -> dict:
     """Self-correction episodes (PAG) turned into per-turn samples by apo.correction
     (issue 6); advantages are role-normalised there (centred per group first with
-    `center_turn_advantages`) and replace r - V* in the loss."""
+    `center_turn_advantages`), with the statistics of the whole batch over all processes,
+    and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
     episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
@@ -236,8 +244,10 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
-    advantages = [float(a) for a in correction.role_normalized_advantages(
-        samples, center=run.correction.center_turn_advantages)]
+    device = run.accelerator.device  # NCCL reduces tensors on the GPU
+    advantages = [float(a) for a in correction.role_normalized_advantages(  # statistics over all processes
+        samples, center=run.correction.center_turn_advantages,
+        reduce_sum=lambda stats: run.accelerator.reduce(stats.to(device), reduction="sum"))]
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
@@ -396,7 +406,7 @@ def start_stage2(run: Run, num_train_prompts: int, value_head, resume_dir: str |
     if cfg.prompts_per_step % (world * cfg.optimizer_steps_per_iteration):
         raise InputError(f"prompts_per_step={cfg.prompts_per_step} must be a multiple of num_processes ({world}) "
                          f"x optimizer_steps_per_iteration ({cfg.optimizer_steps_per_iteration})")
-    total_steps = total_steps_for(num_train_prompts, cfg.prompts_per_step, cfg.epochs, cfg.max_steps)
+    total_steps = total_steps_for(num_train_prompts, cfg.prompts_per_step, cfg.epochs, cfg.max_steps, cfg.step_count)
     trainable = [p for p in run.policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=apo.policy_learning_rate, weight_decay=apo.weight_decay)
     scheduler = lr_scheduler_for(optimizer, apo, total_steps * cfg.optimizer_steps_per_iteration)

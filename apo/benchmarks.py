@@ -262,6 +262,7 @@ class Protocol:
     per_benchmark: dict[str, Decoding] = field(default_factory=dict)
     correction_mode: str | None = None  # None = the command line's --correction_mode
     max_correction_turns: int | None = None
+    prompt_format: str | None = None  # None = the command line's --prompt_format
     sources: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -273,6 +274,7 @@ class Protocol:
         benchmark actually run (`in_paper` null for the custom protocol)."""
         return {"name": self.name, "title": self.title, "paper_benchmarks": list(self.benchmarks),
                 "correction_mode": correction_mode, "max_correction_turns": max_correction_turns,
+                "prompt_format": self.prompt_format,
                 "decoding": {b: {**asdict(self.decoding(b)), "pass_k": list(self.decoding(b).pass_k),
                                  "in_paper": None if self.name == "custom" else b in self.benchmarks}
                              for b in benchmarks},
@@ -287,36 +289,40 @@ PROTOCOLS: dict[str, Protocol] = {
         default=GREEDY_1024,
         per_benchmark={"amc23": Decoding(num_samples=32, temperature=1.0, top_p=1.0, max_new_tokens=1024,
                                          pass_k=(1, 32))},
-        correction_mode="none", max_correction_turns=1,
+        correction_mode="none", max_correction_turns=1, prompt_format="raw",
         sources=(
             "github ZhaolinGao/A-PO README, evaluation table (assets/evaluations.png): MATH500, Minerva Math, "
             "OlympiadBench, 'AMC 23 Avg@32'",
             "verl/trainer/apo/ray_trainer.py _validate: do_sample False (greedy) on the validation set",
+            "preprocess/data_preprocess/math_dataset.py: the problem + \" Let's think step by step and output the "
+            "final answer within \\boxed{}.\"; apo_trainer.yaml add_prompt_template False: raw text, no chat template",
             "scripts/apo_math.sh: MAX_RESPONSE_LENGTH=1024; verl/trainer/config/apo_trainer.yaml rollout "
             "temperature 1.0, top_p 1",
         ),
         notes=(
             "AMC 23 sampling is not published in the code or README read: chosen temperature 1.0, top_p 1.0, the "
             "only sampled decoding in the official config (its rollout setting).",
-            "The paper prompts base Qwen2.5 with raw text (no chat template); this project always uses the chat "
-            "template and system prompt, a departure for base models.",
+            "Prompts are the paper's raw text (prompt_format raw, apo/prompts.py), no chat template, as the paper "
+            "prompts base Qwen2.5.",
             "Benchmarks outside the paper's four run greedy with 1024 tokens and are marked in_paper false.",
         )),
     "pag": Protocol(
         name="pag", title="PAG (Jiang et al., 2025, arXiv 2506.10406), self-verify, first and final attempt",
         benchmarks=("math500", "minerva_math", "aime24"),
-        default=Decoding(num_samples=32, temperature=0.6, top_p=0.95, max_new_tokens=2048, pass_k=(1, 32)),
-        correction_mode="self_verify", max_correction_turns=2,
+        default=Decoding(num_samples=32, temperature=0.6, top_p=0.95, max_new_tokens=2028, pass_k=(1, 32)),
+        correction_mode="self_verify", max_correction_turns=2, prompt_format="chat",
         sources=(
             "PAG paper, MATH-500 table: Avg@32 at temperature 0.6, top_p 0.95, Acc@t1 and Acc@final "
             "(as quoted in the project's ALGORITHM.md)",
             "PAG evaluation convention: an unparsed verdict counts as 'wrong' (revise): --unparsed_verdict_revises",
+            "github Jackory/Policy-As-GenVerifier quick_start/evaluation.sh: data.max_response_length=2028 (the "
+            "rollout's max_tokens per turn, vllm_pag_rollout_spmd.py), val_kwargs n=32, temperature 0.6, top_p "
+            "0.95, num_turns=2",
         ),
         notes=(
             "Minerva Math and AIME24 use the MATH-500 setting (Avg@32, 0.6, 0.95): the per-benchmark sampling of "
             "these two was not found in a source read here.",
-            "max_new_tokens 2048 per turn is this project's default (not found in a PAG source read here); "
-            "two attempts (one verify-and-revise round), the project's default.",
+            "2028 new tokens per turn and two attempts (one verify-and-revise round), as PAG's evaluation script.",
         )),
 }
 

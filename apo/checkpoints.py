@@ -116,7 +116,7 @@ STAGING_PATTERN = re.compile(r"^\.(checkpoint-\d+|best|final|value_head)\.(tmp|o
 # and throughput knobs that leave the update's mathematics alone. Any other difference refuses the resume.
 RESUME_MAY_CHANGE = frozenset({
     "output_dir", "resume_from_checkpoint", "overwrite_output_dir", "stop_after_step", "max_steps", "epochs",
-    "stage", "eval_every", "eval_size", "eval_at_start", "save_every", "keep_checkpoints", "report_to",
+    "step_count", "stage", "eval_every", "eval_size", "eval_at_start", "save_every", "keep_checkpoints", "report_to",
     "max_nonfinite_steps", "micro_batch_size", "generation_batch_size", "stage1_batch_size", "value_batch_size",
     "save_stage1_responses", "grading_workers", "model_cache_dir", "gradient_checkpointing",
 })

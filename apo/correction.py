@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -596,8 +596,8 @@ def _reward_summary(samples: Sequence[PolicySample]) -> dict[str, float]:
 
 # --- advantages ---
 
-def role_normalized_advantages(samples: Sequence[PolicySample], *, center: bool = False,
-                               eps: float = 1e-6) -> list[float]:
+def role_normalized_advantages(samples: Sequence[PolicySample], *, center: bool = False, eps: float = 1e-6,
+                               reduce_sum: Callable[[Tensor], Tensor] | None = None) -> list[float]:
     """Advantages r - b scaled separately per advantage group, aligned with `samples`.
 
     Groups (ADVANTAGE_GROUPS): "solution" = attempt and revise tokens, "verification" =
@@ -606,22 +606,38 @@ def role_normalized_advantages(samples: Sequence[PolicySample], *, center: bool 
     square, so each group's advantages have unit RMS and the baselines keep centring them.
     With center=True the group's mean is subtracted first (PPO-style whitening, s is then the
     standard deviation). A group whose s is below `eps` (every advantage equal to its centre)
-    keeps its values unscaled, which are all ~0. Raises ValueError for an unknown role.
+    keeps its values unscaled, which are all ~0. One sample counts once, whatever its length
+    (PAG whitens per token: docs/REPRODUCING.md).
+
+    `reduce_sum` makes the statistics those of the whole batch over all processes: it sums a
+    float64 tensor over them (e.g. accelerator.reduce(t, reduction="sum")); every process must
+    call this function together, with or without samples of a group. None = this process's
+    samples only. Raises ValueError for an unknown role.
     """
     raw = [s.reward - s.baseline for s in samples]
     unknown = sorted({s.role for s in samples} - set(ADVANTAGE_GROUPS))
     if unknown:
         raise ValueError(f"samples with roles {unknown}; role_normalized_advantages knows {sorted(ADVANTAGE_GROUPS)}")
+    groups = sorted(set(ADVANTAGE_GROUPS.values()))  # the same order on every process
+    rows = {group: [i for i, s in enumerate(samples) if ADVANTAGE_GROUPS[s.role] == group] for group in groups}
+
+    def summed(local: list[list[float]]) -> Tensor:  # (groups, k), summed over processes when asked
+        stats = torch.tensor(local, dtype=torch.float64)
+        return reduce_sum(stats).double().cpu() if reduce_sum is not None else stats
+
+    # 1. the centre of each group: its mean (center) or 0
+    centre = {group: 0.0 for group in groups}
+    if center:
+        counts_sums = summed([[len(rows[g]), sum(raw[i] for i in rows[g])] for g in groups])
+        centre = {g: float(total / count) if count > 0 else 0.0 for g, (count, total) in zip(groups, counts_sums)}
+    # 2. the scale: root mean square around that centre
+    counts_squares = summed([[len(rows[g]), sum((raw[i] - centre[g]) ** 2 for i in rows[g])] for g in groups])
     advantages = list(raw)
-    for group in sorted(set(ADVANTAGE_GROUPS.values())):
-        rows = [i for i, s in enumerate(samples) if ADVANTAGE_GROUPS[s.role] == group]
-        if not rows:
+    for group, (count, squares) in zip(groups, counts_squares):
+        if not rows[group]:
             continue
-        values = [raw[i] for i in rows]
-        if center:
-            mean = sum(values) / len(values)
-            values = [v - mean for v in values]
-        scale = math.sqrt(sum(v * v for v in values) / len(values))
-        for i, value in zip(rows, values):
+        scale = math.sqrt(float(squares / count))
+        for i in rows[group]:
+            value = raw[i] - centre[group]
             advantages[i] = value / scale if scale >= eps else value
     return advantages

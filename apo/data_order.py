@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from apo.errors import InputError
+
 
 def prompt_indices_for_step(num_prompts: int, prompts_per_step: int, step: int, seed: int) -> list[int]:
     """Indices (into the training prompts) of the prompts of iteration `step`.
@@ -32,11 +34,33 @@ def prompt_indices_for_step(num_prompts: int, prompts_per_step: int, step: int, 
     return indices
 
 
-def total_steps_for(num_prompts: int, prompts_per_step: int, epochs: float, max_steps: int) -> int:
-    """Iterations of a run: ceil(epochs * num_prompts / prompts_per_step), or max_steps when > 0."""
+def total_steps_for(num_prompts: int, prompts_per_step: int, epochs: float, max_steps: int,
+                    rule: str = "stream") -> int:
+    """Iterations of a run: max_steps when > 0, else by `rule`:
+
+    'stream': ceil(epochs * num_prompts / prompts_per_step), prompts streaming across epochs.
+    'official': A*-PO's official loop (github ZhaolinGao/A-PO, verl/trainer/apo/ray_trainer.py):
+    its dataloader drops each epoch's last partial batch (`drop_last=True`, lines 316-319), so
+    it computes total = epochs * floor(num_prompts / prompts_per_step) (line 346); its step
+    counter starts at 1 (line 583), grows after each update (line 681) and the loop returns at
+    `global_steps >= total` (line 683): total - 1 updates (724 for 25 epochs of 7,424-7,679
+    prompts at 256). Raises InputError when that is below 1 or epochs is not whole, ValueError
+    for another rule.
+    """
     if max_steps > 0:
         return max_steps
-    return max(1, math.ceil(epochs * num_prompts / prompts_per_step))
+    if rule == "stream":
+        return max(1, math.ceil(epochs * num_prompts / prompts_per_step))
+    if rule != "official":
+        raise ValueError(f"step count rule {rule!r} is not 'stream' or 'official'")
+    if epochs != int(epochs):
+        raise InputError(f"step_count 'official' counts whole epochs, got epochs={epochs}")
+    updates = int(epochs) * (num_prompts // prompts_per_step) - 1
+    if updates < 1:
+        raise InputError(f"step_count 'official' gives {updates} iterations: {int(epochs)} epochs x "
+                         f"floor({num_prompts} prompts / {prompts_per_step} per step) - 1; use fewer "
+                         "prompts_per_step, more epochs, or set max_steps")
+    return updates
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

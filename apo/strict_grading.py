@@ -4,7 +4,7 @@ A*-PO's official code (a verl fork, verl/utils/reward_score/math.py, adapted fro
 EleutherAI lm-evaluation-harness Hendrycks MATH task) scores a response 1 when
 
   1. it ended with the EOS token (the decoded text ends with "<|endoftext|>"; here: the
-     generation found an EOS, `truncated` is False),
+     generation found an EOS, `truncated` is False; the EOS text is then appended, see below),
   2. its last box, found as that code finds it, holds a string, and
   3. strip_string(that string) == strip_string(gold), with MATH's `strip_string`
      normalisation (Hendrycks et al., 2021, math_equivalence.py): line breaks, `\\!`, `\\\\`,
@@ -16,7 +16,16 @@ EleutherAI lm-evaluation-harness Hendrycks MATH task) scores a response 1 when
 The box is located as the official code does: when the text contains "\\boxed " (with a
 space) the answer is what follows the last "\\boxed " up to the next "$"; otherwise the last
 "\\boxed{...}" (brace-matched); a last "\\fbox{...}" is found but scores 0, since the
-official `remove_boxed` accepts only "\\boxed". The project's grader (apo/grading.py) is more
+official `remove_boxed` accepts only "\\boxed".
+
+The official reward scores `tokenizer.decode(prompt_ids + response_ids)` (verl/trainer/main_apo.py,
+`RewardManager.__call__`, lines 72-73: special tokens kept), so its text ends in "<|endoftext|>"
+(verl/utils/reward_score/math.py, `last_boxed_only_string`, line 108). A "\\boxed 5" read up to
+the next "$" carries it when no "$" follows: "\\boxed 5<|endoftext|>" scores 0 there, and here
+too, since `boxed_exact` appends `OFFICIAL_EOS_TEXT` to a finished response (the project decodes
+without special tokens). The prompt in front changes no score: the recipe's prompt has no
+"\\boxed " and its "\\boxed{}" (empty) stands in only for a response without a box, which
+scores 0 either way against a gold answer, never empty (tests/test_strict_grading.py). The project's grader (apo/grading.py) is more
 forgiving (equivalence up to notation); `evaluate_apo` reports both.
 
 `rewards_by_rule` is what stage 1, stage 2, correction training and the trainer's held-out
@@ -38,6 +47,7 @@ if TYPE_CHECKING:
     from apo.grading import GradingReport
 
 REWARD_RULES = ("grade", "boxed_exact")
+OFFICIAL_EOS_TEXT = "<|endoftext|>"  # what the official reward's text ends with (Qwen2.5 base's EOS)
 
 
 # --- the official box extraction ---
@@ -182,11 +192,12 @@ def is_equiv(answer: str | None, gold: str | None) -> bool:
 # --- the rule ---
 
 def boxed_exact(text: str, gold: str, *, truncated: bool) -> bool:
-    """The official A*-PO reward of one response: it ended with EOS (`truncated` False) and its
-    last box's content equals `gold` after strip_string (module docstring)."""
+    """The official A*-PO reward of one response: it ended with EOS (`truncated` False) and the
+    last box of `text` + OFFICIAL_EOS_TEXT, the text the official code scores, holds `gold`
+    after strip_string (module docstring)."""
     if truncated:
         return False
-    return is_equiv(official_box_content(official_last_boxed(text)), gold)
+    return is_equiv(official_box_content(official_last_boxed(text + OFFICIAL_EOS_TEXT)), gold)
 
 
 def rewards_by_rule(texts: Sequence[str], golds: Sequence[str], truncated: Sequence[bool], cfg: A_PO_Config,

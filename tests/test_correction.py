@@ -10,15 +10,20 @@ by hand from the script below.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
 from apo_algorithm import PolicySample, collate_samples
 from apo.config import A_PO_Config
-from conftest import build_tiny_policy
+from conftest import REPO_ROOT, build_tiny_policy
 from apo.correction import (
     CorrectionTrainingConfig,
     TurnBaselines,
@@ -374,6 +379,54 @@ def test_role_normalized_advantages_edge_cases():
     assert role_normalized_advantages([_sample("attempt", 0.0, 0.4)]) == pytest.approx([-1.0])
     with pytest.raises(ValueError, match="roles"):
         role_normalized_advantages([_sample("critique", 1, 0)])
+
+
+# One global batch of 9 samples: rank 0 takes the first 6 (both groups), rank 1 the last 3 (solutions only).
+TWO_PROCESS_BATCH = [("attempt", 1, 0.2), ("verify", 1, 0.5), ("revise", 2, 1.5), ("attempt", 0, 0.6),
+                     ("verify", 0, 0.25), ("verify", 1, 0.9), ("attempt", 1, 0.95), ("attempt", 0, 0.1),
+                     ("revise", -1, 0.3)]
+TWO_PROCESS_WORKER = textwrap.dedent("""
+    import json, sys
+    from accelerate import Accelerator
+    from apo_algorithm import PolicySample
+    from apo.correction import role_normalized_advantages
+
+    batch, out_path = json.loads(sys.argv[1]), sys.argv[2]
+    accelerator = Accelerator(cpu=True)  # gloo, as train_math_apo.start_accelerator sets up on CPUs
+    mine = batch[:6] if accelerator.process_index == 0 else batch[6:]
+    samples = [PolicySample([1], [2], reward, baseline, role) for role, reward, baseline in mine]
+    result = {}
+    for center in (False, True):  # the trainer's call (train_math_apo.sample_episodes)
+        advantages = role_normalized_advantages(samples, center=center, reduce_sum=lambda stats: accelerator.reduce(
+            stats.to(accelerator.device), reduction="sum"))
+        result[str(center)] = accelerator.gather_for_metrics(advantages, use_gather_object=True)
+    if accelerator.is_main_process:
+        with open(out_path, "w") as handle:
+            json.dump(result, handle)
+    accelerator.end_training()
+""")
+
+
+def test_two_processes_normalise_advantages_like_one(tmp_path):
+    """A real 2-process run (torch.distributed.run, gloo, CPU): the group statistics are those of
+    the whole batch, so each sample's advantage equals the 1-process one over the same batch,
+    where each process alone (rank 1 has no verification sample) would normalise otherwise."""
+    worker = tmp_path / "worker.py"
+    worker.write_text(TWO_PROCESS_WORKER)
+    out_path = tmp_path / "advantages.json"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(worker),
+                             json.dumps(TWO_PROCESS_BATCH), str(out_path)], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    two_processes = json.loads(out_path.read_text())
+    samples = [_sample(role, reward, baseline) for role, reward, baseline in TWO_PROCESS_BATCH]
+    for center in (False, True):
+        one_process = role_normalized_advantages(samples, center=center)
+        assert two_processes[str(center)] == pytest.approx(one_process, abs=1e-12)
+        per_process = (role_normalized_advantages(samples[:6], center=center)
+                       + role_normalized_advantages(samples[6:], center=center))
+        assert per_process != pytest.approx(one_process, abs=1e-3)  # the batch tells the two apart
 
 
 def test_config_validation():

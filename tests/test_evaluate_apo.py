@@ -262,11 +262,18 @@ def test_a_trained_folder_is_evaluated_in_its_prompt_format(tiny_model_dir, eval
     trained = tmp_path / "trained_raw"
     shutil.copytree(tiny_model_dir, trained)
     (trained / "run_config.json").write_text(json.dumps({"prompt_format": "raw"}))
-    with pytest.raises(ValueError, match="prompt_format='raw'.*--prompt_format raw --correction_mode none"):
-        tiny_run(str(trained), eval_file, tmp_path / "chat_eval", limit=1)
-    metrics = tiny_run(str(trained), eval_file, tmp_path / "raw_eval", limit=1, prompt_format="raw",
-                       correction_mode="none")
+    metrics = tiny_run(str(trained), eval_file, tmp_path / "default_eval", limit=1)  # the folder sets raw itself
     assert metrics["provenance"]["prompts"]["format"] == "raw"
+    assert metrics["provenance"]["config"]["correction_mode"] == "none"
+    with pytest.raises(InputError, match="prompt_format='raw'.*--prompt_format raw --correction_mode none"):
+        tiny_run(str(trained), eval_file, tmp_path / "oracle_eval", limit=1, correction_mode="oracle")
+    chat = tmp_path / "trained_chat"
+    shutil.copytree(tiny_model_dir, chat)
+    (chat / "run_config.json").write_text(json.dumps({"prompt_format": "chat"}))
+    with pytest.raises(InputError, match="prompt_format='chat'.*--prompt_format chat"):
+        tiny_run(str(chat), eval_file, tmp_path / "raw_eval", limit=1, prompt_format="raw", correction_mode="none")
+
+
 # --- the benchmark suite ---
 
 SUITE = ["math500", "minerva_math", "olympiadbench", "amc23", "aime24", "gsm8k"]
@@ -384,6 +391,8 @@ def test_suite_protocol_sets_decoding_per_benchmark_and_is_written_down(benchmar
     assert (amc.num_samples, amc.eval_temperature, amc.eval_top_p, amc.eval_max_new_tokens) == (32, 1.0, 1.0, 1024)
     assert (gsm.num_samples, gsm.eval_temperature, gsm.eval_max_new_tokens) == (1, 0.0, 1024)
     assert amc_cfg.correction_mode == gsm_cfg.correction_mode == "none" and amc_cfg.max_correction_turns == 1
+    assert amc_cfg.prompt_format == gsm_cfg.prompt_format == "raw"  # the paper's raw text, no chat template
+    assert summary["protocol"]["prompt_format"] == "raw"
     decoding = summary["protocol"]["decoding"]
     assert decoding["amc23"]["in_paper"] and not decoding["gsm8k"]["in_paper"]
     amc_cell = summary["models"][0]["benchmarks"]["amc23"]
@@ -397,7 +406,8 @@ def test_suite_protocol_sets_decoding_per_benchmark_and_is_written_down(benchmar
                                                           math500_file=math500, output_dir=str(tmp_path / "pag")))
     assert pag["benchmarks"] == ["math500", "minerva_math", "aime24"]
     assert {given[b][1].eval_temperature for b in pag["benchmarks"]} == {0.6}
-    assert given["aime24"][0].correction_mode == "self_verify"
+    assert {given[b][1].eval_max_new_tokens for b in pag["benchmarks"]} == {2028}  # PAG's evaluation.sh
+    assert given["aime24"][0].correction_mode == "self_verify" and given["aime24"][0].prompt_format == "chat"
 
 
 def test_suite_from_the_hub_fingerprints_a_copy_of_the_rows(tmp_path, monkeypatch):
@@ -429,6 +439,10 @@ def test_protocol_refuses_flags_it_would_override():
     with pytest.raises(ValueError, match="--protocol apo sets correction_mode"):
         ea.suite_protocol(A_PO_Config(correction_mode="oracle"), ea.EvalConfig(protocol="apo"))
     assert ea.suite_protocol(A_PO_Config(), ea.EvalConfig(protocol="pag")).decoding("aime24").num_samples == 32
+    raw = A_PO_Config(prompt_format="raw", correction_mode="none")
+    assert ea.suite_protocol(raw, ea.EvalConfig(protocol="apo")).prompt_format == "raw"  # the page's command
+    with pytest.raises(ValueError, match="--protocol pag sets correction_mode"):
+        ea.suite_protocol(raw, ea.EvalConfig(protocol="pag"))
     with pytest.raises(ValueError, match="unknown benchmark.*'aime25'"):
         ea.EvalConfig(benchmarks=["aime25"])
 

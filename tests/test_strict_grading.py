@@ -37,6 +37,67 @@ def test_boxed_exact_hand_cases(response, gold, expected):
     assert boxed_exact(response, gold, truncated=False) is expected
 
 
+@pytest.mark.parametrize("response, truncated, expected", [
+    ("The answer is $\\boxed 5$.", False, True),       # the next "$" ends the answer
+    ("The answer is $\\boxed 5$", False, True),
+    ("The answer is \\boxed 5", False, False),         # nothing ends it: "5<|endoftext|>" there
+    ("The answer is \\boxed 5.", False, False),        # "5.<|endoftext|>"
+    ("The answer is \\boxed 5", True, False),          # truncated: no EOS, 0 either way
+    ("The answer is $\\boxed 5$.", True, False),
+    ("The answer is \\boxed{5}", False, True),         # a braced box is brace-matched, the EOS text after it
+    ("$\\boxed 4$ and then \\boxed{5}", False, False),  # a "\\boxed " wins over a later braced box: "4"
+])
+def test_a_boxed_answer_with_a_space_scores_what_the_official_text_scores(response, truncated, expected):
+    """The official reward scores prompt + response decoded with special tokens: a finished
+    response's text ends in "<|endoftext|>", which a "\\boxed " answer read up to the next "$"
+    carries when no "$" follows (verl/trainer/main_apo.py lines 72-73, math.py line 108)."""
+    assert boxed_exact(response, "5", truncated=truncated) is expected
+
+
+def _official_compute_score(sequence: str, gold: str) -> bool:
+    """ZhaolinGao/A-PO verl/utils/reward_score/math.py, compute_score (lines 31-42) with
+    last_boxed_only_string (107-136) and remove_boxed (63-74), copied; is_equiv as there."""
+    if "<|endoftext|>" != sequence[-len("<|endoftext|>"):]:
+        return False
+    idx = sequence.rfind("\\boxed")
+    if "\\boxed " in sequence:
+        box = "\\boxed " + sequence.split("\\boxed ")[-1].split("$")[0]
+    else:
+        if idx < 0:
+            idx = sequence.rfind("\\fbox")
+            if idx < 0:
+                return False
+        depth, box = 0, None
+        for i in range(idx, len(sequence)):
+            depth += sequence[i] == "{"
+            if sequence[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    box = sequence[idx:i + 1]
+                    break
+        if box is None:
+            return False
+    if "\\boxed " in box:
+        return is_equiv(box[len("\\boxed "):], gold)
+    if not (box.startswith("\\boxed{") and box.endswith("}")):
+        return False  # the official assertions raise; compute_score catches and scores 0
+    return is_equiv(box[len("\\boxed{"):-1], gold)
+
+
+def test_boxed_exact_agrees_with_the_official_code_on_prompt_plus_response():
+    """Golds are never empty (apo/records.py requires a non-empty answer): only an empty gold
+    would meet the prompt's empty box, which the official text holds and this one does not."""
+    prompt = "What is $2+3$? Let's think step by step and output the final answer within \\boxed{}."
+    responses = ["So \\boxed 5", "So $\\boxed 5$.", "So \\boxed{5}.", "So \\boxed{5", "So \\fbox{5}", "So 5.",
+                 "$\\boxed 4$ then \\boxed{5}", "\\boxed{4} then \\boxed 5 $", "\\boxed 5\n", "\\boxed{\\dfrac{10}{2}}",
+                 "\\boxed{}"]
+    for response in responses:
+        for gold in ("5", "4"):
+            for truncated in (False, True):
+                official = _official_compute_score(prompt + response + ("" if truncated else "<|endoftext|>"), gold)
+                assert boxed_exact(response, gold, truncated=truncated) is official, (response, gold, truncated)
+
+
 def test_eos_is_required():
     assert boxed_exact("$\\boxed{4}$", "4", truncated=False)
     assert not boxed_exact("$\\boxed{4}$", "4", truncated=True)

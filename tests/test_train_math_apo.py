@@ -142,6 +142,7 @@ def test_apo_paper_recipe_is_the_papers_setting():
     assert (apo.use_lora, apo.entropy_coef, apo.max_prompt_length, apo.max_new_tokens) == (False, 1e-3, 256, 1024)
     assert (apo.correction_mode, apo.train_correction, apo.filter_all_incorrect) == ("none", False, False)
     assert (train.prompts_per_step, train.optimizer_steps_per_iteration, train.epochs) == (256, 2, 25.0)
+    assert train.step_count == "official"
     assert (train.data_file, train.eval_file, train.eval_size) == ("math_prompts_responses.jsonl",
                                                                    "math_eval_500.jsonl", 500)
 
@@ -230,6 +231,34 @@ def test_prompt_order_is_a_permutation_per_epoch_and_deterministic():
     assert stream != [i for step in range(5) for i in prompt_indices_for_step(5, 3, step, seed=8)]
     assert total_steps_for(16, 4, 2.0, 0) == 8 and total_steps_for(16, 5, 1.0, 0) == 4
     assert total_steps_for(16, 4, 2.0, 3) == 3
+
+
+@pytest.mark.parametrize("num_prompts, expected", [
+    (7424, 724), (7495, 724), (7679, 724),  # 29 full batches per epoch, the last partial one dropped
+    (7423, 699), (7680, 749), (7035, 674),  # 7,035: the recipe's prompts of <= 256 embedded-tokenizer tokens
+])
+def test_official_step_count_is_the_official_loops(num_prompts, expected):
+    """ray_trainer.py of ZhaolinGao/A-PO: total = epochs * len(drop_last dataloader), global_steps
+    starts at 1 and the loop returns at global_steps >= total after that step's update."""
+    def official_updates(n, batch, epochs):  # the official loop, run
+        total, global_steps, updates = epochs * (n // batch), 1, 0
+        for _ in range(epochs):
+            for _ in range(n // batch):
+                updates += 1
+                global_steps += 1
+                if global_steps >= total:
+                    return updates
+        return updates
+
+    assert total_steps_for(num_prompts, 256, 25.0, 0, "official") == official_updates(num_prompts, 256, 25) == expected
+    assert total_steps_for(7495, 256, 25.0, 0, "stream") == 732
+    assert total_steps_for(7495, 256, 25.0, 10, "official") == 10  # max_steps still wins
+    with pytest.raises(InputError, match="floor"):
+        total_steps_for(255, 256, 1.0, 0, "official")
+    with pytest.raises(InputError, match="whole epochs"):
+        total_steps_for(7495, 256, 2.5, 0, "official")
+    with pytest.raises(ValueError, match="step_count"):
+        T.TrainConfig(epochs=2.5, step_count="official")
 
 
 def test_staged_folder_leaves_previous_checkpoint_on_a_full_disk(tmp_path):
