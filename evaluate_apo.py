@@ -100,8 +100,10 @@ class EvalConfig:
     num_samples: int = field(default=1, metadata={"help": (
         "Episodes per problem: 1 with greedy decoding; n > 1 (needs --eval_temperature > 0) gives mean@n, maj@n, pass@k.")})
     eval_temperature: float = field(default=0.0, metadata={"help": (
-        "0 = greedy decoding; the sampled convention (PAG, Avg@32) is 0.6 with --eval_top_p 0.95.")})
-    eval_top_p: float = field(default=0.95, metadata={"help": "Nucleus top_p when eval_temperature > 0 (ignored by greedy)."})
+        "0 = greedy decoding; the sampled convention (PAG, Avg@32) is 0.6 with --eval_top_p 0.95; at most 2."),
+        "bounds": "[0, 2]"})
+    eval_top_p: float = field(default=0.95, metadata={
+        "help": "Nucleus top_p when eval_temperature > 0 (ignored by greedy).", "bounds": "(0, 1]"})
     eval_max_new_tokens: int = field(default=2048, metadata={"help": (
         "Generation limit per turn (2048 suits Qwen2.5 on MATH); the truncation rate is reported.")})
     eval_batch_size: int = field(default=64, metadata={"help": (

@@ -59,6 +59,7 @@ from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport
 from apo.errors import InputError
+from apo.folder_lock import hold_output_folder
 from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
 from apo.records import read_problem_rows
 from apo.stop_signal import StopRequest
@@ -117,7 +118,8 @@ class TrainConfig:
     output_dir: str = field(default=os.path.join("outputs", "apo"), metadata={"help": "Where everything is written."})
     stage: Literal["all", "1", "2"] = field(default="all", metadata={"help": (
         "'1' = V* samples and value head only; '2' = policy training from an existing stage 1; 'all' = both.")})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the training prompts in stage 2."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training prompts in stage 2.",
+                                                  "bounds": "[0, inf)"})
     max_steps: int = field(default=0, metadata={"help": "Stop stage 2 after this many iterations (0 = from epochs)."})
     prompts_per_step: int = field(default=256, metadata={"help": (
         "Prompts per iteration, one sample each (paper: 256), over all processes.")})
@@ -588,9 +590,27 @@ class Prompts:
     eval_prompts: list[list[int]]
 
 
-def check_run_inputs(cfg: tuple, accelerator: Accelerator) -> tuple[list[dict], list[dict], str | None]:
-    """(training rows, held-out rows, checkpoint to resume from or None), after claiming
-    output_dir for this run and saving its run_config.json; all before any model loads.
+@contextlib.contextmanager
+def hold_output_dir(output_dir: str, accelerator: Accelerator):
+    """apo.folder_lock.hold_output_folder on the main process; a refusal there is raised on every
+    process, so none waits for a main process that stopped."""
+    refusal = None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(hold_output_folder(output_dir, is_main=accelerator.is_main_process))
+        except InputError as err:
+            refusal = str(err)
+        refusals = [message for message in gather_object([refusal]) if message]
+        if refusals:
+            raise InputError(refusals[0])
+        yield
+
+
+def check_run_inputs(cfg: tuple, accelerator: Accelerator,
+                     folder_lock: contextlib.ExitStack) -> tuple[list[dict], list[dict], str | None]:
+    """(training rows, held-out rows, checkpoint to resume from or None), after locking
+    output_dir for this run (held until `folder_lock` closes; apo.folder_lock), claiming it and
+    saving its run_config.json; all before any model loads.
 
     Raises InputError for an empty or malformed data file (naming file and line), an output_dir
     that is a file or holds another run (apo.checkpoints.claim_output_dir), or a resume whose
@@ -601,6 +621,7 @@ def check_run_inputs(cfg: tuple, accelerator: Accelerator) -> tuple[list[dict], 
     apo, train = cfg[0], cfg[1]
     all_rows = read_problem_rows(train.data_file, require_answer=True)
     eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
+    folder_lock.enter_context(hold_output_dir(train.output_dir, accelerator))
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
     # 'auto' in a folder whose run stopped before its first checkpoint: that run starts over, if it is the same run.
     restart = (train.stage != "1" and train.resume_from_checkpoint == "auto" and resume_dir is None
@@ -676,36 +697,37 @@ def main(cfg: tuple) -> dict:
         raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
                          "merged into sharded weights for the engine; use the DDP or ZeRO configs")
 
-    # --- data, output folder and resume settings: checked before any model loads ---
-    all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator)
-    tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
-    data = load_prompts(apo, train, all_rows, eval_rows, tokenizer, summary)
+    with contextlib.ExitStack() as folder_lock:  # held to the end: one run per output folder
+        # --- data, output folder and resume settings: checked before any model loads ---
+        all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator, folder_lock)
+        tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
+        data = load_prompts(apo, train, all_rows, eval_rows, tokenizer, summary)
 
-    # --- models: the policy (optionally LoRA) and its frozen reference ---
-    run = build_run(apo, train, turn_cfg, accelerator, tokenizer, resume_dir)
+        # --- models: the policy (optionally LoRA) and its frozen reference ---
+        run = build_run(apo, train, turn_cfg, accelerator, tokenizer, resume_dir)
 
-    # --- stage 1: V* from N reference samples, then the value head ---
-    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
-    if train.stage in ("all", "1"):
-        stage1.run_stage1(run, data.train_rows, data.train_prompts, stage1_path)
-    records = stage1.load_stage1(stage1_path, data.all_ids, [r["id"] for r in data.train_rows], apo)
-    summary["stage1_values"] = stage1_path
-    value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, data.train_rows, data.train_prompts,
-                                                                         records)
-    summary["value_head"] = os.path.join(train.output_dir, stage1.VALUE_HEAD_DIR)
-    if train.stage == "1":
+        # --- stage 1: V* from N reference samples, then the value head ---
+        stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
+        if train.stage in ("all", "1"):
+            stage1.run_stage1(run, data.train_rows, data.train_prompts, stage1_path)
+        records = stage1.load_stage1(stage1_path, data.all_ids, [r["id"] for r in data.train_rows], apo)
+        summary["stage1_values"] = stage1_path
+        value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, data.train_rows, data.train_prompts,
+                                                                             records)
+        summary["value_head"] = os.path.join(train.output_dir, stage1.VALUE_HEAD_DIR)
+        if train.stage == "1":
+            return summary
+
+        # --- stage 2: online A*-PO, one sample per prompt, baselines from stage 1 ---
+        keep, v_star, counts = stage1.stage2_baselines(run, data.train_rows, data.train_prompts, records, value_head)
+        summary.update(counts)
+        if not keep:
+            raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
+        summary.update(train_stage2(run, [data.train_rows[i] for i in keep], [data.train_prompts[i] for i in keep],
+                                    [v_star[i] for i in keep], data.eval_prompts, [r["answer"] for r in data.eval_rows],
+                                    value_head, run.resume_dir))
+        summary["grading"] = vars(run.grading)
         return summary
-
-    # --- stage 2: online A*-PO, one sample per prompt, baselines from stage 1 ---
-    keep, v_star, counts = stage1.stage2_baselines(run, data.train_rows, data.train_prompts, records, value_head)
-    summary.update(counts)
-    if not keep:
-        raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
-    summary.update(train_stage2(run, [data.train_rows[i] for i in keep], [data.train_prompts[i] for i in keep],
-                                [v_star[i] for i in keep], data.eval_prompts, [r["answer"] for r in data.eval_rows],
-                                value_head, run.resume_dir))
-    summary["grading"] = vars(run.grading)
-    return summary
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
 from apo.config import save_config
-from apo.errors import InputError, InputFileNotFoundError
+from apo.errors import InputError, InputFileNotFoundError, os_error_code
 from apo.records import check_output_folder, ensure_output_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ def staged_folder(final_path: str, is_main: bool, barrier: Callable[[], None]) -
 
     All processes enter (they may write per-process files); only the main process creates,
     renames and cleans up. On an exception (a full disk, a crash in a writer) the temporary
-    folder is removed and the exception re-raised, so `final_path` and every older folder are
+    folder is removed and the exception re-raised (safetensors' SafetensorError wrapping an OS
+    error as that OSError, naming `final_path`), so `final_path` and every older folder are
     left untouched. An existing `final_path` is replaced only after the new one is complete.
     """
     parent, name = os.path.split(os.path.abspath(final_path))
@@ -218,9 +219,12 @@ def staged_folder(final_path: str, is_main: bool, barrier: Callable[[], None]) -
     try:
         yield staging
         barrier()
-    except BaseException:
+    except BaseException as err:
         if is_main:
             shutil.rmtree(staging, ignore_errors=True)
+        code = os_error_code(err)
+        if code is not None and not isinstance(err, OSError):  # safetensors' error names neither errno nor path
+            raise OSError(code, os.strerror(code), final_path) from err
         raise
     if is_main:
         previous = os.path.join(parent, f".{name}.old")
