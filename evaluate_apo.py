@@ -64,6 +64,7 @@ from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_ben
 from apo.cli import run_main
 from apo.config import A_PO_Config, parse_script_config, script_fields
 from apo.errors import InputError
+from apo.folder_lock import hold_output_folder
 from apo.metrics import episode_records, metrics_from_generations, mode_label
 from apo.records import (
     append_jsonl, check_output_folder, ensure_output_folder, read_generations, read_json_lines, read_problem_rows,
@@ -175,39 +176,40 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     """
     check_output_folder(eval_cfg.output_dir)
 
-    # --- comparison of finished runs ---
-    if eval_cfg.compare:
-        comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
-        print(comparison["markdown"])
-        return comparison
+    with hold_output_folder(eval_cfg.output_dir):  # one run per folder, held to the end
+        # --- comparison of finished runs ---
+        if eval_cfg.compare:
+            comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
+            print(comparison["markdown"])
+            return comparison
 
-    if cfg.generation_backend == "vllm":
-        from apo.vllm_engine import require_vllm
+        if cfg.generation_backend == "vllm":
+            from apo.vllm_engine import require_vllm
 
-        require_vllm()  # before anything is loaded
-    models = [cfg.model] + list(eval_cfg.models)
-    if len(set(models)) != len(models):
-        raise InputError(f"--model and --models name a model twice: {models}")
+            require_vllm()  # before anything is loaded
+        models = [cfg.model] + list(eval_cfg.models)
+        if len(set(models)) != len(models):
+            raise InputError(f"--model and --models name a model twice: {models}")
 
-    # --- benchmark suite ---
-    if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
-        return run_suite(cfg, eval_cfg, models)
+        # --- benchmark suite ---
+        if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
+            return run_suite(cfg, eval_cfg, models)
 
-    # --- eval problems ---
-    rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
+        # --- eval problems ---
+        rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
 
-    # --- one run per model ---
-    runs = {}
-    for model in models:
-        run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=cfg.correction_mode)
-        runs[model] = evaluate_model(dataclasses.replace(cfg, model=model), eval_cfg, rows, run_dir)
+        # --- one run per model ---
+        runs = {}
+        for model in models:
+            run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=cfg.correction_mode)
+            runs[model] = evaluate_model(dataclasses.replace(cfg, model=model), eval_cfg, rows, run_dir)
 
-    # --- comparison across models ---
-    if len(models) > 1:
-        table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
-        write_text_atomic(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
-        print(table)
-    return runs[cfg.model]
+        # --- comparison across models ---
+        if len(models) > 1:
+            table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
+            write_text_atomic(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
+            print(table)
+        return runs[cfg.model]
 
 
 def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict:

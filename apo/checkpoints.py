@@ -27,14 +27,15 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
-from apo.config import save_config
+from apo.config import config_to_dict
 from apo.errors import InputError, InputFileNotFoundError, os_error_code
-from apo.records import check_output_folder, ensure_output_folder, write_json_atomic
+from apo.records import check_output_folder, data_difference, ensure_output_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "trainer_state.json"
 RUN_CONFIG_FILE = "run_config.json"
+DATA_HASHES_KEY = "data_hashes"  # in run_config.json: {"data_file": apo.records.data_fingerprint, "eval_file": ...}
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -177,6 +178,31 @@ def claim_output_dir(output_dir: str, *, resuming: bool, overwrite: bool, stage1
     return removed
 
 
+def save_run_config(path: str, configs: tuple, data_hashes: dict) -> None:
+    """run_config.json: the resolved configs (apo.config.config_to_dict) and, under DATA_HASHES_KEY,
+    the content hash of each data file the run reads (apo.records.data_fingerprint)."""
+    write_json_atomic(path, {**config_to_dict(*configs), DATA_HASHES_KEY: data_hashes})
+
+
+def check_resume_data(resume_dir: str, current: dict[str, tuple[str, list[dict]]]) -> None:
+    """Raise InputError when a data file's rows differ from those `resume_dir`/run_config.json
+    hashed; `current` maps each DATA_HASHES_KEY entry ("data_file", "eval_file") to (path, rows
+    read now). The message names the file and the first differing id. A run_config.json that
+    predates the hashes is logged, not compared."""
+    path = os.path.join(resume_dir, RUN_CONFIG_FILE)
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle).get(DATA_HASHES_KEY)
+    if saved is None:
+        logger.warning("%s records no data hashes; the data files are not compared", path)
+        return
+    for key, (data_path, rows) in current.items():
+        difference = data_difference(saved[key], data_path, rows) if key in saved else None
+        if difference:
+            raise InputError(f"{difference}; cannot resume from {resume_dir}, whose run read other data. Resume "
+                             "with the data it was started with, or start a new run (--overwrite_output_dir or "
+                             "another --output_dir)")
+
+
 def check_resume_config(resume_dir: str, current: dict) -> None:
     """Raise InputError naming every setting that differs between `resume_dir`/run_config.json
     and `current` (a flat config dict) and would change the run (not in RESUME_MAY_CHANGE).
@@ -295,7 +321,7 @@ class CheckpointWriter:
     def _write_extras(self, folder: str, state: TrainerState) -> None:
         if self.value_head is not None:
             self.value_head.save(os.path.join(folder, "value_head"))
-        save_config(os.path.join(folder, RUN_CONFIG_FILE), *run_configs(self.run))
+        save_run_config(os.path.join(folder, RUN_CONFIG_FILE), run_configs(self.run), self.run.data_hashes)
         state.save(os.path.join(folder, TRAINER_STATE_FILE))  # last: marks the folder complete
 
     def save_checkpoint(self, state: TrainerState) -> str:
