@@ -52,6 +52,8 @@ import json
 import logging
 import os
 import re
+import signal
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Literal
@@ -67,9 +69,10 @@ from apo.errors import InputError
 from apo.folder_lock import hold_output_folder
 from apo.metrics import episode_records, metrics_from_generations, mode_label
 from apo.records import (
-    append_jsonl, check_output_folder, ensure_output_folder, read_generations, read_json_lines, read_problem_rows,
-    write_json_atomic, write_jsonl_atomic, write_text_atomic,
+    append_jsonl, check_output_folder, data_difference, data_fingerprint, ensure_output_folder, read_generations,
+    read_json_lines, read_problem_rows, write_json_atomic, write_jsonl_atomic, write_text_atomic,
 )
+from apo.stop_signal import Terminated, raise_on_sigterm
 from apo.report import (build_summary, compare_runs, comparison_markdown, results_markdown, summary_line,
                         summary_markdown, write_plots)
 
@@ -296,7 +299,8 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
 
     # --- resume: keep finished episodes, drop a partial chunk ---
-    finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, {row["id"] for row in rows})
+    settings["eval_rows"] = data_fingerprint(eval_cfg.eval_file, rows)
+    finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, rows)
     work = [(row, sample) for row in rows for sample in range(eval_cfg.num_samples)]
     todo = [(position, row, sample) for position, (row, sample) in enumerate(work) if (row["id"], sample) not in finished]
     write_json_atomic(os.path.join(run_dir, "eval_config.json"), used_config(cfg, eval_cfg))
@@ -304,8 +308,16 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     # --- generate and grade, appending per chunk ---
     grading_report = GradingReport()
     if todo:
-        generate_and_grade(cfg, eval_cfg, todo, generations_path, grading_report, total=len(work),
-                           done=len(work) - len(todo), running=finished)
+        try:
+            with raise_on_sigterm():
+                generate_and_grade(cfg, eval_cfg, todo, generations_path, grading_report, total=len(work),
+                                   done=len(work) - len(todo), running=finished)
+        except Terminated:
+            kept = {(r["id"], r["sample"]) for r in _finished_records(generations_path)[0]}
+            sys.stderr.write(f"evaluate_apo.py: stopped by SIGTERM; {generations_path} keeps {len(kept)} of "
+                             f"{len(work)} episodes of {cfg.model} (every finished chunk of --eval_batch_size). Run the "
+                             "same command again to continue from there (--resume true, the default).\n")
+            raise SystemExit(128 + signal.SIGTERM) from None
 
     # --- metrics from generations.jsonl alone ---
     metrics = metrics_from_generations(generations_path, pass_k=tuple(eval_cfg.pass_k),
@@ -399,11 +411,12 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
     }
 
 
-def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[str]) -> set[tuple[str, int]]:
+def prepare_run_folder(run_dir: str, settings: dict, resume: bool, rows: list[dict]) -> set[tuple[str, int]]:
     """Finished (id, sample) pairs already in run_dir/generations.jsonl.
 
     A resumed run must match the saved run_settings.json on RESUME_KEYS (InputError naming the
-    differing keys). Records of unfinished episodes (an interrupted chunk, a half-written last
+    differing keys) and evaluate the same rows as far as the saved run went (settings["eval_rows"],
+    apo.records.data_fingerprint; InputError naming the file and the first differing id). Records of unfinished episodes (an interrupted chunk, a half-written last
     line) are dropped and the file is rewritten atomically. Raises InputError when resume is
     False and the folder already holds generations, or when they name ids not in the eval file.
     """
@@ -420,7 +433,14 @@ def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[
         raise InputError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
     with open(settings_path, encoding="utf-8") as handle:
         saved = json.load(handle)
-    differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
+    if "eval_rows" in saved:  # the rows decide, not the file's bytes: a larger --limit may continue
+        difference = data_difference(saved["eval_rows"], settings["eval_file"], rows, rows_may_follow=True)
+        if difference:
+            raise InputError(f"{difference}; cannot resume {run_dir}, whose generations answer other problems; "
+                             "use another --output_dir")
+    row_ids = {row["id"] for row in rows}
+    differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]
+                 and not (key == "eval_file_sha256" and "eval_rows" in saved)]
     if differing:
         details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {settings[k]!r}" for k in differing)
         raise InputError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")
