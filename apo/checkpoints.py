@@ -410,10 +410,11 @@ class CheckpointWriter:
 
         bad = sorted({name for part in gather_object([nonfinite_parameters(self.run.unwrapped)]) for name in part})
         if bad:
+            last = latest_or_none(self.output_dir)
             raise NonFiniteWeightsError(
                 f"the policy's weights hold NaN or inf in {len(bad)} tensors (e.g. {bad[0]}); {path} was not written. "
-                f"The last checkpoint is {latest_or_none(self.output_dir)}; lower the learning rate or check the data, "
-                "then resume from it")
+                + (f"The last checkpoint is {last}; lower the learning rate or check the data, then resume from it"
+                   if last else "There is no checkpoint yet; lower the learning rate or check the data"))
 
     def save_checkpoint(self, state: TrainerState) -> str:
         """checkpoint-<step>/ (see the module docstring), then drop checkpoints beyond keep_checkpoints.

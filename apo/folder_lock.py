@@ -26,10 +26,12 @@ LOCK_FILE = ".apo.lock"
 def hold_output_folder(path: str, *, is_main: bool = True, flag: str = "--output_dir") -> Iterator[None]:
     """Hold the lock on the folder `path` (created when missing) for the `with` block; a no-op
     when not `is_main`. Raises InputError naming the folder and the holder's pid when another
-    process holds it, and InputError as apo.records.check_output_folder for a path that is a file."""
+    process holds it, and InputError as apo.records.check_output_folder for a path that is a file.
+    A folder this call created and the block left empty is removed again on exit."""
     if not is_main:
         yield
         return
+    created = not os.path.isdir(path)
     lock_path = os.path.join(ensure_output_folder(path, flag), LOCK_FILE)
     with open(lock_path, "a+", encoding="utf-8") as handle:
         try:
@@ -46,4 +48,8 @@ def hold_output_folder(path: str, *, is_main: bool = True, flag: str = "--output
         try:
             yield
         finally:
+            if created and os.listdir(path) == [LOCK_FILE]:  # a run refused before writing leaves no folder
+                with contextlib.suppress(OSError):
+                    os.remove(lock_path)
+                    os.rmdir(path)
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
