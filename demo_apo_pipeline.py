@@ -52,6 +52,7 @@ import prepare_data
 import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo.cli import run_main
+from apo.folder_lock import LOCK_FILE
 from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
 from apo.errors import InputError
 from apo.metrics import wilson_interval
@@ -199,7 +200,7 @@ def prepare_output_dir(output_dir: str) -> dict[str, str]:
     or is a file.
     """
     ensure_output_folder(output_dir)
-    foreign = sorted(set(os.listdir(output_dir)) - set(DEMO_OUTPUTS))
+    foreign = sorted(set(os.listdir(output_dir)) - set(DEMO_OUTPUTS) - {LOCK_FILE})  # the stages' folder lock
     if foreign:
         raise InputError(f"{output_dir} holds files the demo did not write ({foreign[:5]}); the demo replaces its own "
                          "outputs on a re-run and touches nothing else: pass another --output_dir")
