@@ -315,8 +315,8 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
         except Terminated:
             kept = {(r["id"], r["sample"]) for r in _finished_records(generations_path)[0]}
             sys.stderr.write(f"evaluate_apo.py: stopped by SIGTERM; {generations_path} keeps {len(kept)} of "
-                             f"{len(work)} episodes of {cfg.model} (every finished chunk of --eval_batch_size). Run the "
-                             "same command again to continue from there (--resume true, the default).\n")
+                             f"{len(work)} episodes of {cfg.model} (every finished chunk of --eval_batch_size). "
+                             "Run the same command again to continue from there (--resume true, the default).\n")
             raise SystemExit(128 + signal.SIGTERM) from None
 
     # --- metrics from generations.jsonl alone ---
@@ -416,9 +416,9 @@ def prepare_run_folder(run_dir: str, settings: dict, resume: bool, rows: list[di
 
     A resumed run must match the saved run_settings.json on RESUME_KEYS (InputError naming the
     differing keys) and evaluate the same rows as far as the saved run went (settings["eval_rows"],
-    apo.records.data_fingerprint; InputError naming the file and the first differing id). Records of unfinished episodes (an interrupted chunk, a half-written last
-    line) are dropped and the file is rewritten atomically. Raises InputError when resume is
-    False and the folder already holds generations, or when they name ids not in the eval file.
+    apo.records.data_fingerprint; InputError naming the file and the first differing id).
+    Records of unfinished episodes (an interrupted chunk, a half-written last line) are dropped
+    and the file is rewritten atomically. Raises InputError when resume is False and the folder already holds generations, or when they name ids not in the eval file.
     """
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings_path = os.path.join(run_dir, "run_settings.json")

@@ -116,7 +116,8 @@ class SamplingConfig:
 
     temperature: float = field(default=1.0, metadata=_help(
         "Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0; 0 = greedy; at most 2). Stage 2 also "
-        "divides the logits by it when it scores its samples (policy, reference, entropy), as the official code and TRL do.", bounds="[0, 2]"))
+        "divides the logits by it when it scores its samples (policy, reference, entropy), as the official code and "
+        "TRL do.", bounds="[0, 2]"))
     top_p: float = field(default=1.0, metadata=_help(
         "Nucleus sampling top_p for rollouts (paper: 1.0).", bounds="(0, 1]"))
     max_prompt_length: int = field(default=512, metadata=_help(

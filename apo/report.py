@@ -107,7 +107,8 @@ def _provenance_lines(metrics: dict) -> list[str]:
     return [f"Model `{provenance['model']['name']}`, eval file `{provenance['eval_file']['path']}` "
             f"(sha256 {provenance['eval_file']['sha256'][:12]}), {metrics['num_problems']} problems x "
             f"{metrics['samples_per_problem']} samples, {decoding}, max_new_tokens {sampling['max_new_tokens']}, "
-            f"{attempts_phrase(provenance.get('config', {}).get('correction_mode'), sampling['max_correction_turns'])}, "
+            f"{attempts_phrase(provenance.get('config', {}).get('correction_mode'), sampling['max_correction_turns'])}"
+            ", "
             f"grader {provenance['grader_version']}.", ""]
 
 

@@ -10,11 +10,11 @@ A*-PO, Brantley et al., 2025, arXiv 2505.20686). Each finished batch is appended
 
 so an interrupted stage 1 loses at most one batch and a re-run skips finished ids.
 `stage1_meta.json` beside it records the sampling settings, the prompt format, the
-reward rule and the data file's content hash; stage 2 refuses a file made with a different model, N, prompt
-format (a V* of raw prompts is not the V* of chat prompts) or reward rule, and a run refuses
-values sampled from rows (golds, problems) that have changed since. The value head (a small MLP on the reference policy's
-last hidden state at the final prompt token) is fit to V* on a train/held-out split and
-saved under value_head/ with its held-out MSE, MAE and correlation.
+reward rule and the data file's content hash; stage 2 refuses a file made with a different
+model, N, prompt format (a V* of raw prompts is not the V* of chat prompts) or reward rule, and
+a run refuses values sampled from rows (golds, problems) that have changed since. The value
+head (a small MLP on the reference policy's last hidden state at the final prompt token) is fit
+to V* on a train/held-out split and saved under value_head/ with its held-out MSE, MAE and correlation.
 """
 
 from __future__ import annotations
