@@ -418,7 +418,8 @@ def prepare_run_folder(run_dir: str, settings: dict, resume: bool, rows: list[di
     differing keys) and evaluate the same rows as far as the saved run went (settings["eval_rows"],
     apo.records.data_fingerprint; InputError naming the file and the first differing id).
     Records of unfinished episodes (an interrupted chunk, a half-written last line) are dropped
-    and the file is rewritten atomically. Raises InputError when resume is False and the folder already holds generations, or when they name ids not in the eval file.
+    and the file is rewritten atomically. Raises InputError when resume is False and the folder
+    already holds generations, or when they name ids not in the eval file.
     """
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings_path = os.path.join(run_dir, "run_settings.json")
