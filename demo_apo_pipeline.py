@@ -52,6 +52,7 @@ import prepare_data
 import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo.cli import run_main
+from apo.folder_lock import LOCK_FILE
 from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
 from apo.errors import InputError
 from apo.metrics import wilson_interval
@@ -76,8 +77,9 @@ DEMO_HELDOUT_WORDINGS = ("value_of_symbols", "sum_difference_product", "story_tw
 DEMO_SYSTEM_PROMPT = "Answer in one short sentence of the form: The answer is ..."
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, bounds: str | None = None) -> dict[str, str]:
+    """--help text and, for a float field, its interval (apo.config.check_float_fields)."""
+    return {"help": text} if bounds is None else {"help": text, "bounds": bounds}
 
 
 @dataclass
@@ -123,8 +125,9 @@ class DemoConfig:
         "Generation limit per turn, in training and evaluation (a truncated answer gets reward 0)."))
     temperature: float = field(default=0.6, metadata=_help(
         "Sampling temperature of the stage-1 and stage-2 rollouts. The paper samples at 1.0; the 135M model then "
-        "writes near-random text that is never right, so the demo samples at 0.6 (evaluation stays greedy)."))
-    top_p: float = field(default=0.95, metadata=_help("Nucleus top_p of the rollouts (paper: 1.0)."))
+        "writes near-random text that is never right, so the demo samples at 0.6 (evaluation stays greedy).",
+        bounds="[0, 2]"))
+    top_p: float = field(default=0.95, metadata=_help("Nucleus top_p of the rollouts (paper: 1.0).", bounds="(0, 1]"))
     filter_all_incorrect: bool = field(default=False, metadata=_help(
         "Stage 2 trains only on prompts with at least one right answer among their N stage-1 samples (TRL's "
         "choice; the official A*-PO scripts keep every prompt). On seeds 42, 1, 2 it learned beyond noise on 1 "
@@ -133,13 +136,13 @@ class DemoConfig:
         "'apo' = A*-PO least-squares regression; 'awr' = advantage-weighted LM loss."))
     policy_learning_rate: float = field(default=3e-4, metadata=_help(
         "AdamW learning rate of the policy (LoRA adapters by default). With the embedded model and 8 steps, "
-        "1e-4 moved nothing measurable and 1e-3 damaged the policy (docs/demo_transcript.md)."))
+        "1e-4 moved nothing measurable and 1e-3 damaged the policy (docs/demo_transcript.md).", bounds="(0, 1]"))
     beta2: float = field(default=0.1, metadata=_help(
         "beta2 of the A*-PO regression, the strength of the pull towards the reference policy: the loss stops "
         "pushing once log(pi/pi_ref) of an answer reaches its advantage / beta2. The paper's 1e-3 (with full "
         "fine-tuning at learning rate 1e-6) puts that point hundreds of nats away, so with LoRA at 3e-4 the pushes "
         "on the 135M model's many wrong answers never stop and damaged it within a few steps; 0.1 stops them at "
-        "about 10 nats."))
+        "about 10 nats.", bounds="(0, inf)"))
     use_lora: bool = field(default=True, metadata=_help("Train LoRA adapters (rank 16) instead of all weights."))
     max_correction_turns: int = field(default=2, metadata=_help(
         "Attempts per held-out problem: 1 = first attempt only, 2 = one verify-and-revise round."))
@@ -197,7 +200,7 @@ def prepare_output_dir(output_dir: str) -> dict[str, str]:
     or is a file.
     """
     ensure_output_folder(output_dir)
-    foreign = sorted(set(os.listdir(output_dir)) - set(DEMO_OUTPUTS))
+    foreign = sorted(set(os.listdir(output_dir)) - set(DEMO_OUTPUTS) - {LOCK_FILE})  # the stages' folder lock
     if foreign:
         raise InputError(f"{output_dir} holds files the demo did not write ({foreign[:5]}); the demo replaces its own "
                          "outputs on a re-run and touches nothing else: pass another --output_dir")

@@ -53,6 +53,8 @@ import json
 import logging
 import os
 import re
+import signal
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Literal
@@ -65,11 +67,13 @@ from apo.benchmarks import (BENCHMARKS, PROTOCOLS, Decoding, Protocol, check_ben
 from apo.cli import run_main
 from apo.config import A_PO_Config, check_backend_sampling, parse_script_config, script_fields
 from apo.errors import InputError
+from apo.folder_lock import hold_output_folder
 from apo.metrics import episode_records, metrics_from_generations, mode_label
 from apo.records import (
-    append_jsonl, check_output_folder, ensure_output_folder, read_generations, read_json_lines, read_problem_rows,
-    write_json_atomic, write_jsonl_atomic, write_text_atomic,
+    append_jsonl, check_output_folder, data_difference, data_fingerprint, ensure_output_folder, read_generations,
+    read_json_lines, read_problem_rows, write_json_atomic, write_jsonl_atomic, write_text_atomic,
 )
+from apo.stop_signal import Terminated, raise_on_sigterm
 from apo.report import (build_summary, compare_runs, comparison_markdown, results_markdown, summary_line,
                         summary_markdown, write_plots)
 
@@ -101,8 +105,10 @@ class EvalConfig:
     num_samples: int = field(default=1, metadata={"help": (
         "Episodes per problem: 1 with greedy decoding; n > 1 (needs --eval_temperature > 0) gives mean@n, maj@n, pass@k.")})
     eval_temperature: float = field(default=0.0, metadata={"help": (
-        "0 = greedy decoding; the sampled convention (PAG, Avg@32) is 0.6 with --eval_top_p 0.95.")})
-    eval_top_p: float = field(default=0.95, metadata={"help": "Nucleus top_p when eval_temperature > 0 (ignored by greedy)."})
+        "0 = greedy decoding; the sampled convention (PAG, Avg@32) is 0.6 with --eval_top_p 0.95; at most 2."),
+        "bounds": "[0, 2]"})
+    eval_top_p: float = field(default=0.95, metadata={
+        "help": "Nucleus top_p when eval_temperature > 0 (ignored by greedy).", "bounds": "(0, 1]"})
     eval_max_new_tokens: int = field(default=2048, metadata={"help": (
         "Generation limit per turn (2048 suits Qwen2.5 on MATH); the truncation rate is reported.")})
     eval_batch_size: int = field(default=64, metadata={"help": (
@@ -174,41 +180,42 @@ def main(cfg: A_PO_Config, eval_cfg: EvalConfig) -> dict:
     """
     check_output_folder(eval_cfg.output_dir)
 
-    # --- comparison of finished runs ---
-    if eval_cfg.compare:
-        comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
-        print(comparison["markdown"])
-        return comparison
+    with hold_output_folder(eval_cfg.output_dir):  # one run per folder, held to the end
+        # --- comparison of finished runs ---
+        if eval_cfg.compare:
+            comparison = compare_runs(eval_cfg.compare, eval_cfg.output_dir)
+            print(comparison["markdown"])
+            return comparison
 
-    check_backend_sampling(eval_cfg, cfg.generation_backend, "eval_temperature")  # its samples are separate requests
-    if cfg.generation_backend == "vllm":
-        from apo.vllm_engine import require_vllm
+        check_backend_sampling(eval_cfg, cfg.generation_backend, "eval_temperature")  # samples are separate requests
+        if cfg.generation_backend == "vllm":
+            from apo.vllm_engine import require_vllm
 
-        require_vllm()  # before anything is loaded
-    models = [cfg.model] + list(eval_cfg.models)
-    if len(set(models)) != len(models):
-        raise InputError(f"--model and --models name a model twice: {models}")
+            require_vllm()  # before anything is loaded
+        models = [cfg.model] + list(eval_cfg.models)
+        if len(set(models)) != len(models):
+            raise InputError(f"--model and --models name a model twice: {models}")
 
-    # --- benchmark suite ---
-    if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
-        return run_suite(cfg, eval_cfg, models)
+        # --- benchmark suite ---
+        if eval_cfg.benchmarks or eval_cfg.protocol != "custom":
+            return run_suite(cfg, eval_cfg, models)
 
-    # --- eval problems ---
-    rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
+        # --- eval problems ---
+        rows = read_problem_rows(eval_cfg.eval_file, require_answer=False, limit=eval_cfg.limit)
 
-    # --- one run per model ---
-    runs = {}
-    for model in models:
-        model_cfg = with_trained_prompt_format(dataclasses.replace(cfg, model=model))
-        run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
-        runs[model] = evaluate_model(model_cfg, eval_cfg, rows, run_dir)
+        # --- one run per model ---
+        runs = {}
+        for model in models:
+            model_cfg = with_trained_prompt_format(dataclasses.replace(cfg, model=model))
+            run_dir = run_folder(eval_cfg.output_dir, model, several=len(models) > 1, mode=model_cfg.correction_mode)
+            runs[model] = evaluate_model(model_cfg, eval_cfg, rows, run_dir)
 
-    # --- comparison across models ---
-    if len(models) > 1:
-        table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
-        write_text_atomic(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
-        print(table)
-    return runs[cfg.model]
+        # --- comparison across models ---
+        if len(models) > 1:
+            table = comparison_markdown([(model, metrics) for model, metrics in runs.items()])
+            write_text_atomic(os.path.join(eval_cfg.output_dir, "comparison.md"), table)
+            print(table)
+        return runs[cfg.model]
 
 
 def run_suite(cfg: A_PO_Config, eval_cfg: EvalConfig, models: list[str]) -> dict:
@@ -296,7 +303,8 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     settings = run_settings(cfg, eval_cfg, GRADER_VERSION)
 
     # --- resume: keep finished episodes, drop a partial chunk ---
-    finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, {row["id"] for row in rows})
+    settings["eval_rows"] = data_fingerprint(eval_cfg.eval_file, rows)
+    finished = prepare_run_folder(run_dir, settings, eval_cfg.resume, rows)
     work = [(row, sample) for row in rows for sample in range(eval_cfg.num_samples)]
     todo = [(position, row, sample) for position, (row, sample) in enumerate(work) if (row["id"], sample) not in finished]
     write_json_atomic(os.path.join(run_dir, "eval_config.json"), used_config(cfg, eval_cfg))
@@ -304,8 +312,16 @@ def evaluate_model(cfg: A_PO_Config, eval_cfg: EvalConfig, rows: list[dict], run
     # --- generate and grade, appending per chunk ---
     grading_report = GradingReport()
     if todo:
-        generate_and_grade(cfg, eval_cfg, todo, generations_path, grading_report, total=len(work),
-                           done=len(work) - len(todo), running=finished)
+        try:
+            with raise_on_sigterm():
+                generate_and_grade(cfg, eval_cfg, todo, generations_path, grading_report, total=len(work),
+                                   done=len(work) - len(todo), running=finished)
+        except Terminated:
+            kept = {(r["id"], r["sample"]) for r in _finished_records(generations_path)[0]}
+            sys.stderr.write(f"evaluate_apo.py: stopped by SIGTERM; {generations_path} keeps {len(kept)} of "
+                             f"{len(work)} episodes of {cfg.model} (every finished chunk of --eval_batch_size). "
+                             "Run the same command again to continue from there (--resume true, the default).\n")
+            raise SystemExit(128 + signal.SIGTERM) from None
 
     # --- metrics from generations.jsonl alone ---
     metrics = metrics_from_generations(generations_path, pass_k=tuple(eval_cfg.pass_k),
@@ -399,13 +415,15 @@ def run_settings(cfg: A_PO_Config, eval_cfg: EvalConfig, grader_version: str) ->
     }
 
 
-def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[str]) -> set[tuple[str, int]]:
+def prepare_run_folder(run_dir: str, settings: dict, resume: bool, rows: list[dict]) -> set[tuple[str, int]]:
     """Finished (id, sample) pairs already in run_dir/generations.jsonl.
 
     A resumed run must match the saved run_settings.json on RESUME_KEYS (InputError naming the
-    differing keys). Records of unfinished episodes (an interrupted chunk, a half-written last
-    line) are dropped and the file is rewritten atomically. Raises InputError when resume is
-    False and the folder already holds generations, or when they name ids not in the eval file.
+    differing keys) and evaluate the same rows as far as the saved run went (settings["eval_rows"],
+    apo.records.data_fingerprint; InputError naming the file and the first differing id).
+    Records of unfinished episodes (an interrupted chunk, a half-written last line) are dropped
+    and the file is rewritten atomically. Raises InputError when resume is False and the folder
+    already holds generations, or when they name ids not in the eval file.
     """
     generations_path = os.path.join(run_dir, "generations.jsonl")
     settings_path = os.path.join(run_dir, "run_settings.json")
@@ -420,7 +438,14 @@ def prepare_run_folder(run_dir: str, settings: dict, resume: bool, row_ids: set[
         raise InputError(f"{generations_path} exists without {settings_path}; choose another --output_dir")
     with open(settings_path, encoding="utf-8") as handle:
         saved = json.load(handle)
-    differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]]
+    if "eval_rows" in saved:  # the rows decide, not the file's bytes: a larger --limit may continue
+        difference = data_difference(saved["eval_rows"], settings["eval_file"], rows, rows_may_follow=True)
+        if difference:
+            raise InputError(f"{difference}; cannot resume {run_dir}, whose generations answer other problems; "
+                             "use another --output_dir")
+    row_ids = {row["id"] for row in rows}
+    differing = [key for key in RESUME_KEYS if saved.get(key) != settings[key]
+                 and not (key == "eval_file_sha256" and "eval_rows" in saved)]
     if differing:
         details = ", ".join(f"{k}: saved {saved.get(k)!r} vs now {settings[k]!r}" for k in differing)
         raise InputError(f"cannot resume {run_dir}: settings differ ({details}); use another --output_dir")

@@ -49,18 +49,20 @@ from apo_algorithm import (
 )
 from apo import correction, stage1, vllm_engine
 from apo.checkpoints import (
-    CheckpointWriter, TrainerState, check_resume_config, claim_output_dir, latest_or_none, load_training_state,
-    resolve_resume_checkpoint, skip_model_weights_in_accelerate_state, stage2_outputs_in,
+    CheckpointWriter, TrainerState, check_resume_config, check_resume_data, claim_output_dir, latest_or_none,
+    load_training_state, resolve_resume_checkpoint, save_run_config, skip_model_weights_in_accelerate_state,
+    stage2_outputs_in,
 )
 from apo.cli import run_main
 from apo.decoding import DecodingCopy, resolve_rollout_dtype
-from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config, save_config
+from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config
 from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
 from apo.episodes import generate, run_episodes
 from apo.grading import GradingReport
 from apo.errors import InputError
+from apo.folder_lock import hold_output_folder
 from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
-from apo.records import read_problem_rows
+from apo.records import data_fingerprint, read_problem_rows
 from apo.stop_signal import StopRequest
 from apo.strict_grading import rewards_by_rule
 from apo.training_log import MetricsLogger, format_step_line, plot_training_curves
@@ -117,7 +119,8 @@ class TrainConfig:
     output_dir: str = field(default=os.path.join("outputs", "apo"), metadata={"help": "Where everything is written."})
     stage: Literal["all", "1", "2"] = field(default="all", metadata={"help": (
         "'1' = V* samples and value head only; '2' = policy training from an existing stage 1; 'all' = both.")})
-    epochs: float = field(default=1.0, metadata={"help": "Passes over the training prompts in stage 2."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training prompts in stage 2.",
+                                                  "bounds": "[0, inf)"})
     max_steps: int = field(default=0, metadata={"help": "Stop stage 2 after this many iterations (0 = from epochs)."})
     step_count: Literal["stream", "official"] = field(default="stream", metadata={"help": (
         "How epochs become iterations (max_steps 0): 'stream' = ceil(epochs x N / prompts_per_step), prompts "
@@ -188,6 +191,7 @@ class Run:
     grading: GradingReport
     correction: Any  # apo.correction.CorrectionTrainingConfig: turn baselines, collapse guard, advantages
     resume_dir: str | None = None  # the checkpoint stage 2 continues from
+    data_hashes: dict = field(default_factory=dict)  # saved in run_config.json (apo.checkpoints.save_run_config)
     engine: Any = None  # apo.vllm_engine.VLLMEngine (--generation_backend vllm) or apo.decoding.DecodingCopy
 
     @property
@@ -598,34 +602,59 @@ class Prompts:
     eval_prompts: list[list[int]]
 
 
-def check_run_inputs(cfg: tuple, accelerator: Accelerator) -> tuple[list[dict], list[dict], str | None]:
-    """(training rows, held-out rows, checkpoint to resume from or None), after claiming
-    output_dir for this run and saving its run_config.json; all before any model loads.
+@contextlib.contextmanager
+def hold_output_dir(output_dir: str, accelerator: Accelerator):
+    """apo.folder_lock.hold_output_folder on the main process; a refusal there is raised on every
+    process, so none waits for a main process that stopped."""
+    refusal = None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(hold_output_folder(output_dir, is_main=accelerator.is_main_process))
+        except InputError as err:
+            refusal = str(err)
+        refusals = [message for message in gather_object([refusal]) if message]
+        if refusals:
+            raise InputError(refusals[0])
+        yield
+
+
+def check_run_inputs(cfg: tuple, accelerator: Accelerator,
+                     folder_lock: contextlib.ExitStack) -> tuple[list[dict], list[dict], str | None, dict]:
+    """(training rows, held-out rows, checkpoint to resume from or None, the content hash of each
+    data file (apo.records.data_fingerprint)), after locking
+    output_dir for this run (held until `folder_lock` closes; apo.folder_lock), claiming it and
+    saving its run_config.json; all before any model loads.
 
     Raises InputError for an empty or malformed data file (naming file and line), an output_dir
     that is a file or holds another run (apo.checkpoints.claim_output_dir), or a resume whose
-    settings differ from the checkpoint's (apo.checkpoints.check_resume_config). With
+    settings or data differ from the checkpoint's (apo.checkpoints.check_resume_config,
+    check_resume_data; stage-1 values of other data: apo.stage1.stage1_conflict). With
     resume_from_checkpoint 'auto' and no checkpoint yet, a run that stopped before its first
     checkpoint starts over from step 0 when output_dir/run_config.json has the same settings.
     """
     apo, train = cfg[0], cfg[1]
     all_rows = read_problem_rows(train.data_file, require_answer=True)
     eval_rows = read_problem_rows(train.eval_file, require_answer=True) if train.stage != "1" else []
+    data_files = {"data_file": (train.data_file, all_rows)}
+    data_files.update({"eval_file": (train.eval_file, eval_rows)} if train.stage != "1" else {})
+    folder_lock.enter_context(hold_output_dir(train.output_dir, accelerator))
     resume_dir = resolve_resume_checkpoint(train.output_dir, train.resume_from_checkpoint) if train.stage != "1" else None
     # 'auto' in a folder whose run stopped before its first checkpoint: that run starts over, if it is the same run.
     restart = (train.stage != "1" and train.resume_from_checkpoint == "auto" and resume_dir is None
                and bool(stage2_outputs_in(train.output_dir)))
     conflict = stage1.stage1_conflict(os.path.join(train.output_dir, stage1.STAGE1_FILE), apo,
-                                      {row["id"] for row in all_rows})
+                                      {row["id"] for row in all_rows}, data_files["data_file"])
     accelerator.wait_for_everyone()
     claim_output_dir(train.output_dir, resuming=resume_dir is not None or restart,
                      overwrite=train.overwrite_output_dir, stage1_conflict=conflict, is_main=accelerator.is_main_process)
     if resume_dir is not None or restart:
         check_resume_config(resume_dir or train.output_dir, config_to_dict(*cfg))
+        check_resume_data(resume_dir or train.output_dir, data_files)
     accelerator.wait_for_everyone()
+    data_hashes = {key: data_fingerprint(path, rows) for key, (path, rows) in data_files.items()}
     if accelerator.is_main_process:
-        save_config(os.path.join(train.output_dir, "run_config.json"), *cfg)
-    return all_rows, eval_rows, resume_dir
+        save_run_config(os.path.join(train.output_dir, "run_config.json"), cfg, data_hashes)
+    return all_rows, eval_rows, resume_dir, data_hashes
 
 
 def load_prompts(apo: A_PO_Config, train: TrainConfig, all_rows: list[dict], eval_rows: list[dict], tokenizer,
@@ -686,36 +715,39 @@ def main(cfg: tuple) -> dict:
         raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
                          "merged into sharded weights for the engine; use the DDP or ZeRO configs")
 
-    # --- data, output folder and resume settings: checked before any model loads ---
-    all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator)
-    tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
-    data = load_prompts(apo, train, all_rows, eval_rows, tokenizer, summary)
+    with contextlib.ExitStack() as folder_lock:  # held to the end: one run per output folder
+        # --- data, output folder and resume settings: checked before any model loads ---
+        all_rows, eval_rows, resume_dir, data_hashes = check_run_inputs((apo, train, turn_cfg), accelerator,
+                                                                        folder_lock)
+        tokenizer = load_tokenizer(apo.model, apo.model_cache_dir)
+        data = load_prompts(apo, train, all_rows, eval_rows, tokenizer, summary)
 
-    # --- models: the policy (optionally LoRA) and its frozen reference ---
-    run = build_run(apo, train, turn_cfg, accelerator, tokenizer, resume_dir)
+        # --- models: the policy (optionally LoRA) and its frozen reference ---
+        run = build_run(apo, train, turn_cfg, accelerator, tokenizer, resume_dir)
+        run.data_hashes = data_hashes
 
-    # --- stage 1: V* from N reference samples, then the value head ---
-    stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
-    if train.stage in ("all", "1"):
-        stage1.run_stage1(run, data.train_rows, data.train_prompts, stage1_path)
-    records = stage1.load_stage1(stage1_path, data.all_ids, [r["id"] for r in data.train_rows], apo)
-    summary["stage1_values"] = stage1_path
-    value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, data.train_rows, data.train_prompts,
-                                                                         records)
-    summary["value_head"] = os.path.join(train.output_dir, stage1.VALUE_HEAD_DIR)
-    if train.stage == "1":
+        # --- stage 1: V* from N reference samples, then the value head ---
+        stage1_path = os.path.join(train.output_dir, stage1.STAGE1_FILE)
+        if train.stage in ("all", "1"):
+            stage1.run_stage1(run, data.train_rows, data.train_prompts, stage1_path)
+        records = stage1.load_stage1(stage1_path, data.all_ids, [r["id"] for r in data.train_rows], apo)
+        summary["stage1_values"] = stage1_path
+        value_head, summary["value_head_metrics"] = stage1.ensure_value_head(run, data.train_rows, data.train_prompts,
+                                                                             records)
+        summary["value_head"] = os.path.join(train.output_dir, stage1.VALUE_HEAD_DIR)
+        if train.stage == "1":
+            return summary
+
+        # --- stage 2: online A*-PO, one sample per prompt, baselines from stage 1 ---
+        keep, v_star, counts = stage1.stage2_baselines(run, data.train_rows, data.train_prompts, records, value_head)
+        summary.update(counts)
+        if not keep:
+            raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
+        summary.update(train_stage2(run, [data.train_rows[i] for i in keep], [data.train_prompts[i] for i in keep],
+                                    [v_star[i] for i in keep], data.eval_prompts, [r["answer"] for r in data.eval_rows],
+                                    value_head, run.resume_dir))
+        summary["grading"] = vars(run.grading)
         return summary
-
-    # --- stage 2: online A*-PO, one sample per prompt, baselines from stage 1 ---
-    keep, v_star, counts = stage1.stage2_baselines(run, data.train_rows, data.train_prompts, records, value_head)
-    summary.update(counts)
-    if not keep:
-        raise InputError("no training prompts left for stage 2 after filtering (see the counts logged above)")
-    summary.update(train_stage2(run, [data.train_rows[i] for i in keep], [data.train_prompts[i] for i in keep],
-                                [v_star[i] for i in keep], data.eval_prompts, [r["answer"] for r in data.eval_rows],
-                                value_head, run.resume_dir))
-    summary["grading"] = vars(run.grading)
-    return summary
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ checkpoint as it was):
         adapter/             LoRA runs only: the peft adapter the run resumes from
         value_head/          the stage-1 value head (when there is one)
         accelerate_state/    optimizer, scheduler, per-process RNG (python, numpy, torch, cuda), turn baselines
-        config.json          the resolved configuration
-        trainer_state.json   step, data position, best accuracy, ... (written last: marks the folder complete)
+        run_config.json      the resolved configuration and the data files' content hashes
+        trainer_state.json   step, data position, best accuracy, ... (marks the folder complete)
+        manifest.json        every other file's size (written last); a resume verifies the folder against
+                             it and opens every safetensors file before trusting it (checkpoint_problem)
 """
 
 from __future__ import annotations
@@ -27,14 +29,18 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 
-from apo.config import save_config
-from apo.errors import InputError, InputFileNotFoundError
-from apo.records import check_output_folder, ensure_output_folder, write_json_atomic
+import torch
+
+from apo.config import config_to_dict
+from apo.errors import InputError, InputFileNotFoundError, os_error_code
+from apo.records import check_output_folder, data_difference, ensure_output_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "manifest.json"
 RUN_CONFIG_FILE = "run_config.json"
+DATA_HASHES_KEY = "data_hashes"  # in run_config.json: {"data_file": apo.records.data_fingerprint, "eval_file": ...}
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -90,19 +96,78 @@ def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
 
 
 def resolve_resume_checkpoint(output_dir: str, resume_from_checkpoint: str) -> str | None:
-    """The checkpoint folder to resume from: None for "", the latest under `output_dir` for
-    "auto" (None when there is none yet), else the given folder, which must be complete.
-    Raises InputFileNotFoundError naming the folder and what is missing."""
+    """The checkpoint folder to resume from: None for "", for "auto" the newest under `output_dir`
+    that passes checkpoint_problem (a warning names each newer one skipped; None when there is
+    none yet), else the given folder, which must be complete and sound. Raises
+    InputFileNotFoundError naming the folder and what is missing, InputError naming the bad file
+    of a given checkpoint, or when every checkpoint under `output_dir` is damaged."""
     if resume_from_checkpoint == "":
         return None
     if resume_from_checkpoint == "auto":
         checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        skipped = []
+        for _, path in reversed(checkpoints):
+            problem = checkpoint_problem(path)
+            if problem is None:
+                return path
+            logger.warning("skipping %s, which is damaged (%s); resuming from an older checkpoint", path, problem)
+            skipped.append(problem)
+        if skipped:
+            raise InputError(f"every checkpoint under {output_dir} is damaged ({'; '.join(skipped)}); remove them "
+                             "to start over from step 0, or pass --overwrite_output_dir")
+        return None
     state_file = os.path.join(resume_from_checkpoint, TRAINER_STATE_FILE)
     if not os.path.isfile(state_file):
         raise InputFileNotFoundError(f"--resume_from_checkpoint {resume_from_checkpoint!r}: {state_file} not found; "
                                 "give a complete checkpoint-<step> folder, 'auto' (latest under output_dir) or ''")
+    problem = checkpoint_problem(resume_from_checkpoint)
+    if problem is not None:
+        raise InputError(f"{problem}; resume from another checkpoint, or 'auto' (the newest sound one)")
     return resume_from_checkpoint
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """`<file>: <what is wrong>` for the first damage found in the checkpoint folder `path`, None when
+    it is sound: a file the resume needs is missing (trainer_state.json, run_config.json,
+    accelerate_state/, policy/ with its weights, adapter/adapter_model.safetensors when adapter/
+    exists), a file's size differs from manifest.json's (checkpoints written before the manifest
+    are not size-checked), or a safetensors file does not open (a truncated file fails here)."""
+    from safetensors import safe_open  # imported here: only a resume needs it
+
+    needed = [TRAINER_STATE_FILE, RUN_CONFIG_FILE, "accelerate_state", os.path.join("policy", "config.json")]
+    if os.path.isdir(os.path.join(path, "adapter")):
+        needed.append(os.path.join("adapter", "adapter_model.safetensors"))
+    for name in needed:
+        if not os.path.exists(os.path.join(path, name)):
+            return f"{os.path.join(path, name)}: missing"
+    manifest = os.path.join(path, MANIFEST_FILE)
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as handle:
+            sizes = json.load(handle)["files"]
+        for name, size in sizes.items():
+            file = os.path.join(path, name)
+            if not os.path.isfile(file):
+                return f"{file}: missing (listed in {MANIFEST_FILE})"
+            if os.path.getsize(file) != size:
+                return f"{file}: {os.path.getsize(file)} bytes, but {size} when it was written (truncated or changed)"
+    weights = [os.path.join(folder, name) for folder, _, names in os.walk(path) for name in sorted(names)
+               if name.endswith(".safetensors")]
+    if not any(file.startswith(os.path.join(path, "policy", "")) for file in weights):
+        return f"{os.path.join(path, 'policy')}: no *.safetensors weights"
+    for file in weights:
+        try:
+            with safe_open(file, framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # safetensors raises its own SafetensorError (and OSError) for a bad file
+            return f"{file}: not a readable safetensors file ({err})"
+    return None
+
+
+def write_manifest(folder: str) -> None:
+    """manifest.json: the size of every other file under `folder`, written last (checkpoint_problem)."""
+    sizes = {os.path.relpath(os.path.join(parent, name), folder): os.path.getsize(os.path.join(parent, name))
+             for parent, _, names in os.walk(folder) for name in names if name != MANIFEST_FILE}
+    write_json_atomic(os.path.join(folder, MANIFEST_FILE), {"files": sizes})
 
 
 # --- one run per output folder ---
@@ -177,6 +242,31 @@ def claim_output_dir(output_dir: str, *, resuming: bool, overwrite: bool, stage1
     return removed
 
 
+def save_run_config(path: str, configs: tuple, data_hashes: dict) -> None:
+    """run_config.json: the resolved configs (apo.config.config_to_dict) and, under DATA_HASHES_KEY,
+    the content hash of each data file the run reads (apo.records.data_fingerprint)."""
+    write_json_atomic(path, {**config_to_dict(*configs), DATA_HASHES_KEY: data_hashes})
+
+
+def check_resume_data(resume_dir: str, current: dict[str, tuple[str, list[dict]]]) -> None:
+    """Raise InputError when a data file's rows differ from those `resume_dir`/run_config.json
+    hashed; `current` maps each DATA_HASHES_KEY entry ("data_file", "eval_file") to (path, rows
+    read now). The message names the file and the first differing id. A run_config.json that
+    predates the hashes is logged, not compared."""
+    path = os.path.join(resume_dir, RUN_CONFIG_FILE)
+    with open(path, encoding="utf-8") as handle:
+        saved = json.load(handle).get(DATA_HASHES_KEY)
+    if saved is None:
+        logger.warning("%s records no data hashes; the data files are not compared", path)
+        return
+    for key, (data_path, rows) in current.items():
+        difference = data_difference(saved[key], data_path, rows) if key in saved else None
+        if difference:
+            raise InputError(f"{difference}; cannot resume from {resume_dir}, whose run read other data. Resume "
+                             "with the data it was started with, or start a new run (--overwrite_output_dir or "
+                             "another --output_dir)")
+
+
 def check_resume_config(resume_dir: str, current: dict) -> None:
     """Raise InputError naming every setting that differs between `resume_dir`/run_config.json
     and `current` (a flat config dict) and would change the run (not in RESUME_MAY_CHANGE).
@@ -206,7 +296,8 @@ def staged_folder(final_path: str, is_main: bool, barrier: Callable[[], None]) -
 
     All processes enter (they may write per-process files); only the main process creates,
     renames and cleans up. On an exception (a full disk, a crash in a writer) the temporary
-    folder is removed and the exception re-raised, so `final_path` and every older folder are
+    folder is removed and the exception re-raised (safetensors' SafetensorError wrapping an OS
+    error as that OSError, naming `final_path`), so `final_path` and every older folder are
     left untouched. An existing `final_path` is replaced only after the new one is complete.
     """
     parent, name = os.path.split(os.path.abspath(final_path))
@@ -218,9 +309,12 @@ def staged_folder(final_path: str, is_main: bool, barrier: Callable[[], None]) -
     try:
         yield staging
         barrier()
-    except BaseException:
+    except BaseException as err:
         if is_main:
             shutil.rmtree(staging, ignore_errors=True)
+        code = os_error_code(err)
+        if code is not None and not isinstance(err, OSError):  # safetensors' error names neither errno nor path
+            raise OSError(code, os.strerror(code), final_path) from err
         raise
     if is_main:
         previous = os.path.join(parent, f".{name}.old")
@@ -262,6 +356,20 @@ def load_training_state(accelerator, resume_dir: str) -> TrainerState:
     return TrainerState.load(os.path.join(resume_dir, TRAINER_STATE_FILE))
 
 
+class NonFiniteWeightsError(RuntimeError):
+    """The policy's weights hold NaN or inf, so no checkpoint, best/ or final/ is written from them."""
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """Names of `model`'s parameters holding a NaN or inf on this process (its shard under FSDP)."""
+    bad = []
+    for name, param in model.named_parameters():
+        local = param.to_local() if hasattr(param, "to_local") else param  # FSDP2 DTensor: this process's shard
+        if not bool(torch.isfinite(local.detach()).all()):
+            bad.append(name)
+    return bad
+
+
 class CheckpointWriter:
     """Writes checkpoint-<step>/, best/ and final/ of a run; every process calls every method
     (the writes are collective under FSDP/DeepSpeed), only the main process touches files."""
@@ -291,15 +399,32 @@ class CheckpointWriter:
     def _write_extras(self, folder: str, state: TrainerState) -> None:
         if self.value_head is not None:
             self.value_head.save(os.path.join(folder, "value_head"))
-        save_config(os.path.join(folder, RUN_CONFIG_FILE), *run_configs(self.run))
-        state.save(os.path.join(folder, TRAINER_STATE_FILE))  # last: marks the folder complete
+        save_run_config(os.path.join(folder, RUN_CONFIG_FILE), run_configs(self.run), self.run.data_hashes)
+        state.save(os.path.join(folder, TRAINER_STATE_FILE))  # marks the folder complete
+        write_manifest(folder)  # last: lists every file above
+
+    def _require_finite_weights(self, path: str) -> None:
+        """Raise NonFiniteWeightsError on every process when any process's policy weights hold NaN or
+        inf, naming `path` (not written) and the last checkpoint."""
+        from accelerate.utils import gather_object
+
+        bad = sorted({name for part in gather_object([nonfinite_parameters(self.run.unwrapped)]) for name in part})
+        if bad:
+            last = latest_or_none(self.output_dir)
+            raise NonFiniteWeightsError(
+                f"the policy's weights hold NaN or inf in {len(bad)} tensors (e.g. {bad[0]}); {path} was not written. "
+                + (f"The last checkpoint is {last}; lower the learning rate or check the data, then resume from it"
+                   if last else "There is no checkpoint yet; lower the learning rate or check the data"))
 
     def save_checkpoint(self, state: TrainerState) -> str:
-        """checkpoint-<step>/ (see the module docstring), then drop checkpoints beyond keep_checkpoints."""
+        """checkpoint-<step>/ (see the module docstring), then drop checkpoints beyond keep_checkpoints.
+        Raises NonFiniteWeightsError, writing nothing, when the weights are not finite."""
         accelerator, path = self.run.accelerator, checkpoint_path(self.output_dir, state.step)
+        self._require_finite_weights(path)
         with staged_folder(path, accelerator.is_main_process, accelerator.wait_for_everyone) as staging:
             self._write_policy(os.path.join(staging, "policy"), with_adapter=True)
             accelerator.save_state(os.path.join(staging, "accelerate_state"))
+            accelerator.wait_for_everyone()  # every process's files are written before the manifest lists them
             if accelerator.is_main_process:
                 self._write_extras(staging, state)
         if accelerator.is_main_process:
@@ -309,6 +434,7 @@ class CheckpointWriter:
 
     def _save_model_folder(self, name: str, state: TrainerState, extra: dict | None = None) -> str:
         accelerator, path = self.run.accelerator, os.path.join(self.output_dir, name)
+        self._require_finite_weights(path)
         with staged_folder(path, accelerator.is_main_process, accelerator.wait_for_everyone) as staging:
             self._write_policy(staging, with_adapter=False)
             if accelerator.is_main_process:

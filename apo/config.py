@@ -24,10 +24,14 @@ for the self-correction prompts and the revision bonus.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
 import os
+import re
 import sys
+import types
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,8 +59,9 @@ REVISE_PROMPT = (
 ORACLE_REVISE_PROMPT = "Your previous answer is wrong. Please provide the correct solution to the math problem."
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, bounds: str | None = None) -> dict[str, str]:
+    """A field's metadata: its --help text and, for a float field, its interval (check_float_fields)."""
+    return {"help": text} if bounds is None else {"help": text, "bounds": bounds}
 
 
 @dataclass
@@ -85,7 +90,7 @@ class ModelConfig:
         "`pip install -r requirements-vllm.txt`)."))
     vllm_gpu_memory_utilization: float = field(default=0.3, metadata=_help(
         "'vllm' only: share of the GPU's memory vLLM may take for weights and KV cache; the rest is the trainer's. "
-        "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9."))
+        "0.3 suits training beside it (TRL's colocate default); evaluate_apo.py alone can use 0.9.", bounds="(0, 1]"))
     vllm_enable_sleep_mode: bool = field(default=False, metadata=_help(
         "'vllm' only, training: after each generation discard vLLM's KV cache and weights (vLLM sleep level 2, as "
         "TRL does), so the policy update has the GPU; the weight sync (or, before it, a reload) brings them back."))
@@ -110,9 +115,11 @@ class SamplingConfig:
     _argument_group_name = "sampling (training rollouts)"  # the --help section
 
     temperature: float = field(default=1.0, metadata=_help(
-        "Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0). Stage 2 also divides the logits by it "
-        "when it scores its samples (policy, reference, entropy), as the official code and TRL do."))
-    top_p: float = field(default=1.0, metadata=_help("Nucleus sampling top_p for rollouts (paper: 1.0)."))
+        "Sampling temperature for stage 1 and stage 2 rollouts (paper: 1.0; 0 = greedy; at most 2). Stage 2 also "
+        "divides the logits by it when it scores its samples (policy, reference, entropy), as the official code and "
+        "TRL do.", bounds="[0, 2]"))
+    top_p: float = field(default=1.0, metadata=_help(
+        "Nucleus sampling top_p for rollouts (paper: 1.0).", bounds="(0, 1]"))
     max_prompt_length: int = field(default=512, metadata=_help(
         "First-turn prompts longer than this many tokens (chat template included) are dropped and counted. "
         "The paper uses 256 without a chat template; the template and system prompt add about 40 tokens."))
@@ -141,39 +148,44 @@ class APOConfig:
     num_value_samples: int = field(default=8, metadata=_help(
         "N, samples per training prompt from the reference policy used to estimate V*(x) (paper: 8)."))
     beta1: float = field(default=0.5, metadata=_help(
-        "beta1 in V*(x) = beta1 * log mean_i exp(r_i / beta1) (paper: 0.5); 0 gives the plain mean reward."))
+        "beta1 in V*(x) = beta1 * log mean_i exp(r_i / beta1) (paper: 0.5); 0 gives the plain mean reward.",
+        bounds="[0, inf)"))
     filter_all_incorrect: bool = field(default=False, metadata=_help(
         "Drop training prompts whose N stage-1 samples all fail (the official scripts keep them; TRL drops them)."))
     value_source: Literal["samples", "head"] = field(default="samples", metadata=_help(
         "Baseline for first attempts in stage 2: 'samples' = V* from stage-1 samples (the paper), "
         "'head' = the value head's prediction from the policy's hidden state."))
     value_learning_rate: float = field(default=1e-4, metadata=_help(
-        "AdamW learning rate of the value head (a small MLP on frozen hidden states)."))
+        "AdamW learning rate of the value head (a small MLP on frozen hidden states).", bounds="(0, 1]"))
     value_epochs: int = field(default=20, metadata=_help("Epochs over the stage-1 prompts when fitting the value head."))
     value_head_hidden_size: int = field(default=256, metadata=_help(
         "Width of the value head's hidden layer; 0 makes it a single linear layer."))
     value_holdout_fraction: float = field(default=0.1, metadata=_help(
-        "Share of stage-1 prompts held out to report the value head's MSE, MAE and correlation with sampled V*."))
+        "Share of stage-1 prompts held out to report the value head's MSE, MAE and correlation with sampled V*.",
+        bounds="[0, 1)"))
 
     # --- stage 2: the policy objective ---
     policy_loss: Literal["apo", "awr"] = field(default="apo", metadata=_help(
         "'apo' = A*-PO least-squares regression (beta2 * log(pi/pi_ref) - (r - V*))^2; "
         "'awr' = the seed's advantage-weighted LM loss (token NLL weighted by a batch softmax of clipped advantages)."))
-    beta2: float = field(default=1e-3, metadata=_help("beta2 in the A*-PO regression (paper: 1e-3)."))
+    beta2: float = field(default=1e-3, metadata=_help(
+        "beta2 in the A*-PO regression (paper: 1e-3).", bounds="(0, inf)"))
     advantage_temperature: float = field(default=1.0, metadata=_help(
-        "'awr' only: temperature T of the softmax over the batch of clip(A, -c, c) / T."))
+        "'awr' only: temperature T of the softmax over the batch of clip(A, -c, c) / T.", bounds="(0, inf)"))
     advantage_clip: float = field(default=10.0, metadata=_help(
-        "'awr' only: advantages are clipped to [-c, c] before the softmax."))
+        "'awr' only: advantages are clipped to [-c, c] before the softmax.", bounds="(0, inf)"))
     entropy_coef: float = field(default=1e-3, metadata=_help(
-        "Subtract entropy_coef * token-mean entropy from the loss (official A*-PO code: 1e-3; 0 disables)."))
+        "Subtract entropy_coef * token-mean entropy from the loss (official A*-PO code: 1e-3; 0 disables).",
+        bounds="[0, inf)"))
 
     # --- stage 2 on whole self-correction episodes (PAG) ---
     train_correction: bool = field(default=False, metadata=_help(
         "Stage 2 trains whole self-correction episodes (attempt, verify, revise) instead of first attempts only."))
     revision_bonus_alpha: float = field(default=1.0, metadata=_help(
-        "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1))."))
+        "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1)).", bounds="[0, inf)"))
     collapse_threshold: float = field(default=0.95, metadata=_help(
-        "Warn that the verifier collapsed when more than this share of its verdicts are the same one."))
+        "Warn that the verifier collapsed when more than this share of its verdicts are the same one.",
+        bounds="(0.5, 1]"))
 
     def __post_init__(self) -> None:
         self._check_apo()
@@ -201,9 +213,10 @@ class OptimizerConfig:
     # --- AdamW and its schedule ---
     policy_learning_rate: float = field(default=1e-5, metadata=_help(
         "AdamW learning rate of the policy. The paper uses 1e-6 for full fine-tuning; the default 1e-5 is "
-        "for LoRA (use_lora=True), whose adapters need a larger step. Set 1e-6 with --use_lora false."))
-    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (paper: 0.01)."))
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (paper: 1.0)."))
+        "for LoRA (use_lora=True), whose adapters need a larger step. Set 1e-6 with --use_lora false.",
+        bounds="(0, 1]"))
+    weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (paper: 0.01).", bounds="[0, 1]"))
+    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (paper: 1.0).", bounds="(0, inf)"))
     lr_scheduler: Literal["constant", "cosine", "linear"] = field(default="constant", metadata=_help(
         "Policy learning-rate schedule after warmup (paper: constant)."))
     warmup_steps: int = field(default=0, metadata=_help("Linear warmup steps of the policy learning rate."))
@@ -214,7 +227,8 @@ class OptimizerConfig:
         "adapters disabled, so no second copy is held in memory."))
     lora_r: int = field(default=16, metadata=_help("LoRA rank."))
     lora_alpha: int = field(default=32, metadata=_help("LoRA scaling alpha."))
-    lora_dropout: float = field(default=0.0, metadata=_help("LoRA dropout (0 keeps log-probs deterministic)."))
+    lora_dropout: float = field(default=0.0, metadata=_help(
+        "LoRA dropout (0 keeps log-probs deterministic).", bounds="[0, 1)"))
     lora_target_modules: str = field(default="all-linear", metadata=_help(
         "Comma-separated module names to adapt, or 'all-linear'."))
     gradient_checkpointing: bool | None = field(default=None, metadata=_help(
@@ -294,7 +308,7 @@ class RunConfig:
         "\\boxed{} content, normalised by MATH's strip_string, equal to the gold's, and the response ended "
         "with EOS."))
     grading_timeout: float = field(default=2.0, metadata=_help(
-        "Wall-clock seconds allowed to grade one response; a timeout grades False and is counted."))
+        "Wall-clock seconds allowed to grade one response; a timeout grades False and is counted.", bounds="(0, 3600]"))
     grading_workers: int = field(default=2, metadata=_help("Worker processes of the grading pool."))
     seed: int = field(default=42, metadata=_help("Random seed for data order, sampling and initialisation."))
 
@@ -321,6 +335,7 @@ class A_PO_Config(RunConfig, EpisodeConfig, OptimizerConfig, APOConfig, Sampling
     """
 
     def __post_init__(self) -> None:
+        check_float_fields(self)
         for group in ALGORITHM_GROUPS:
             getattr(self, "_check_" + group.__name__.removesuffix("Config").lower())()
         _require(self, "train_correction",
@@ -381,6 +396,43 @@ def _require(cfg: Any, name: str, ok: bool, fix: str) -> None:
         raise InputError(f"{type(cfg).__name__}.{name}={getattr(cfg, name)!r} is invalid: {fix}.")
 
 
+BOUNDS_PATTERN = re.compile(r"^([\[(])(-?[0-9.e+-]+|-inf), (-?[0-9.e+-]+|inf)([\])])$")
+
+
+def check_float_fields(cfg: Any) -> None:
+    """The one range rule of every config dataclass: each float field holds a finite number inside
+    the interval of its metadata's "bounds" ("[0, 2]", "(0, inf)": a bracket includes the end, a
+    parenthesis excludes it); a float field without bounds only has to be finite. Raises InputError
+    naming the field, the value and the interval. parse_config applies it to every group it parses,
+    A_PO_Config to itself."""
+    for f in dataclasses.fields(cfg):
+        if f.type not in (float, "float"):
+            continue
+        value, bounds = float(getattr(cfg, f.name)), f.metadata.get("bounds")
+        ok = math.isfinite(value)
+        if ok and bounds is not None:
+            opening, low, high, closing = BOUNDS_PATTERN.match(bounds).groups()
+            ok = ((value >= float(low)) if opening == "[" else (value > float(low))) and (
+                (value <= float(high)) if closing == "]" else (value < float(high)))
+        if not ok:
+            raise InputError(f"{type(cfg).__name__}.{f.name}={getattr(cfg, f.name)!r} is invalid: use a finite "
+                             f"number in {bounds or '(-inf, inf)'}.")
+
+
+class _BoundsAwareParser(HfArgumentParser):
+    """HfArgumentParser, except that a field's "bounds" (check_float_fields) end its --help text
+    ("Range: [0, 2].") instead of reaching argparse, which knows no such keyword."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field: dataclasses.Field) -> None:
+        if "bounds" in field.metadata:
+            field = copy.copy(field)
+            metadata = {key: value for key, value in field.metadata.items() if key != "bounds"}
+            metadata["help"] = f"{metadata.get('help', '')} Range: {field.metadata['bounds']}.".strip()
+            field.metadata = types.MappingProxyType(metadata)
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+
 def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = None,
                  script: str | None = None) -> tuple[Any, ...]:
     """Parse `dataclass_types` from defaults < `--config file.yaml` < command-line flags.
@@ -392,7 +444,7 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     script = script or os.path.basename(sys.argv[0])
-    parser = HfArgumentParser(dataclass_types)
+    parser = _BoundsAwareParser(dataclass_types)
     parser.add_argument("--config", default=None, help="YAML file of field: value pairs; command-line flags override it.")
     parser.add_argument("--debug", action="store_true", help="Show the full traceback of an input error (apo.cli).")
     for action in parser._actions:  # help texts are prose ("50% of ..."), not argparse format strings
@@ -404,6 +456,8 @@ def parse_config(dataclass_types: tuple[type, ...], argv: list[str] | None = Non
         yaml_argv = _yaml_to_argv(config_path, dataclass_types, script)
     *configs, remaining = parser.parse_args_into_dataclasses(args=yaml_argv + argv, return_remaining_strings=True)
     config_values = [c for c in configs if not isinstance(c, str)]
+    for cfg in config_values[: len(dataclass_types)]:  # past them: the --config / --debug namespace
+        check_float_fields(cfg)
     leftovers = [a for a in remaining if a is not None]
     if leftovers:
         flags = [a.split("=", 1)[0].removeprefix("--") for a in leftovers if a.startswith("--")]

@@ -9,6 +9,8 @@ and the fix. The scripts' entry points (apo.cli.run_main) print it as one line
 
 from __future__ import annotations
 
+import re
+
 
 class InputError(ValueError):
     """Bad input or configuration; the message says where (file:line, field or flag) and how to fix it."""
@@ -16,3 +18,12 @@ class InputError(ValueError):
 
 class InputFileNotFoundError(InputError, FileNotFoundError):
     """An input file or folder that does not exist (also a FileNotFoundError)."""
+
+
+def os_error_code(err: BaseException) -> int | None:
+    """The errno of an OSError, or of the OS error a safetensors SafetensorError wraps (it carries it only
+    in its message, `IoError(Os { code: 28, kind: StorageFull, ... })`); None for anything else."""
+    if isinstance(err, OSError):
+        return err.errno
+    found = re.search(r"\bOs \{ code: (\d+)", str(err)) if type(err).__name__ == "SafetensorError" else None
+    return int(found.group(1)) if found else None

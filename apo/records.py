@@ -24,6 +24,7 @@ no stray temporary file. `append_jsonl` appends finished records in one flushed 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -312,6 +313,46 @@ def read_metrics_lines(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
     return [validate_metrics_line(value, where) for where, value in _objects(path, torn_last_line_allowed=True)]
+
+
+# --- content hashes of data files ---
+
+ROW_DIGEST_CHARS = 8  # per row: enough to point at the row that changed; the whole-file sha256 decides
+
+
+def data_fingerprint(path: str, rows: list[dict]) -> dict:
+    """{"path", "sha256", "rows", "row_digests"} of the rows read from `path`: sha256 of the rows as
+    read (canonical JSON, in file order; not of the file's bytes, so reformatting changes nothing)
+    and the first ROW_DIGEST_CHARS hex digits of each row's own sha256, concatenated, which
+    `data_difference` uses to name the first row that differs."""
+    whole, digests = hashlib.sha256(), []
+    for row in rows:
+        line = json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+        whole.update(line)
+        digests.append(hashlib.sha256(line).hexdigest()[:ROW_DIGEST_CHARS])
+    return {"path": path, "sha256": whole.hexdigest(), "rows": len(rows), "row_digests": "".join(digests)}
+
+
+def data_difference(saved: dict, path: str, rows: list[dict], *, rows_may_follow: bool = False) -> str | None:
+    """None when `rows` (read from `path` now) are the rows `saved` (a data_fingerprint) was made
+    from, else `<path>: <what differs>` naming the first differing id. With `rows_may_follow`, only
+    the saved rows are compared: rows added or cut at the end are no difference."""
+    now = data_fingerprint(path, rows)
+    if now["sha256"] == saved["sha256"]:
+        return None
+    step = ROW_DIGEST_CHARS
+    old = [saved["row_digests"][i:i + step] for i in range(0, len(saved["row_digests"]), step)]
+    new = [now["row_digests"][i:i + step] for i in range(0, len(now["row_digests"]), step)]
+    for index, (before, after) in enumerate(zip(old, new)):
+        if before != after:
+            return (f"{path}: row {index + 1} (id {rows[index]['id']}) differs from the row the run was started with "
+                    "(the first differing row)")
+    if rows_may_follow:
+        return None
+    if len(new) > len(old):
+        return f"{path}: {len(new) - len(old)} rows were added, the first with id {rows[len(old)]['id']}"
+    last = f" after id {rows[-1]['id']}" if rows else ""
+    return f"{path}: {len(old) - len(new)} rows{last} were removed ({len(old)} when the run was started)"
 
 
 # --- writing ---

@@ -107,7 +107,15 @@ def _provenance_lines(metrics: dict) -> list[str]:
     return [f"Model `{provenance['model']['name']}`, eval file `{provenance['eval_file']['path']}` "
             f"(sha256 {provenance['eval_file']['sha256'][:12]}), {metrics['num_problems']} problems x "
             f"{metrics['samples_per_problem']} samples, {decoding}, max_new_tokens {sampling['max_new_tokens']}, "
-            f"up to {sampling['max_correction_turns']} attempts, grader {provenance['grader_version']}.", ""]
+            f"{attempts_phrase(provenance.get('config', {}).get('correction_mode'), sampling['max_correction_turns'])}"
+            ", "
+            f"grader {provenance['grader_version']}.", ""]
+
+
+def attempts_phrase(correction_mode: str | None, max_correction_turns: int) -> str:
+    """'first attempt only' when the mode never revises ('none') or allows one attempt, else 'up to N attempts'."""
+    return "first attempt only" if correction_mode == "none" or max_correction_turns == 1 else (
+        f"up to {max_correction_turns} attempts")
 
 
 def _group_table(groups: dict, label: str) -> list[str]:
@@ -437,8 +445,8 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"| {b} | `{summary['benchmark_sources'][b]}` | {d['num_samples']} | {decoding} | "
                      f"{d['top_p'] if d['temperature'] else '-'} | {d['max_new_tokens']} | "
                      f"{'-' if d['in_paper'] is None else 'yes' if d['in_paper'] else 'no'} |")
-    lines += ["", f"Correction mode: {protocol['correction_mode']}, up to {protocol['max_correction_turns']} attempts.",
-              ""]
+    lines += ["", f"Correction mode: {protocol['correction_mode']}, "
+              f"{attempts_phrase(protocol['correction_mode'], protocol['max_correction_turns'])}.", ""]
     lines += [f"- Source: {s}" for s in protocol["sources"]] + [f"- Note: {n}" for n in protocol["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -9,11 +9,12 @@ A*-PO, Brantley et al., 2025, arXiv 2505.20686). Each finished batch is appended
     {"id": ..., "rewards": [N floats], "v_star": float, "response_lengths": [N ints], "responses": [...]?}
 
 so an interrupted stage 1 loses at most one batch and a re-run skips finished ids.
-`stage1_meta.json` beside it records the sampling settings, the prompt format and the
-reward rule; stage 2 refuses a file made with a different model, N, prompt format (a V* of
-raw prompts is not the V* of chat prompts) or reward rule. The value head (a small MLP on the reference policy's
-last hidden state at the final prompt token) is fit to V* on a train/held-out split and
-saved under value_head/ with its held-out MSE, MAE and correlation.
+`stage1_meta.json` beside it records the sampling settings, the prompt format, the
+reward rule and the data file's content hash; stage 2 refuses a file made with a different
+model, N, prompt format (a V* of raw prompts is not the V* of chat prompts) or reward rule, and
+a run refuses values sampled from rows (golds, problems) that have changed since. The value
+head (a small MLP on the reference policy's last hidden state at the final prompt token) is fit
+to V* on a train/held-out split and saved under value_head/ with its held-out MSE, MAE and correlation.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from apo.strict_grading import rewards_by_rule
 from apo.checkpoints import staged_folder
 from apo.data_order import step_seed
 from apo.errors import InputError, InputFileNotFoundError
-from apo.records import append_jsonl, read_stage1_values, write_json_atomic
+from apo.records import append_jsonl, data_difference, read_stage1_values, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,10 @@ def encode_problems(rows: list[dict], tokenizer, apo) -> tuple[list[dict], list[
 
 # --- stage 1: V* from N reference samples ---
 
-def stage1_meta(apo) -> dict:
-    return {key: getattr(apo, key) for key in META_KEYS}
+def stage1_meta(apo, data_file: dict | None = None) -> dict:
+    """stage1_meta.json: the settings of META_KEYS and, as "data_file", the content hash of the data
+    file the values were sampled from (apo.records.data_fingerprint)."""
+    return {key: getattr(apo, key) for key in META_KEYS} | ({"data_file": data_file} if data_file else {})
 
 
 def stage1_meta_differences(path: str, apo) -> dict:
@@ -105,15 +108,23 @@ def _sampled_with_other_settings(differing: dict) -> str:
     return f"was sampled with other settings{mixed} (saved, now): {differing}"
 
 
-def stage1_conflict(path: str, apo, data_ids: set[str]) -> str | None:
+def stage1_conflict(path: str, apo, data_ids: set[str], data: tuple[str, list[dict]] | None = None) -> str | None:
     """Why the stage-1 values at `path` cannot serve a run with settings `apo` on the problems
-    `data_ids` (other sampling settings, ids that are not in the data file); None when they can
-    or there is no file."""
+    `data_ids` (other sampling settings, ids that are not in the data file, or, given `data` =
+    (data file, its rows), rows that differ from those the values were sampled from, naming the
+    first differing id); None when they can or there is no file."""
     if not os.path.isfile(path):
         return None
     differing = stage1_meta_differences(path, apo)
     if differing:
         return f"{os.path.basename(path)} {_sampled_with_other_settings(differing)}"
+    meta_path, saved = os.path.join(os.path.dirname(path), STAGE1_META_FILE), None
+    if os.path.isfile(meta_path):
+        with open(meta_path, encoding="utf-8") as handle:
+            saved = json.load(handle).get("data_file")
+    difference = data_difference(saved, *data) if saved and data else None
+    if difference:
+        return f"{os.path.basename(path)} was sampled from other data ({difference})"
     foreign = sorted(set(read_stage1_values(path, apo.num_value_samples)) - data_ids)
     if foreign:
         return f"{os.path.basename(path)} holds {len(foreign)} ids that are not in the data file (e.g. {foreign[:3]})"
@@ -176,7 +187,8 @@ def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> No
     rank, world = accelerator.process_index, accelerator.num_processes
     if accelerator.is_main_process:
         check_stage1_meta(path, run.apo)
-        write_json_atomic(os.path.join(os.path.dirname(path), STAGE1_META_FILE), stage1_meta(run.apo))
+        write_json_atomic(os.path.join(os.path.dirname(path), STAGE1_META_FILE),
+                          stage1_meta(run.apo, run.data_hashes.get("data_file")))
     done = set(read_stage1_values(path, run.apo.num_value_samples)) if os.path.isfile(path) else set()
     accelerator.wait_for_everyone()
     pending = [i for i, row in enumerate(rows) if row["id"] not in done]

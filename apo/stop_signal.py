@@ -1,9 +1,12 @@
-"""Stopping a long run cleanly on Ctrl-C or SIGTERM: finish the step, checkpoint, exit."""
+"""Stopping a long run cleanly on Ctrl-C or SIGTERM: the trainer finishes the step, checkpoints and exits
+(StopRequest); evaluation stops at once and says what it kept (raise_on_sigterm)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +38,26 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+class Terminated(Exception):
+    """SIGTERM arrived inside `raise_on_sigterm`."""
+
+
+@contextlib.contextmanager
+def raise_on_sigterm() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated at once, so the caller can say what it kept
+    before it exits (the default action ends the process without a word). Outside the main
+    thread nothing changes; the previous handler is restored on exit."""
+    def handle(signum, frame) -> None:
+        raise Terminated(signal.Signals(signum).name)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handle)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

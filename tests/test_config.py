@@ -199,3 +199,71 @@ def test_evaluate_refuses_an_eval_temperature_vllm_would_refuse(tmp_path):
         "--output_dir", str(tmp_path / "out")])
     with pytest.raises(InputError, match=r"EvalConfig\.eval_temperature=2\.5 is invalid: --generation_backend vllm"):
         evaluate_apo.main(cfg, eval_cfg)  # before require_vllm: this machine has no vllm
+
+
+# --- issue 28: one range rule for every float field ---
+
+def _script_configs() -> dict[str, tuple[type, ...]]:
+    """Each script's own config classes, parsed on top of its SCRIPT_GROUPS."""
+    import demo_apo_pipeline
+    import evaluate_apo
+    import prepare_data
+    import train_math_apo
+    from apo.correction import CorrectionTrainingConfig
+
+    return {"train_math_apo.py": (train_math_apo.TrainConfig, CorrectionTrainingConfig),
+            "evaluate_apo.py": (evaluate_apo.EvalConfig,), "prepare_data.py": (prepare_data.DataConfig,),
+            "demo_apo_pipeline.py": (demo_apo_pipeline.DemoConfig,)}
+
+
+def _float_fields(script: str) -> list[tuple[type, str]]:
+    types = SCRIPT_GROUPS[script] + _script_configs()[script]
+    return [(t, f.name) for t in types for f in dataclasses.fields(t) if f.type in (float, "float")]
+
+
+def test_every_float_field_of_every_config_declares_its_interval():
+    every = [pair for script in SCRIPT_GROUPS for pair in _float_fields(script)]
+    assert len(every) >= 20
+    assert [f"{t.__name__}.{name}" for t, name in every
+            if "bounds" not in {f.name: f for f in dataclasses.fields(t)}[name].metadata] == []
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_GROUPS))
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_no_float_flag_takes_a_non_finite_value(script, value):
+    """Issue 28: --policy_learning_rate inf, --beta2 inf, --max_grad_norm inf, --grading_timeout inf were accepted."""
+    for group, name in _float_fields(script):
+        with pytest.raises(InputError, match=rf"\.{name}=.* is invalid"):
+            argv = [f"--{name}={value}"]  # "=": argparse reads a lone "-inf" as a flag
+            parse_script_config(script, _script_configs()[script], argv) if script in (
+                "train_math_apo.py", "evaluate_apo.py") else parse_config(_script_configs()[script], argv)
+
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("train_math_apo.py", ["--policy_learning_rate", "inf"], "OptimizerConfig.policy_learning_rate=inf"),
+    ("train_math_apo.py", ["--temperature", "inf"], "SamplingConfig.temperature=inf"),
+    ("train_math_apo.py", ["--temperature", "5"], "SamplingConfig.temperature=5.0"),
+    ("train_math_apo.py", ["--beta2", "inf"], "APOConfig.beta2=inf"),
+    ("train_math_apo.py", ["--max_grad_norm", "inf"], "OptimizerConfig.max_grad_norm=inf"),
+    ("train_math_apo.py", ["--grading_timeout", "inf"], "RunConfig.grading_timeout=inf"),
+    ("evaluate_apo.py", ["--eval_temperature", "5"], "EvalConfig.eval_temperature=5.0"),
+    ("evaluate_apo.py", ["--grading_timeout", "inf"], "RunConfig.grading_timeout=inf"),
+])
+def test_the_reported_impossible_values_are_refused_in_one_line(script, argv, message, monkeypatch, capsys):
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(REPO_ROOT / script), run_name="__main__")
+    assert stopped.value.code == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith(f"error: {message} is invalid: use a finite number in ")
+
+
+def test_the_interval_is_in_the_help_and_notebook_configs_obey_it():
+    result = subprocess.run([sys.executable, "train_math_apo.py", "--help"], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert "Range: [0, 2]." in " ".join(result.stdout.split())
+    with pytest.raises(InputError, match=r"A_PO_Config\.temperature=2.5 is invalid: use a finite number in \[0, 2\]"):
+        A_PO_Config(temperature=2.5)
+    assert A_PO_Config(temperature=2.0, beta1=0).temperature == 2.0  # both ends of [0, 2] are in it

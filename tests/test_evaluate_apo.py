@@ -470,3 +470,51 @@ def test_embedded_model_runs_the_whole_suite(tmp_path):
         cell = saved["models"][0]["benchmarks"][name]
         assert cell["n"] == 4 and cell["acc_t1_ci95"] and cell["acc_final_ci95"]
     assert summary["benchmark_sources"]["gsm8k"].endswith("gsm8k.jsonl")
+
+
+# --- issue 28 ---
+
+def test_a_resume_refuses_rows_that_changed_naming_the_file_and_the_first_differing_id(tiny_model_dir, tmp_path):
+    """Issue 28: the eval file's content decides a resume, named down to the first differing id; a larger
+    --limit still continues a run whose rows are unchanged."""
+    rows = generate_problems(3, seed=0, levels=(1,), types=("arithmetic",))
+    path = write_rows(tmp_path / "eval.jsonl", rows)
+    out = tmp_path / "run"
+    tiny_run(tiny_model_dir, path, out, limit=2)
+    assert tiny_run(tiny_model_dir, path, out, limit=3)["num_problems"] == 3
+    rows[1]["answer"] = "-99"
+    write_rows(tmp_path / "eval.jsonl", rows)
+    with pytest.raises(InputError, match=rf"{path}: row 2 \(id {rows[1]['id']}\) differs .*cannot resume"):
+        tiny_run(tiny_model_dir, path, out, limit=3)
+
+
+def test_sigterm_says_what_was_kept_and_how_to_resume(tiny_model_dir, tmp_path):
+    """Issue 28: SIGTERM ended evaluate_apo.py with status 143 and not a word (the finished chunks were kept)."""
+    import signal
+    import time
+
+    rows = generate_problems(200, seed=0, levels=(1,), types=("arithmetic",))
+    path = write_rows(tmp_path / "eval.jsonl", rows)
+    out = tmp_path / "run"
+    command = [sys.executable, "evaluate_apo.py", "--model", tiny_model_dir, "--eval_file", path, "--output_dir",
+               str(out), "--eval_batch_size", "1", "--eval_max_new_tokens", "16", "--max_correction_turns", "1"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    generations = out / "generations.jsonl"
+    while process.poll() is None and not (generations.exists() and generations.stat().st_size > 0):
+        time.sleep(0.2)  # until the first chunk is written
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM
+    kept = len({json.loads(line)["id"] for line in generations.read_text().splitlines() if line.endswith("}")})
+    assert f"evaluate_apo.py: stopped by SIGTERM; {generations} keeps {kept} of 200 episodes" in err
+    assert "Run the same command again to continue from there (--resume true, the default)." in err
+    assert 1 <= kept < 200 and "Traceback" not in err
+
+
+def test_results_md_says_first_attempt_only_under_correction_mode_none(tiny_model_dir, eval_file, tmp_path):
+    """Issue 28: results.md said 'up to 2 attempts' of a run that never revises."""
+    tiny_run(tiny_model_dir, eval_file, tmp_path / "none", limit=1, correction_mode="none")
+    results = (tmp_path / "none" / "results.md").read_text()
+    assert "first attempt only" in results and "up to 2 attempts" not in results
+    tiny_run(tiny_model_dir, eval_file, tmp_path / "verify", limit=1)
+    assert "up to 2 attempts" in (tmp_path / "verify" / "results.md").read_text()

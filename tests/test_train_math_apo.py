@@ -19,7 +19,7 @@ import sys
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from apo import checkpoints, correction, stage1
 import apo.synthetic as synthetic_math
@@ -277,11 +277,20 @@ def test_staged_folder_leaves_previous_checkpoint_on_a_full_disk(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-2"]
 
 
+def write_sound_checkpoint(folder):
+    """The files checkpoints.checkpoint_problem requires, with a real (tiny) safetensors file."""
+    (folder / "accelerate_state").mkdir(parents=True)
+    (folder / "policy").mkdir()
+    (folder / "policy" / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(2)}, str(folder / "policy" / "model.safetensors"))
+    for name in ("trainer_state.json", "run_config.json"):
+        (folder / name).write_text("{}")
+
+
 def test_resume_resolution_and_rotation(tmp_path):
     assert resolve_resume_checkpoint(str(tmp_path), "auto") is None
     for step in (2, 4, 10):
-        (tmp_path / f"checkpoint-{step}").mkdir()
-        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        write_sound_checkpoint(tmp_path / f"checkpoint-{step}")
     (tmp_path / "checkpoint-12").mkdir()  # incomplete: no trainer_state.json
     assert resolve_resume_checkpoint(str(tmp_path), "auto") == str(tmp_path / "checkpoint-10")
     assert resolve_resume_checkpoint(str(tmp_path), "") is None
@@ -783,3 +792,105 @@ def test_center_turn_advantages_reaches_the_advantages(tiny_dir, data, tmp_path,
     verification = [a for r, a in zip(roles, advantages) if r == "verify"]
     if center:  # centred per group: the solution and the verification advantages each average 0
         assert abs(sum(solution)) < 1e-5 and abs(sum(verification)) < 1e-5
+
+
+# --- issue 28: data that changed, damaged checkpoints, non-finite weights ---
+
+def copy_data(data, folder):
+    """A private copy of the data files (the module's fixture is shared), to change under a run."""
+    folder.mkdir()
+    copied = dict(data)
+    for key in ("train_file", "eval_file"):
+        copied[key] = str(folder / os.path.basename(data[key]))
+        with open(data[key]) as source, open(copied[key], "w") as target:
+            target.write(source.read())
+    return copied
+
+
+def change_answer(path, index, answer):
+    rows = [json.loads(line) for line in open(path)]
+    rows[index]["answer"] = answer
+    with open(path, "w") as handle:
+        handle.write("".join(json.dumps(row) + "\n" for row in rows))
+    return rows[index]["id"]
+
+
+def test_a_resume_refuses_data_whose_rows_changed_naming_the_file_and_the_first_differing_id(tiny_dir, data,
+                                                                                               tmp_path):
+    """Issue 28: a changed answer in the training file was resumed silently, with V* of the old gold."""
+    mine = copy_data(data, tmp_path / "data")
+    out = tmp_path / "out"
+    run_stage2(tiny_dir, mine, out, max_steps=1, save_every=1)
+    saved = json.loads((out / "checkpoint-1" / "run_config.json").read_text())["data_hashes"]
+    assert saved["data_file"]["path"] == mine["train_file"] and saved["data_file"]["rows"] == 16
+    changed = change_answer(mine["train_file"], 5, "123456")
+    with pytest.raises(InputError, match=rf"{mine['train_file']}: row 6 \(id {changed}\) differs .*cannot resume"):
+        run_stage2(tiny_dir, mine, out, max_steps=2, resume_from_checkpoint="auto")
+    change_answer(mine["train_file"], 5, data["rows"][5]["answer"])  # restored: the resume goes on
+    assert run_stage2(tiny_dir, mine, out, max_steps=2, resume_from_checkpoint="auto")["steps"] == 2
+    changed = change_answer(mine["eval_file"], 0, "-1")
+    with pytest.raises(InputError, match=rf"{mine['eval_file']}: row 1 \(id {changed}\) differs"):
+        run_stage2(tiny_dir, mine, out, max_steps=3, resume_from_checkpoint="auto")
+
+
+def test_stage1_values_of_changed_rows_are_not_reused(tiny_dir, data, tmp_path):
+    """Issue 28: stage-1 V* sampled against an old gold answer were reused by a new run."""
+    from apo.records import data_fingerprint, read_problem_rows
+
+    mine = copy_data(data, tmp_path / "data")
+    out = tmp_path / "out"
+    apo, train = make_cfg(tiny_dir, mine, out)
+    write_stage1(out, data["rows"], apo)
+    meta = stage1.stage1_meta(apo, data_fingerprint(mine["train_file"], read_problem_rows(mine["train_file"],
+                                                                                           require_answer=True)))
+    (out / stage1.STAGE1_META_FILE).write_text(json.dumps(meta))
+    changed = change_answer(mine["train_file"], 2, "99")
+    with pytest.raises(InputError, match=rf"stage1_values.jsonl was sampled from other data \({mine['train_file']}: "
+                                         rf"row 3 \(id {changed}\) differs"):
+        T.main((apo, train))
+
+
+def truncate(path):
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+
+
+@pytest.mark.parametrize("use_lora, weights_file", [(False, "policy/model.safetensors"),
+                                                    (True, "adapter/adapter_model.safetensors")])
+def test_a_damaged_checkpoint_is_skipped_by_auto_and_named_when_given(tiny_dir, data, tmp_path, caplog, use_lora,
+                                                                       weights_file):
+    """Issue 28: a truncated weights file in the newest checkpoint ended the resume in a SafetensorError with no
+    path."""
+    run_stage2(tiny_dir, data, tmp_path, max_steps=2, save_every=1, use_lora=use_lora)
+    manifest = json.loads((tmp_path / "checkpoint-2" / "manifest.json").read_text())["files"]
+    assert weights_file in manifest and "trainer_state.json" in manifest
+    truncate(tmp_path / "checkpoint-2" / weights_file)
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'checkpoint-2' / weights_file}: .* bytes, but "):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=3, use_lora=use_lora,
+                   resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    (tmp_path / "checkpoint-2" / "manifest.json").unlink()  # a checkpoint written before the manifest
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'checkpoint-2' / weights_file}: not a readable safetensors"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=3, use_lora=use_lora,
+                   resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    caplog.set_level("INFO")
+    summary = run_stage2(tiny_dir, data, tmp_path, max_steps=3, use_lora=use_lora, resume_from_checkpoint="auto")
+    assert f"skipping {tmp_path / 'checkpoint-2'}, which is damaged" in caplog.text
+    assert f"resumed from {tmp_path / 'checkpoint-1'} at step 1" in caplog.text
+    assert summary["steps"] == 3
+    assert [r["step"] for r in read_metrics(summary["metrics_file"]) if "loss" in r] == [1, 2, 3]
+
+
+def test_non_finite_weights_are_never_saved(tiny_dir, data, tmp_path, monkeypatch):
+    """Issue 28: an update to NaN weights (a learning rate of inf) ended with exit 0 and NaN in final/."""
+    original = T.update_policy
+
+    def poisoning_update(run, *args, **kwargs):
+        result = original(run, *args, **kwargs)
+        with torch.no_grad():
+            next(run.unwrapped.parameters()).fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(T, "update_policy", poisoning_update)
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match=r"NaN or inf in 1 tensors .*best was not written"):
+        run_stage2(tiny_dir, data, tmp_path, max_steps=1)
+    assert not (tmp_path / "final").exists() and not (tmp_path / "best").exists()
