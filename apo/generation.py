@@ -69,15 +69,12 @@ class Generation:
 def eos_token_ids(model, tokenizer) -> list[int]:
     """EOS ids: the tokenizer's `eos_token_id` and every id in the model's generation config
     (chat models often stop on an end-of-turn token as well as the end-of-text token)."""
-    ids: list[int] = []
     candidates = [tokenizer.eos_token_id]
     generation_config = getattr(model, "generation_config", None)
     if generation_config is not None:
         configured = generation_config.eos_token_id
         candidates += list(configured) if isinstance(configured, (list, tuple)) else [configured]
-    for token_id in candidates:
-        if token_id is not None and int(token_id) not in ids:
-            ids.append(int(token_id))
+    ids = list(dict.fromkeys(int(token_id) for token_id in candidates if token_id is not None))  # ordered, once each
     if not ids:
         raise ValueError("neither the tokenizer nor the model's generation_config defines an EOS token id")
     return ids

@@ -71,7 +71,11 @@ def _gathered(param: torch.nn.Parameter):
     already gathered by an enclosing `full_parameters`)."""
     if hasattr(param, "ds_id"):
         import deepspeed
+        from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
 
+        if param.ds_status == ZeroParamStatus.AVAILABLE:  # gathered by full_parameters (deepspeed refuses a nest)
+            yield
+            return
         with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
             yield
     else:
