@@ -336,13 +336,18 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
             totals["grad_norms"].append(grad_norm)
         else:
             totals["skipped"] += 1
-        # The next rollout samples from the policy as it is now. DeepSpeed steps its optimizer inside
-        # accelerator.backward, so its weights may have changed even when this step is counted as skipped.
-        if run.engine is not None and (stepped or accelerator.distributed_type == DistributedType.DEEPSPEED):
-            run.engine.sync_weights(run.unwrapped, accelerator)
+        if run.engine is not None and weights_may_have_changed(accelerator, stepped):
+            run.engine.sync_weights(run.unwrapped, accelerator)  # the next rollout samples the policy as it is now
         optimizer.zero_grad(set_to_none=True)
     run.policy.eval()
     return totals
+
+
+def weights_may_have_changed(accelerator, stepped: bool) -> bool:
+    """Whether the policy's weights may differ from the rollout engine's after an optimizer step:
+    when the trainer stepped, and always under DeepSpeed, which steps its optimizer inside
+    `accelerator.backward`, before the trainer sees the gradient norm and counts a step as skipped."""
+    return stepped or accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
 def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Config) -> None:

@@ -754,3 +754,15 @@ def test_center_turn_advantages_reaches_the_advantages(tiny_dir, data, tmp_path,
     verification = [a for r, a in zip(roles, advantages) if r == "verify"]
     if center:  # centred per group: the solution and the verification advantages each average 0
         assert abs(sum(solution)) < 1e-5 and abs(sum(verification)) < 1e-5
+
+
+def test_the_rollout_engine_syncs_after_a_step_deepspeed_may_have_taken():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.FSDP):
+        accelerator = SimpleNamespace(distributed_type=kind)
+        assert T.weights_may_have_changed(accelerator, True) and not T.weights_may_have_changed(accelerator, False)
+    # DeepSpeed stepped inside backward: a step the trainer skips may still have moved the weights.
+    assert T.weights_may_have_changed(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), False)
