@@ -695,6 +695,9 @@ def main(cfg: tuple) -> dict:
     if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
         raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
                          "merged into sharded weights for the engine; use the DDP or ZeRO configs")
+    if apo.train_correction and accelerator.distributed_type == DistributedType.FSDP:
+        raise InputError("train_correction=true under FSDP is not supported: the turn baselines run the sharded policy "
+                         "on each process's own number of turns; use the DDP config")
 
     # --- data, output folder and resume settings: checked before any model loads ---
     all_rows, eval_rows, resume_dir = check_run_inputs((apo, train, turn_cfg), accelerator)
