@@ -45,7 +45,8 @@ def policy_tensors(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]
             if lora_prefix in checkpoint_name or "original_module" in checkpoint_name:
                 continue
             checkpoint_name = checkpoint_name.replace("modules_to_save.default.", "")
-        checkpoint_name = checkpoint_name.replace("_checkpoint_wrapped_module.", "").replace("_fsdp_wrapped_module.", "")
+        for wrapper in ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
+            checkpoint_name = checkpoint_name.replace(wrapper, "")
         with _gathered(param):
             tensor = param.full_tensor() if hasattr(param, "full_tensor") else param.data  # FSDP2 shards are DTensors
             if name in deltas:
