@@ -40,7 +40,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedType, gather_object
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, gather_object
 from tqdm.auto import tqdm
 
 from apo_algorithm import (
@@ -56,12 +56,13 @@ from apo.checkpoints import (
 from apo.cli import run_main
 from apo.decoding import DecodingCopy, resolve_rollout_dtype
 from apo.config import A_PO_Config, _require, config_to_dict, parse_script_config
-from apo.data_order import prompt_indices_for_step, step_seed, total_steps_for
-from apo.episodes import generate, run_episodes
+from apo.data_order import prompt_indices_for_step, sample_seed, step_seed, total_steps_for
+from apo.episodes import run_episodes
 from apo.grading import GradingReport
 from apo.errors import InputError
 from apo.folder_lock import hold_output_folder
-from apo.models import build_models, load_tokenizer, resolve_mixed_precision, resolve_model_path
+from apo.generation import generate, needs_whole_copy
+from apo.models import build_models, load_tokenizer, resolve_dtype, resolve_mixed_precision, resolve_model_path
 from apo.records import data_fingerprint, read_problem_rows
 from apo.stop_signal import StopRequest
 from apo.strict_grading import rewards_by_rule
@@ -211,9 +212,10 @@ class Run:
 
 # --- rollouts ---
 
-def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star: list[float]) -> dict:
-    """One response per prompt from the current policy, rewarded 1 when correct under
-    apo.reward_rule (never when truncated).
+def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star: list[float],
+                    seeds: list[int] | None = None) -> dict:
+    """One response per prompt from the current policy (prompt i from the random stream of
+    `seeds[i]`, apo.generation), rewarded 1 when correct under apo.reward_rule (never when truncated).
 
     Returns {"samples": [PolicySample], "advantages": [r - V*], "response_tokens", "truncated",
     "generation_s", "scoring_s"}.
@@ -222,7 +224,7 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
     run.policy.eval()
     generations = generate(run.generator, run.tokenizer, prompts, max_new_tokens=run.apo.max_new_tokens,
                            temperature=run.apo.temperature, top_p=run.apo.top_p,
-                           batch_size=run.apo.generation_batch_size)
+                           batch_size=run.apo.generation_batch_size, seeds=seeds)
     generated = time.perf_counter()
     correct = rewards_by_rule([g.text for g in generations], golds, [g.truncated for g in generations], run.apo,
                               run.grading)
@@ -235,7 +237,8 @@ def sample_attempts(run: Run, prompts: list[list[int]], golds: list[str], v_star
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}
 
 
-def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines) -> dict:
+def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baselines,
+                    seeds: list[int] | None = None) -> dict:
     """Self-correction episodes (PAG) turned into per-turn samples by apo.correction
     (issue 6); advantages are role-normalised there (centred per group first with
     `center_turn_advantages`), with the statistics of the whole batch over all processes,
@@ -243,7 +246,7 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     start = time.perf_counter()
     run.policy.eval()
     episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
-                            unparsed_verdict_revises=False)
+                            unparsed_verdict_revises=False, seeds=seeds)
     generated = time.perf_counter()
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
@@ -339,18 +342,26 @@ def update_policy(run: Run, optimizer, scheduler, samples: list[PolicySample], a
                 totals["entropy_tokens"] += tokens
         grad_norm = accelerator.clip_grad_norm_(run.policy.parameters(), apo.max_grad_norm)
         grad_norm = float("nan") if grad_norm is None else float(grad_norm)
-        if all(gather_object([chunk_finite])) and np.isfinite(grad_norm):
+        stepped = all(gather_object([chunk_finite])) and np.isfinite(grad_norm)
+        if stepped:
             optimizer.step()
             scheduler.step()
             state.optimizer_step += 1
             totals["grad_norms"].append(grad_norm)
-            if run.engine is not None:  # the next rollout samples from the policy as it is now
-                run.engine.sync_weights(run.unwrapped, accelerator)
         else:
             totals["skipped"] += 1
+        if run.engine is not None and weights_may_have_changed(accelerator, stepped):
+            run.engine.sync_weights(run.unwrapped, accelerator)  # the next rollout samples the policy as it is now
         optimizer.zero_grad(set_to_none=True)
     run.policy.eval()
     return totals
+
+
+def weights_may_have_changed(accelerator, stepped: bool) -> bool:
+    """Whether the policy's weights may differ from the rollout engine's after an optimizer step:
+    when the trainer stepped, and always under DeepSpeed, which steps its optimizer inside
+    `accelerator.backward`, before the trainer sees the gradient norm and counts a step as skipped."""
+    return stepped or accelerator.distributed_type == DistributedType.DEEPSPEED
 
 
 def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Config) -> None:
@@ -481,15 +492,17 @@ def train_one_step(run: Run, loop: Stage2, train_rows: list[dict], train_prompts
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     step = state.step
     started = time.perf_counter()
-    indices = prompt_indices_for_step(len(train_rows), cfg.prompts_per_step, step, apo.seed)[rank::world]
+    positions = range(rank, cfg.prompts_per_step, world)  # this process's share of the step's prompts
+    indices = [prompt_indices_for_step(len(train_rows), cfg.prompts_per_step, step, apo.seed)[p] for p in positions]
+    seeds = [sample_seed(apo.seed, step, p) for p in positions]  # the same samples on any number of processes
     torch.manual_seed(step_seed(apo.seed, step, rank))
     step_v_star = [v_star[i] for i in indices]
     timeouts_before = run.grading.timeouts
     if apo.train_correction:
-        rollout = sample_episodes(run, [train_rows[i] for i in indices], step_v_star, loop.turn_baselines)
+        rollout = sample_episodes(run, [train_rows[i] for i in indices], step_v_star, loop.turn_baselines, seeds)
     else:
         rollout = sample_attempts(run, [train_prompts[i] for i in indices], [train_rows[i]["answer"] for i in indices],
-                                  step_v_star)
+                                  step_v_star, seeds)
     update_started = time.perf_counter()
     update = update_policy(run, loop.optimizer, loop.scheduler, rollout["samples"], rollout["advantages"], state)
     finished = time.perf_counter()
@@ -678,9 +691,13 @@ def load_prompts(apo: A_PO_Config, train: TrainConfig, all_rows: list[dict], eva
 
 def start_accelerator(train: TrainConfig) -> Accelerator:
     """The Accelerator (gloo on CPU processes) and logging for this process."""
-    # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU.
+    # Without CUDA, accelerate only sets up gloo process groups when told to use the CPU; its DeepSpeed path
+    # ignores cpu=True and needs the backend named instead.
     multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision), cpu=multi_cpu)
+    deepspeed_on_cpu = multi_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train.mixed_precision),
+                              cpu=multi_cpu and not deepspeed_on_cpu,
+                              kwargs_handlers=[InitProcessGroupKwargs(backend="gloo")] if deepspeed_on_cpu else None)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return accelerator
@@ -695,9 +712,12 @@ def build_run(apo: A_PO_Config, train: TrainConfig, turn_cfg: correction.Correct
     if apo.generation_backend == "vllm":  # holds the model folder's weights, i.e. pi_ref, until stage 2 syncs
         run.engine = vllm_engine.create_engine(resolve_model_path(apo.model, apo.model_cache_dir), apo,
                                                accelerator=accelerator, trainable=True)
-    elif (dtype := resolve_rollout_dtype(apo.rollout_dtype, run.unwrapped.dtype, accelerator.device)) is not None:
-        # the model folder's weights in `dtype`, i.e. pi_ref, until stage 2 syncs; the policy scores every sample
-        run.engine = DecodingCopy(resolve_model_path(apo.model, apo.model_cache_dir), dtype, accelerator.device)
+    elif ((dtype := resolve_rollout_dtype(apo.rollout_dtype, run.unwrapped.dtype, accelerator.device)) is not None
+          or needs_whole_copy(accelerator)):
+        # the model folder's weights in `dtype`, i.e. pi_ref, until stage 2 syncs; the policy scores every sample.
+        # Under FSDP / ZeRO-3 always: a sharded policy cannot decode (apo.generation), its whole copy can.
+        run.engine = DecodingCopy(resolve_model_path(apo.model, apo.model_cache_dir),
+                                  dtype or resolve_dtype(apo.dtype, accelerator.device), accelerator.device)
     return run
 
 
@@ -714,6 +734,9 @@ def main(cfg: tuple) -> dict:
     if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
         raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
                          "merged into sharded weights for the engine; use the DDP or ZeRO configs")
+    if apo.train_correction and accelerator.distributed_type == DistributedType.FSDP:
+        raise InputError("train_correction=true under FSDP is not supported: the turn baselines run the sharded policy "
+                         "on each process's own number of turns; use the DDP config")
 
     with contextlib.ExitStack() as folder_lock:  # held to the end: one run per output folder
         # --- data, output folder and resume settings: checked before any model loads ---

@@ -33,6 +33,8 @@ import torch
 
 from apo.config import config_to_dict
 from apo.errors import InputError, InputFileNotFoundError, os_error_code
+from apo.generation import is_sharded
+from apo.policy_weights import full_parameters, policy_tensors, whole_parameters
 from apo.records import check_output_folder, data_difference, ensure_output_folder, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -382,7 +384,9 @@ class CheckpointWriter:
         """HF model (LoRA merged into a copy) + tokenizer in `folder`; the adapter in folder/../adapter."""
         run, accelerator = self.run, self.run.accelerator
         unwrapped = accelerator.unwrap_model(run.policy)
-        if run.apo.use_lora:
+        if run.apo.use_lora and is_sharded(unwrapped):
+            self._write_sharded_lora(unwrapped, folder, with_adapter)
+        elif run.apo.use_lora:
             if accelerator.is_main_process:
                 if with_adapter:
                     unwrapped.save_pretrained(os.path.join(os.path.dirname(folder), "adapter"))
@@ -395,6 +399,29 @@ class CheckpointWriter:
                 unwrapped.save_pretrained(folder, state_dict=state_dict)
         if accelerator.is_main_process:
             run.tokenizer.save_pretrained(folder)
+
+    def _write_sharded_lora(self, unwrapped, folder: str, with_adapter: bool) -> None:
+        """A LoRA policy whose parameters are ZeRO-3 partitions or FSDP2 shards: every process gathers
+        (one parameter at a time; a LoRA model under ZeRO-3 whole, for the merge), the main one saves
+        the adapter's real tensors and the merged model (W + delta, in the base weights' dtype)."""
+        is_main = self.run.accelerator.is_main_process
+        lora_prefix = getattr(unwrapped, "prefix", "lora_")
+        base_dtype = unwrapped.get_base_model().dtype
+        with full_parameters(unwrapped):
+            adapter = {}
+            if with_adapter:
+                for name, tensor in whole_parameters(unwrapped, lambda name: lora_prefix in name or
+                                                     "modules_to_save" in name):
+                    if is_main:
+                        adapter[name] = tensor.cpu().clone()
+            merged = {}
+            for name, tensor in policy_tensors(unwrapped):
+                if is_main:
+                    merged[name] = tensor.to(base_dtype).cpu().clone()
+        if is_main:
+            if with_adapter:
+                unwrapped.save_pretrained(os.path.join(os.path.dirname(folder), "adapter"), state_dict=adapter)
+            unwrapped.get_base_model().save_pretrained(folder, state_dict=merged)
 
     def _write_extras(self, folder: str, state: TrainerState) -> None:
         if self.value_head is not None:

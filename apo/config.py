@@ -39,7 +39,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from apo.decoding import RolloutDtype
-from apo.episodes import CORRECTION_MODES, CorrectionMode  # noqa: F401  (CORRECTION_MODES re-exported)
+from apo.correction_modes import CORRECTION_MODES, CorrectionMode  # noqa: F401  (CORRECTION_MODES re-exported)
 from apo.errors import InputError, InputFileNotFoundError
 from apo.prompts import PromptFormat
 from apo.records import write_json_atomic

@@ -1,4 +1,4 @@
-"""The seeded order in which stage 2 visits its training prompts, and per-step sampling seeds.
+"""The seeded order in which stage 2 visits its training prompts, and the sampling seeds of each step and prompt.
 
 A pure function of (seed, step): a resumed run sees exactly the prompts, in the same order,
 that an uninterrupted run would have seen.
@@ -64,5 +64,14 @@ def total_steps_for(num_prompts: int, prompts_per_step: int, epochs: float, max_
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
-    """Seed of the sampling RNG for one iteration on one process (distinct across both)."""
+    """Seed of the global torch RNG for one iteration on one process (distinct across both): what
+    the per-prompt streams of `sample_seed` do not cover (LoRA dropout, the vLLM engine's seeds)."""
     return int(np.random.default_rng([seed, step, rank]).integers(2**31 - 1))
+
+
+def sample_seed(seed: int, step: int, index: int) -> int:
+    """Seed of the sampling stream of one prompt: the run's `seed`, the iteration `step` and the
+    prompt's `index` among all the step's prompts (over all processes). Independent of the rank
+    and of the number of processes, so a run samples the same responses on 1, 2 or 8 processes
+    (apo.generation). All three must be >= 0."""
+    return int(np.random.default_rng([seed, step, index]).integers(2**63 - 1))

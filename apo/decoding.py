@@ -1,5 +1,5 @@
 """Sampling with a transformers causal LM's own forward pass and KV cache: the `hf` rollout
-engine behind apo.episodes.generate (stage 1, stage 2, the self-correction turns, evaluation).
+engine behind apo.generation.generate (stage 1, stage 2, the self-correction turns, evaluation).
 
 `model.generate` keeps decoding every row of a batch until the last row stops, and prefills each
 of the N stage-1 samples of one prompt separately. This loop samples from the same next-token
@@ -19,6 +19,11 @@ Each row's next-token distribution is exactly the one `model.generate` samples f
 logits up to batching numerics, same warpers); the random stream is consumed in another order,
 so a fixed seed gives other samples than `model.generate` does (tests/test_decoding.py compares
 the two engines' token frequencies with the model's own probabilities on a tiny model).
+
+Random streams: given `row_seeds`, the uniform number that picks token t of a row is a hash of (the
+row's seed, t) (`stream_uniforms`, splitmix64), not a draw from a shared generator, so a row's
+sample does not depend on which rows share its batch, in which order, or on how many processes
+split the prompts: a run's samples are the same on 1, 2 or 8 processes.
 Measured speed: bench/RESULTS.md, section "Rollouts".
 """
 
@@ -28,6 +33,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -36,7 +42,7 @@ from apo.policy_weights import full_parameters, policy_tensors
 
 __all__ = ["COMPACT_FRACTION", "ROLLOUT_DTYPES", "DecodingCopy", "RolloutDtype", "draw", "left_pad",
            "left_padded_position_ids", "next_token_distribution", "pick_next_tokens", "resolve_rollout_dtype",
-           "sample_continuations"]
+           "sample_continuations", "stream_seed", "stream_uniforms"]
 
 # Finished rows are dropped once they are this share of the rows still decoded: dropping copies the
 # live rows' cache, so doing it after every EOS would cost more than the dead rows' compute it saves.
@@ -89,21 +95,58 @@ def next_token_distribution(logits: torch.Tensor, temperature: float, top_p: flo
     return nucleus / nucleus.sum(dim=-1, keepdim=True)
 
 
-def draw(probs: torch.Tensor) -> torch.Tensor:
+def draw(probs: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """One token id per row of `probs` (B, V), drawn with probability proportional to its entry:
-    the inverse of the cumulative distribution at one uniform number per row, which costs a
-    cumulative sum where `torch.multinomial` on CPU draws an exponential number per entry."""
+    the inverse of the cumulative distribution at one uniform number per row (`uniform`, (B,) in
+    [0, 1); drawn from the global torch RNG when None), which costs a cumulative sum where
+    `torch.multinomial` on CPU draws an exponential number per entry."""
     cumulative = probs.cumsum(dim=-1)
-    uniform = torch.rand((probs.shape[0], 1), dtype=cumulative.dtype, device=probs.device)
+    if uniform is None:
+        uniform = torch.rand((probs.shape[0], 1), dtype=cumulative.dtype, device=probs.device)
+    else:
+        uniform = uniform.to(device=probs.device, dtype=cumulative.dtype).view(-1, 1)
     ids = torch.searchsorted(cumulative, uniform * cumulative[:, -1:], right=True).squeeze(1)
     return ids.clamp_(max=probs.shape[-1] - 1)
 
 
-def pick_next_tokens(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-    """The next token of each row: argmax at temperature 0, else a draw from `next_token_distribution`."""
+def pick_next_tokens(logits: torch.Tensor, temperature: float, top_p: float,
+                     uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """The next token of each row: argmax at temperature 0, else a draw from `next_token_distribution`
+    (at `uniform`, see `draw`)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    return draw(next_token_distribution(logits, temperature, top_p))
+    return draw(next_token_distribution(logits, temperature, top_p), uniform)
+
+
+# --- per-row random streams (splitmix64: Steele, Lea and Flood, 2014) ---
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(values: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    x = np.asarray(values, dtype=np.uint64).copy()
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def stream_seed(seed: int, sample_index: int) -> int:
+    """The seed of sample `sample_index` of a prompt whose seed is `seed` (both >= 0): one random
+    stream per (prompt, sample)."""
+    mixed = _mix64(np.array([seed % 2**64], dtype=np.uint64) ^ _mix64(np.array([sample_index + 1], dtype=np.uint64)))
+    return int(mixed[0])
+
+
+def stream_uniforms(row_seeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Uniform numbers in [0, 1) (float64), one per row: position `positions[r]` of the stream of
+    `row_seeds[r]` (uint64). A pure function of (seed, position): no state, no shared generator."""
+    steps = (np.asarray(positions, dtype=np.uint64) + np.uint64(1)) * _GOLDEN
+    bits = _mix64(np.asarray(row_seeds, dtype=np.uint64) ^ _mix64(steps))
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 @torch.no_grad()
@@ -119,10 +162,13 @@ def sample_continuations(
     pad_token_id: int,
     compact_fraction: float = COMPACT_FRACTION,
     counters: dict[str, int] | None = None,
+    row_seeds: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """New tokens for `repeats[i]` samples of each prompt `prompts[i]`, prompt-major (all samples
     of prompt 0 first), each up to and including its first EOS id, or `max_new_tokens` long
-    without one. Sampling draws from the global torch RNG.
+    without one. Sampling draws token t of output row r at `stream_uniforms(row_seeds[r], t)`
+    when `row_seeds` (one per output row, e.g. from `stream_seed`) is given, else from the
+    global torch RNG.
 
     Contract: `prompts` are non-empty token-id lists; `repeats` are >= 1; the model is a
     transformers causal LM (or a peft wrapper of one) that accepts `position_ids`, a KV cache
@@ -136,6 +182,9 @@ def sample_continuations(
         raise ValueError(f"sample_continuations needs one repeat count >= 1 per prompt, got {list(repeats)}")
     if not 0 <= compact_fraction <= 1:
         raise ValueError(f"compact_fraction={compact_fraction} must be in [0, 1]")
+    if row_seeds is not None and len(row_seeds) != sum(repeats):
+        raise ValueError(f"sample_continuations got {len(row_seeds)} row seeds for {sum(repeats)} rows")
+    seeds = None if row_seeds is None else np.array([int(s) % 2**64 for s in row_seeds], dtype=np.uint64)
     device = next(model.parameters()).device
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
 
@@ -162,7 +211,11 @@ def sample_continuations(
     finished = torch.zeros(total_rows, dtype=torch.bool, device=device)
     responses: list[list[int]] = [[] for _ in range(total_rows)]
     for step in range(max_new_tokens):
-        tokens = pick_next_tokens(logits, temperature, top_p)
+        uniform = None
+        if seeds is not None and temperature > 0:
+            live_rows = row_ids.cpu().numpy()
+            uniform = torch.from_numpy(stream_uniforms(seeds[live_rows], np.full(len(live_rows), step)))
+        tokens = pick_next_tokens(logits, temperature, top_p, uniform)
         if counters is not None:
             counters["steps"] = counters.get("steps", 0) + 1
             counters["decoded_positions"] = counters.get("decoded_positions", 0) + len(tokens)
@@ -227,9 +280,14 @@ class DecodingCopy:
     Like `apo.vllm_engine.VLLMEngine`, the copy is loaded from the model folder (the reference
     policy) and `sync_weights` brings it in step with the policy (LoRA merged, shards gathered:
     `apo.policy_weights.policy_tensors`); the trainer calls it at the start of stage 2 and after
-    every optimizer step, and `apo.episodes.generate` decodes with `self.model` when handed the
+    every optimizer step, and `apo.generation.generate` decodes with `self.model` when handed the
     copy. Rollouts are then drawn from the policy rounded to `dtype`, as a bfloat16 vLLM engine
     draws them on a GPU.
+
+    Under FSDP or ZeRO-3 the copy is also what makes decoding safe (`apo.generation`): each rank
+    decodes from its own whole copy, in the policy's dtype when no other is asked, without a
+    collective in the decoding loop, so ranks whose rows finish at different steps never wait
+    for each other. `sync_weights` gathers the sharded policy one parameter at a time.
     """
 
     def __init__(self, model_path: str, dtype: torch.dtype, device: torch.device | str = "cpu"):

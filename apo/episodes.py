@@ -1,4 +1,4 @@
-"""Batched generation, verdict parsing and the multi-turn self-correction episode.
+"""Verdict parsing and the multi-turn self-correction episode, generated through apo.generation.
 
 The episode follows PAG (Jiang et al., 2025, "PAG: Multi-Turn Reinforced LLM Self-Correction
 with Policy as Generative Verifier", arXiv 2506.10406, and its official code's PAG rollout):
@@ -34,12 +34,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from tqdm.auto import tqdm
-
-from apo.decoding import DecodingCopy, sample_continuations
+from apo.correction_modes import CORRECTION_MODES, CorrectionMode  # noqa: F401  (re-exported)
+from apo.decoding import sample_continuations, stream_seed  # noqa: F401  (old name: the hf loop is reached
+# through apo.generation now; tests/test_vllm_engine.py's no_hf_generate still patches it here)
+from apo.generation import Generation, cut_after_eos, eos_token_ids, generate  # noqa: F401  (re-exported)
 from apo.prompts import Message, encode_chat, encode_context, first_turn_context
 
 if TYPE_CHECKING:
@@ -49,9 +49,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CORRECTION_MODES", "Episode", "Generation", "Turn", "encode_chat", "eos_token_ids", "generate",
            "parse_verdict", "run_episodes"]
-# The one list of correction modes: the config field's type, run_episodes, the metrics and the records use it.
-CorrectionMode = Literal["self_verify", "oracle", "none"]
-CORRECTION_MODES: tuple[str, ...] = get_args(CorrectionMode)
 Verdict = Literal["correct", "wrong"]
 VERDICT_PARSES = ("pag", "lenient")
 
@@ -63,159 +60,6 @@ _VERDICT_PHRASE = re.compile(r"The answer is (correct|wrong)\b")
 _VERDICT_AT_END = re.compile(r"\bThe answer is (correct|wrong)$")
 # Markdown and quoting a chat model wraps around its last sentence: **...**, $...$, '...'.
 _TRAILING_DECORATION = " \t\r\n*_$'\"`"
-
-
-# --- generation ---
-
-@dataclass
-class Generation:
-    """One sampled response.
-
-    `response_ids` end after the first EOS token, inclusive; `truncated` is True when the
-    response reached `max_new_tokens` without an EOS (A*-PO gives such a response reward 0).
-    `text` is decoded without special tokens. `sampled_logprobs` is filled only by the vLLM
-    engine when asked (`VLLMEngine.generate(with_logprobs=True)`, for bench/gpu_check.py):
-    the engine's log-prob of each response token; training recomputes its own.
-    """
-
-    prompt_ids: list[int]
-    response_ids: list[int]
-    text: str
-    truncated: bool
-    sampled_logprobs: list[float] | None = None
-
-
-def eos_token_ids(model, tokenizer) -> list[int]:
-    """EOS ids: the tokenizer's `eos_token_id` and every id in the model's generation config
-    (chat models often stop on an end-of-turn token as well as the end-of-text token)."""
-    ids: list[int] = []
-    candidates = [tokenizer.eos_token_id]
-    generation_config = getattr(model, "generation_config", None)
-    if generation_config is not None:
-        configured = generation_config.eos_token_id
-        candidates += list(configured) if isinstance(configured, (list, tuple)) else [configured]
-    for token_id in candidates:
-        if token_id is not None and int(token_id) not in ids:
-            ids.append(int(token_id))
-    if not ids:
-        raise ValueError("neither the tokenizer nor the model's generation_config defines an EOS token id")
-    return ids
-
-
-def cut_after_eos(token_ids: Sequence[int], eos_ids: Sequence[int]) -> tuple[list[int], bool]:
-    """`token_ids` up to and including the first EOS, and whether an EOS was found."""
-    eos = set(eos_ids)
-    for position, token_id in enumerate(token_ids):
-        if token_id in eos:
-            return list(token_ids[: position + 1]), True
-    return list(token_ids), False
-
-
-def sampling_kwargs(temperature: float, top_p: float) -> dict:
-    """`model.generate` settings that sample from the policy itself.
-
-    temperature 0 is greedy decoding. Otherwise plain temperature / nucleus sampling, with
-    the sampling modifiers a model's own generation_config may carry (Qwen2.5-Instruct ships
-    top_k=20 and repetition_penalty=1.05) and transformers' default top_k=50 switched off:
-    A*-PO's regression and V* estimate assume the samples come from pi itself.
-    """
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"temperature={temperature} must be >= 0 and top_p={top_p} in (0, 1]")
-    neutral = {"min_p": None, "typical_p": 1.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
-    if temperature == 0:  # transformers' neutral values, which greedy decoding ignores anyway
-        return {"do_sample": False, "temperature": 1.0, "top_p": 1.0, "top_k": 50, **neutral}
-    return {"do_sample": True, "temperature": float(temperature), "top_p": float(top_p), "top_k": 0, **neutral}
-
-
-@torch.no_grad()
-def generate(
-    model,
-    tokenizer,
-    prompts: list[list[int]],
-    *,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    batch_size: int,
-    num_samples: int = 1,
-    progress: bool = False,
-) -> list[Generation]:
-    """Generate `num_samples` responses per prompt (token ids, e.g. from `encode_chat`), in the
-    input order, prompt-major: result[i * num_samples + j] is sample j of prompt i.
-
-    `model` is a transformers causal LM, an `apo.decoding.DecodingCopy` (its model decodes), or
-    an `apo.vllm_engine.VLLMEngine` (`--generation_backend vllm`), which receives the same
-    prompt ids, EOS ids, length limit and sampling settings and returns the same kind of
-    Generation. With transformers, the
-    prompts are sorted by length and sampled in chunks of at most `batch_size` rows by
-    `apo.decoding.sample_continuations` (each prompt prefilled once for all its samples,
-    finished rows dropped), then restored to the input order. Sampling seeds come from the
-    global torch RNG on both engines: call `torch.manual_seed` for reproducible samples.
-    Raises ValueError for an empty prompt or an invalid setting.
-    """
-    if batch_size < 1 or max_new_tokens < 1 or num_samples < 1:
-        raise ValueError(f"batch_size={batch_size}, max_new_tokens={max_new_tokens} and num_samples={num_samples} "
-                         "must be >= 1")
-    if any(len(prompt) == 0 for prompt in prompts):
-        raise ValueError("generate() got an empty prompt; encode prompts with apo.prompts.encode_problem()")
-    sampling_kwargs(temperature, top_p)  # validates the settings
-    from apo.vllm_engine import VLLMEngine  # here, not at the top: apo.vllm_engine imports this module
-
-    if isinstance(model, VLLMEngine):
-        return model.generate(tokenizer, prompts, eos_ids=eos_token_ids(model, tokenizer),
-                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              num_samples=num_samples)
-    if isinstance(model, DecodingCopy):
-        model = model.model
-    eos_ids = eos_token_ids(model, tokenizer)
-    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    _warn_beyond_context_window(model, prompts, max_new_tokens)
-    by_prompt: list[list[Generation]] = [[] for _ in prompts]
-    for chunk in tqdm(_row_chunks(prompts, num_samples, batch_size), desc="generate", unit="batch",
-                      disable=not progress):
-        responses = sample_continuations(
-            model, [prompts[index] for index, _ in chunk], [count for _, count in chunk],
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, eos_ids=eos_ids,
-            pad_token_id=pad_token_id)
-        rows = iter(responses)
-        for index, count in chunk:
-            for _ in range(count):
-                response_ids, found_eos = cut_after_eos(next(rows), eos_ids)
-                by_prompt[index].append(Generation(
-                    prompt_ids=list(prompts[index]), response_ids=response_ids,
-                    text=tokenizer.decode(response_ids, skip_special_tokens=True), truncated=not found_eos))
-    return [generation for generations in by_prompt for generation in generations]
-
-
-def _row_chunks(prompts: list[list[int]], num_samples: int, batch_size: int) -> list[list[tuple[int, int]]]:
-    """(prompt index, sample count) groups of at most `batch_size` rows in all, prompts taken in
-    length order (less padding per chunk); a prompt's samples may be split across two chunks."""
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    chunks: list[list[tuple[int, int]]] = [[]]
-    room = batch_size
-    for index in order:
-        left = num_samples
-        while left:
-            if room == 0:
-                chunks.append([])
-                room = batch_size
-            take = min(left, room)
-            chunks[-1].append((index, take))
-            left -= take
-            room -= take
-    return chunks
-
-
-def _warn_beyond_context_window(model, prompts: list[list[int]], max_new_tokens: int) -> None:
-    """Log how many prompts could run past the model's `max_position_embeddings`; nothing is cut."""
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    if not isinstance(limit, int):
-        return
-    too_long = sum(len(prompt) + max_new_tokens > limit for prompt in prompts)
-    if too_long:
-        logger.warning("%d of %d prompts plus max_new_tokens=%d exceed the model's context window of %d tokens; "
-                       "they are generated untruncated (shorten the prompts or lower max_new_tokens)",
-                       too_long, len(prompts), max_new_tokens, limit)
 
 
 # --- verdicts ---
@@ -318,6 +162,7 @@ def run_episodes(
     max_new_tokens: int | None = None,
     unparsed_verdict_revises: bool = True,
     progress: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[Episode]:
     """Run one self-correction episode per problem text, batched across problems turn by turn.
 
@@ -330,7 +175,10 @@ def run_episodes(
     `oracle_judge(problem_indices, attempt_texts) -> list[bool]` returns True where the attempt
     is CORRECT (no retry) and False where it is wrong (retry); it is required in `oracle` mode,
     which is an upper bound, not self-correction. temperature / top_p / max_new_tokens default
-    to the config's. Raises ValueError for an unknown mode or an oracle mode without a judge.
+    to the config's. seeds: one per problem (>= 0); turn k of problem i is sampled from the stream
+    seeded with `stream_seed(seeds[i], k)` (apo.generation), whichever problems are batched with
+    it; None draws seeds from the global torch RNG. Raises ValueError for an unknown mode, an
+    oracle mode without a judge, or seeds that do not match the problems.
     """
     mode = cfg.correction_mode if mode is None else mode
     if mode not in CORRECTION_MODES:
@@ -340,6 +188,8 @@ def run_episodes(
                          "(True = correct); it is an upper bound that uses the gold answers")
     if mode != "oracle" and oracle_judge is not None:
         raise ValueError(f"oracle_judge was given with mode={mode!r}; the gold answer must not steer {mode} episodes")
+    if seeds is not None and len(seeds) != len(problems):
+        raise ValueError(f"run_episodes got {len(seeds)} seeds for {len(problems)} problems")
     sample = dict(
         max_new_tokens=cfg.max_new_tokens if max_new_tokens is None else max_new_tokens,
         temperature=cfg.temperature if temperature is None else temperature,
@@ -350,6 +200,7 @@ def run_episodes(
     episodes = [Episode(problem=problem) for problem in problems]
     sample["verdict_parse"] = cfg.verdict_parse
     sample["prompt_format"] = cfg.prompt_format
+    sample["episode_seeds"] = None if seeds is None else [int(seed) for seed in seeds]
     contexts = [first_turn_context(problem, cfg.prompt_format, cfg.system_prompt) for problem in problems]
     active = list(range(len(problems)))
     max_attempts = 1 if mode == "none" else cfg.max_correction_turns
@@ -415,7 +266,10 @@ def _generate_turn(model, tokenizer, episodes: list[Episode], contexts: list[lis
     """Generate the next assistant turn for the `active` episodes, record it, extend their contexts."""
     settings = dict(sample)
     verdict_parse, prompt_format = settings.pop("verdict_parse"), settings.pop("prompt_format")
+    episode_seeds = settings.pop("episode_seeds")
     prompts = [encode_context(tokenizer, contexts[index], prompt_format) for index in active]
+    if episode_seeds is not None:  # turn k of episode i: its own stream, whatever else is batched with it
+        settings["seeds"] = [stream_seed(episode_seeds[index], len(episodes[index].turns)) for index in active]
     generations = generate(model, tokenizer, prompts, **settings)
     turns = []
     for index, generation in zip(active, generations):

@@ -55,7 +55,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from apo.episodes import CORRECTION_MODES
+from apo.correction_modes import CORRECTION_MODES
 from apo.records import GENERATION_ROLES as ROLES, read_generations
 
 ATTEMPT_ROLES = ("attempt", "revise")

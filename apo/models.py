@@ -17,6 +17,7 @@ template, weak at competition mathematics. It is not a stand-in for results.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -187,15 +188,46 @@ def resolve_dtype(dtype: str, device: torch.device | str) -> torch.dtype:
     return choices[dtype]
 
 
+@contextlib.contextmanager
+def whole_weights_on_this_process():
+    """Turn off, for the block, the two ways transformers' `from_pretrained` leaves a model without
+    its weights on a process of a sharded run: FSDP's `fsdp_cpu_ram_efficient_loading` (real weights
+    on local rank 0 only, the others wait for accelerate's broadcast at `prepare`) and ZeRO-3's
+    `deepspeed.zero.Init` (every parameter an empty partition until `deepspeed.initialize`).
+
+    The project prepares only the policy; the frozen reference, the decoding copy and, in stage 1,
+    the policy before `prepare` are used as they are loaded, so each must hold the real weights on
+    every rank. (`prepare` still shards the policy: ZeRO-3 partitions a whole model at
+    `deepspeed.initialize`, and accelerate's FSDP2 preparation broadcasts rank 0's weights.) The
+    cost is one whole model in CPU memory per process while loading.
+    """
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    saved_flag = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+    saved_config = hf_deepspeed._hf_deepspeed_config_weak_ref  # what is_deepspeed_zero3_enabled() reads
+    if saved_flag is not None:
+        os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    hf_deepspeed._hf_deepspeed_config_weak_ref = None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved_config
+        if saved_flag is not None:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved_flag
+
+
 def load_model(
     model: str,
     cache_dir: str = DEFAULT_CACHE_DIR,
     dtype: str = "auto",
     device: torch.device | str = "cpu",
 ) -> torch.nn.Module:
-    """Causal LM in eval mode on `device`, with `pad_token_id` set in its generation config."""
+    """Causal LM in eval mode on `device`, with `pad_token_id` set in its generation config, holding
+    its real weights on this process even under FSDP's cpu_ram_efficient_loading or ZeRO-3
+    (`whole_weights_on_this_process`)."""
     path = resolve_model_path(model, cache_dir)
-    policy = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device))
+    with whole_weights_on_this_process():
+        policy = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device))
     if policy.generation_config.pad_token_id is None:
         policy.generation_config.pad_token_id = policy.generation_config.eos_token_id
     return policy.to(device).eval()

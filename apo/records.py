@@ -32,7 +32,7 @@ import re
 import tempfile
 from typing import Any, Iterable, Iterator, NamedTuple
 
-from apo.episodes import CORRECTION_MODES
+from apo.correction_modes import CORRECTION_MODES
 from apo.errors import InputError, InputFileNotFoundError
 
 logger = logging.getLogger(__name__)

@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 from apo_algorithm import (ValueHead, estimate_optimal_value, evaluate_value_head, fit_value_head, prompt_hidden_states,
                            reference_model)
 from apo.decoding import left_pad
-from apo.episodes import generate
+from apo.generation import generate
 from apo.prompts import encode_problem
 from apo.strict_grading import rewards_by_rule
 from apo.checkpoints import staged_folder
-from apo.data_order import step_seed
+from apo.data_order import sample_seed
 from apo.errors import InputError, InputFileNotFoundError
 from apo.records import append_jsonl, data_difference, read_stage1_values, write_json_atomic
 
@@ -158,14 +158,16 @@ def reference_generator(run):
     yield run.engine
 
 
-def sample_values(run, rows: list[dict], prompts: list[list[int]]) -> list[dict]:
-    """Stage-1 records of `rows`: N graded samples each from the reference policy."""
+def sample_values(run, rows: list[dict], prompts: list[list[int]], seeds: list[int] | None = None) -> list[dict]:
+    """Stage-1 records of `rows`: N graded samples each from the reference policy (prompt i from
+    the random streams of `seeds[i]`, see apo.generation; None: the global torch RNG)."""
     apo, n = run.apo, run.apo.num_value_samples
     if not rows:
         return []
     with reference_generator(run) as model:
         generations = generate(model, run.tokenizer, prompts, num_samples=n, max_new_tokens=apo.max_new_tokens,
-                               temperature=apo.temperature, top_p=apo.top_p, batch_size=apo.generation_batch_size)
+                               temperature=apo.temperature, top_p=apo.top_p, batch_size=apo.generation_batch_size,
+                               seeds=seeds)
     correct = rewards_by_rule([g.text for g in generations], [row["answer"] for row in rows for _ in range(n)],
                               [g.truncated for g in generations], apo, run.grading)
     rewards = torch.tensor([float(ok) for ok in correct]).view(-1, n)
@@ -198,9 +200,10 @@ def run_stage1(run, rows: list[dict], prompts: list[list[int]], path: str) -> No
     batches = [pending[start:start + per_batch] for start in range(0, len(pending), per_batch)]
     for batch in tqdm(batches, desc="stage 1", unit="batch", disable=not accelerator.is_main_process):
         mine = batch[rank::world]
-        # Seeded by the batch's first prompt, so a resumed stage 1 samples what an uninterrupted one would.
-        torch.manual_seed(step_seed(run.apo.seed + 1, batch[0], rank))
-        records = gather_object(sample_values(run, [rows[i] for i in mine], [prompts[i] for i in mine]))
+        # One stream per prompt, seeded by its index: a resumed stage 1 samples what an uninterrupted one
+        # would, and 1 or 8 processes sample the same responses.
+        seeds = [sample_seed(run.apo.seed + 1, 0, i) for i in mine]
+        records = gather_object(sample_values(run, [rows[i] for i in mine], [prompts[i] for i in mine], seeds))
         if accelerator.is_main_process:
             append_jsonl(path, records)
     accelerator.wait_for_everyone()

@@ -56,7 +56,7 @@ from collections.abc import Sequence
 
 import torch
 
-from apo.episodes import Generation, cut_after_eos
+from apo.generation import Generation, cut_after_eos
 from apo.policy_weights import full_parameters, policy_tensors
 
 logger = logging.getLogger(__name__)

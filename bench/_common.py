@@ -199,7 +199,7 @@ def _samples(model, kwargs: dict) -> bool:
 @contextlib.contextmanager
 def count_generation() -> Iterator[dict[str, GenerationStats]]:
     """Count every `GenerationMixin.generate` call and every call of the project's decoding loop
-    (`apo.decoding.sample_continuations`, as `apo.episodes.generate` reaches it) made inside the
+    (`apo.decoding.sample_continuations`, as `apo.generation.generate` reaches it) made inside the
     block, split into {"sampled": GenerationStats, "greedy": GenerationStats} (training rollouts
     sample; held-out evaluation is greedy). For the project's loop, decoded positions are the
     rows it computed (finished rows leave the batch), steps its tokens per row.
@@ -210,11 +210,11 @@ def count_generation() -> Iterator[dict[str, GenerationStats]]:
     """
     from transformers.generation.utils import GenerationMixin
 
-    from apo import episodes
+    from apo import generation
 
     modes = {"sampled": GenerationStats(), "greedy": GenerationStats()}
     original = GenerationMixin.generate
-    original_loop = episodes.sample_continuations
+    original_loop = generation.sample_continuations
 
     def counted(self, *args, **kwargs):
         width = _prompt_width(args, kwargs)
@@ -247,12 +247,12 @@ def count_generation() -> Iterator[dict[str, GenerationStats]]:
         return responses
 
     GenerationMixin.generate = counted
-    episodes.sample_continuations = counted_loop
+    generation.sample_continuations = counted_loop
     try:
         yield modes
     finally:
         GenerationMixin.generate = original
-        episodes.sample_continuations = original_loop
+        generation.sample_continuations = original_loop
 
 
 # --- child processes ---

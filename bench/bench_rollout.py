@@ -6,7 +6,7 @@ synthetic Level 1-2 problems, or MATH rows), same settings (greedy by default, s
 method decodes the same tokens up to batching numerics; the tokens actually generated are
 reported per method):
 
-  project     apo.episodes.generate(batch_size=B): prompts sorted by length, chunks of B rows
+  project     apo.generation.generate(batch_size=B): prompts sorted by length, chunks of B rows
               decoded by apo.decoding.sample_continuations (finished rows dropped), in the
               --rollout_dtype the stage scripts use (bfloat16 on CPUs with bfloat16
               instructions); what stage 1, stage 2 and evaluation call
@@ -139,7 +139,7 @@ def plain_generate(model, tokenizer, batch: list[list[int]], cfg: BenchRolloutCo
     """model.generate on a left-padded batch with the project's sampling settings (no top-k,
     no repetition penalty) and the same EOS ids, so only the batching differs."""
     from apo.decoding import left_pad
-    from apo.episodes import eos_token_ids, sampling_kwargs
+    from apo.generation import eos_token_ids, sampling_kwargs
 
     ids, mask = left_pad(batch, tokenizer.pad_token_id)
     with torch.no_grad():

@@ -9,6 +9,9 @@ layers, never from a higher one):
     2  the trainer's stage modules that build on the algorithm: apo.stage1, apo.correction
     1  apo_algorithm (the method: V*, the losses, log-probs, the value head)
     0  every other apo.* module
+
+and no circle anywhere in the import graph (within a layer too): every import counts, at module
+level, inside a function, or under `if TYPE_CHECKING:`.
 """
 
 from __future__ import annotations
@@ -74,6 +77,43 @@ def test_the_layer_check_catches_an_upward_import(tmp_path):
     upward.write_text("import os\n\ndef f():\n    from train_math_apo import main\n    return main\n")
     assert imported_project_modules(upward, set(MODULES)) == {"train_math_apo"}
     assert layer("train_math_apo") > layer("apo.grading")
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    return {module: imported_project_modules(path, set(modules)) - {module} for module, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One circle of the graph as [a, b, ..., a], or None (depth-first search, sorted for a stable answer)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for other in sorted(graph.get(node, ())):
+            if state.get(other) == 1:
+                return path[path.index(other):] + [other]
+            if other not in state and (found := visit(other)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_import_graph_has_no_circle():
+    cycle = find_cycle(import_graph(MODULES))
+    assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_the_circle_check_finds_a_circle_through_a_function_level_import():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
 def test_trainer_only_modules_say_so_in_their_first_line():

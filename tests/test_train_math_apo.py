@@ -902,3 +902,15 @@ def test_non_finite_weights_are_never_saved(tiny_dir, data, tmp_path, monkeypatc
     with pytest.raises(checkpoints.NonFiniteWeightsError, match=r"NaN or inf in 1 tensors .*best was not written"):
         run_stage2(tiny_dir, data, tmp_path, max_steps=1)
     assert not (tmp_path / "final").exists() and not (tmp_path / "best").exists()
+
+
+def test_the_rollout_engine_syncs_after_a_step_deepspeed_may_have_taken():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    for kind in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.FSDP):
+        accelerator = SimpleNamespace(distributed_type=kind)
+        assert T.weights_may_have_changed(accelerator, True) and not T.weights_may_have_changed(accelerator, False)
+    # DeepSpeed stepped inside backward: a step the trainer skips may still have moved the weights.
+    assert T.weights_may_have_changed(SimpleNamespace(distributed_type=DistributedType.DEEPSPEED), False)
