@@ -178,7 +178,7 @@ def test_a_null_yaml_value_is_refused_where_the_default_is_not_unset(tmp_path):
 
 @pytest.mark.parametrize("kwargs, field_name", [
     ({"temperature": 0.0, "num_value_samples": 8}, "num_value_samples"),  # stage 1's n at greedy
-    ({"temperature": 2.5}, "temperature"), ({"temperature": 0.005}, "temperature"),
+    ({"temperature": 0.005}, "temperature"),  # above 2 every backend refuses (the field's bounds)
 ])
 def test_vllm_refuses_at_parse_time_the_sampling_vllm_would_refuse_mid_run(kwargs, field_name):
     with pytest.raises(InputError, match=rf"A_PO_Config\.{field_name}=.* is invalid: --generation_backend vllm"):
@@ -195,9 +195,9 @@ def test_evaluate_refuses_an_eval_temperature_vllm_would_refuse(tmp_path):
     import evaluate_apo
 
     cfg, eval_cfg = parse_script_config("evaluate_apo.py", (evaluate_apo.EvalConfig,), [
-        "--generation_backend", "vllm", "--eval_temperature", "2.5", "--num_samples", "4", "--pass_k", "1",
+        "--generation_backend", "vllm", "--eval_temperature", "0.005", "--num_samples", "4", "--pass_k", "1",
         "--output_dir", str(tmp_path / "out")])
-    with pytest.raises(InputError, match=r"EvalConfig\.eval_temperature=2\.5 is invalid: --generation_backend vllm"):
+    with pytest.raises(InputError, match=r"EvalConfig\.eval_temperature=0\.005 is invalid: --generation_backend vllm"):
         evaluate_apo.main(cfg, eval_cfg)  # before require_vllm: this machine has no vllm
 
 
