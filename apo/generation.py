@@ -154,8 +154,8 @@ def generate(
 
     seeds: one per prompt (>= 0); sample j of prompt i is drawn from the random stream
     `stream_seed(seeds[i], j)` whatever else is batched with it. None: the seeds are drawn from
-    the global torch RNG (call `torch.manual_seed` for reproducible samples). The vLLM engine
-    draws its own per-prompt seeds from the global torch RNG.
+    the global torch RNG (call `torch.manual_seed` for reproducible samples). A rollout engine
+    gets the same seeds, one per prompt (vLLM's per-request seed).
     Raises ValueError for an empty prompt, an invalid setting, seeds that do not match the
     prompts, or a sharded model.
     """
@@ -173,7 +173,7 @@ def generate(
     elif not isinstance(model, torch.nn.Module):  # a rollout engine (vLLM) behind the same contract
         return model.generate(tokenizer, prompts, eos_ids=eos_token_ids(model, tokenizer),
                               max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              num_samples=num_samples)
+                              num_samples=num_samples, seeds=seeds)
     if is_sharded(model):
         raise ValueError("generate() got a sharded model (FSDP2 or ZeRO-3): its forwards are collectives and "
                          "ranks would wait on each other while decoding; decode from an apo.decoding.DecodingCopy")

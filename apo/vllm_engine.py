@@ -1,6 +1,6 @@
 """vLLM as the optional generation engine (`--generation_backend vllm`), imported only when chosen.
 
-Used through `apo.episodes.generate`, which hands a `VLLMEngine` its calls, so stage 1, the
+Used through `apo.generation.generate`, which hands a `VLLMEngine` its calls, so stage 1, the
 stage-2 rollouts, the held-out checks, the self-correction episodes (verify and revise turns
 included) and evaluate_apo.py switch engines without code of their own. Importing this module
 does not import vllm; `create_engine` does, after `require_vllm` has checked for the package
@@ -163,15 +163,20 @@ class VLLMEngine:
     # --- generation ---
 
     def generate(self, tokenizer, prompts: Sequence[Sequence[int]], *, eos_ids: Sequence[int], max_new_tokens: int,
-                 temperature: float, top_p: float, num_samples: int = 1,
+                 temperature: float, top_p: float, num_samples: int = 1, seeds: Sequence[int] | None = None,
                  with_logprobs: bool = False) -> list[Generation]:
         """`num_samples` responses per prompt, prompt-major: result[i * num_samples + j] is sample j of prompt i.
 
-        temperature 0 is greedy. with_logprobs: each Generation also carries vLLM's log-prob of
-        every response token (after temperature scaling) in `sampled_logprobs`. Raises
-        RuntimeError when vLLM's outputs do not line up with the prompts and samples asked for.
+        temperature 0 is greedy. seeds: one per prompt, vLLM's per-request seed (the trainer's
+        `apo.data_order.sample_seed`, so a prompt's samples do not depend on what else is batched or
+        on the number of processes); None: drawn from the global torch RNG. vLLM's stream differs
+        from the hf loop's, so the two backends draw different samples from the same seed.
+        with_logprobs: each Generation also carries vLLM's log-prob of every response token (after
+        temperature scaling) in `sampled_logprobs`. Raises RuntimeError when vLLM's outputs do not
+        line up with the prompts and samples asked for.
         """
-        seeds = torch.randint(0, _SEED_BOUND, (len(prompts),)).tolist()  # the caller's torch seed decides them
+        if seeds is None:
+            seeds = torch.randint(0, _SEED_BOUND, (len(prompts),)).tolist()  # the caller's torch seed decides them
         sampling = [self.sampling_params(seed=seed, num_samples=num_samples, eos_ids=eos_ids,
                                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                          with_logprobs=with_logprobs) for seed in seeds]

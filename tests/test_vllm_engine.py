@@ -21,7 +21,7 @@ import pytest
 import torch
 from transformers import AutoConfig, GenerationMixin
 
-import apo.episodes as episodes
+import apo.generation as generation
 import apo.synthetic as synthetic_math
 import apo.vllm_engine as vllm_engine
 import evaluate_apo
@@ -54,7 +54,7 @@ def no_hf_generate(monkeypatch):
         raise AssertionError("the hf generation path was used with generation_backend=vllm")
 
     monkeypatch.setattr(GenerationMixin, "generate", refuse)
-    monkeypatch.setattr(episodes, "sample_continuations", refuse)
+    monkeypatch.setattr(generation, "sample_continuations", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +225,25 @@ def test_seeds_come_from_torch_and_each_sample_has_its_own(tiny_dir, embedded_to
     assert first[0] != first[1]  # two samples of one prompt: seeds s and s + 1
     seeds = [params.seed for _, params in engine.llm.requests]
     assert seeds[:2] == seeds[2:4] and seeds[:2] != seeds[4:6]
+
+
+def test_the_callers_per_prompt_seeds_reach_the_engine(tiny_dir, embedded_tokenizer, fake_vllm_installed):
+    """The trainer's per-prompt seeds (apo.data_order.sample_seed) are vLLM's request seeds, so a
+    prompt's samples do not depend on the process count on this backend either."""
+    engine = make_engine(tiny_dir)
+    prompts = chat_prompts(embedded_tokenizer, ["What is 2+2?", "And 3+3?", "Name a prime."])
+
+    def sample(seeds):
+        return [r.response_ids for r in generate(engine, embedded_tokenizer, prompts, num_samples=2,
+                                                 max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=8,
+                                                 seeds=seeds)]
+
+    torch.manual_seed(0)
+    first = sample([11, 2222, 333333])
+    torch.manual_seed(1)  # the global RNG plays no part
+    assert sample([11, 2222, 333333]) == first
+    assert [params.seed for _, params in engine.llm.requests] == [11, 2222, 333333] * 2
+    assert sample([12, 2222, 333333])[:2] != first[:2]
 
 
 def test_greedy_responses_equal_the_hf_path_on_the_same_weights(tiny_dir, embedded_tokenizer,
