@@ -292,7 +292,7 @@ def _extract_from(text: str) -> str | None:
         later = _final_phrase(after[-_PHRASE_WINDOW_CHARS:])
         if later is not None:
             return later
-        if len(after) > MAX_TAIL_CHARS or _RETRACTION_RE.search(after) or _negated(text[:start], after):
+        if len(after) > MAX_TAIL_CHARS or _retracted(after) or _negated(text[:start], after):
             return None
         return _strip_delimiters(answer) or None
     tail = text[-_PHRASE_WINDOW_CHARS:]
@@ -330,15 +330,27 @@ def _is_closing(rest: str) -> bool:
     rest = _COURTESY_RE.sub("", rest)
     rest = rest[_CLOSING_RE.match(rest).end():].strip()
     if _EXPLANATION_RE.match(rest):  # "Answer: 9\n\nExplanation: ...": an explanation that states nothing new
-        return (len(rest) <= MAX_TAIL_CHARS and not _RETRACTION_RE.search(rest)
+        return (len(rest) <= MAX_TAIL_CHARS and not _retracted(rest)
                 and not re.search(r"answer|####|\\boxed", rest, re.IGNORECASE))
     return not rest
 
 
+_RETRACTION_WORDS = ("wait", "actual", "oops", "scratch", "second thought", "mistake", "error", "wrong", "incorrect",
+                     "not correct", "not right", "not the answer")
+
+
+def _retracted(after: str) -> bool:
+    """The text after an answer takes it back (`_RETRACTION_RE`; a substring test first, for speed)."""
+    lowered = after.lower()
+    return any(word in lowered for word in _RETRACTION_WORDS) and _RETRACTION_RE.search(after) is not None
+
+
 def _negated(before: str, after: str) -> bool:
     """The sentence around a box says it is not the answer: `It is not $\\boxed{5}$`, `$\\boxed{5}$ is wrong`."""
-    before = re.sub(r"(?:\$|\\\(|\\\[|\s)+$", " ", before[-200:])
-    if _NEGATED_RE.search(before):
+    before = before[-80:].rstrip()
+    while before.endswith(("$", "\\(", "\\[")):
+        before = before[: -1 if before.endswith("$") else -2].rstrip()
+    if _NEGATED_RE.search(before + " "):
         return True
     return re.match(r"[\s$)\]\\]*(?:is|was|would be|seems|must be)\s+(?:\w+\s+)?(?:not|never|false|wrong|incorrect)\b|"
                     r"[\s$)\]\\]*(?:isn't|wasn't)\b", after, re.IGNORECASE) is not None
