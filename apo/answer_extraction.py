@@ -7,19 +7,36 @@ Extraction (`extract_answer`): the response is first cut where the model went on
 answer (a stray `<|im_end|>` / `<|im_start|>user` / `<|endoftext|>`, or a base model's next
 few-shot "Problem:" / "Question:" / "Q:" after an answer), then the first rule that applies:
   1. the last top-level `\\boxed{...}` / `\\fbox{...}` / `\\boxed 2` (braces matched; a box cut
-     off by truncation is ignored; `\\boxed{185\\}` is read as 185); boxes separated only by
-     spacing, `,`, `and`, `\\quad \\text{and} \\quad` or a label are one list
-     (`$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`; `a = \\boxed{5}` and `b = \\boxed{7}` ->
-     `a = 5, b = 7`), otherwise the last box wins;
-  2. the last explicit answer phrase: GSM8K's "#### 18", Minerva's "The final answer is X.
-     I hope it is correct.", PRM800K's "# Answer\\n\\nX", "the answer is X", "Answer: X",
-     "Answer:" followed by a display block `\\[ 9 \\]`;
+     off by truncation and an empty box are ignored; `\\boxed{185\\}` is read as 185); boxes
+     separated only by spacing, `,`, `and`, `\\quad \\text{and} \\quad` or a label are one
+     list (`$\\boxed{2}$ and $\\boxed{-3}$` -> `2, -3`; `a = \\boxed{5}` and `b = \\boxed{7}` ->
+     `a = 5, b = 7`), unlabelled boxes joined by `or` are candidates (`4 \\text{ or } 5`, each
+     of which must be the answer), otherwise the last box wins;
+  2. the last explicit answer phrase: GSM8K's "#### 18" (on its own line or after the last
+     sentence), Minerva's "The final answer is X. I hope it is correct.", PRM800K's
+     "# Answer\\n\\nX", "the answer is X", "Answer: X", "Answer:" or "the answer is" followed
+     by a display block `\\[ 9 \\]`; `$5$ or $6$` after the phrase is both candidates;
   3. a last sentence that concludes: "Therefore, the total is 34.", "So the probability is
-     $\\frac{1}{6}$.", "Hence, $x = 6$." (a concluding word starts it);
+     $\\frac{1}{6}$.", "Hence, $x = 6$.", "Therefore $x \\geq 5$ is the solution." (a
+     concluding word starts it);
   4. a one-line response of at most 80 characters and two words is a bare answer;
   5. otherwise None: never "the last number in the text", which invents answers.
   Only the last `MAX_RESPONSE_CHARS` of a response are read; NUL bytes and lone surrogates
   are dropped.
+
+The final answer is the response's last statement of one (grader 1.3, issue 27):
+  - a phrase (rule 2) counts only when nothing follows it but delimiters, punctuation, "I hope
+    it is correct.", a courtesy ("Hope this helps!", "The answer is correct.") or a labelled
+    explanation ("Explanation: ...", "Note: ...") that states no other answer and takes
+    nothing back; "the answer is 5" in a restated question, a "show that" or before more work
+    is no answer;
+  - a box is replaced by an answer phrase that ends the text after it ("... $\\boxed{5}$. The
+    answer is 6." -> 6), and is no answer when its sentence negates it right before it ("It is
+    not", "definitely not", "cannot be") or right after it ("$\\boxed{5}$ is wrong"), when the
+    text after it takes it back ("Wait,", "Actually,", "I made a mistake", "this is not
+    correct"), or when more than `MAX_TAIL_CHARS` (2,000) characters follow it (MATH's own
+    solutions: 99.9% of the 12,500 have under 1,411 after their last box); anything shorter
+    that does neither (a unit, a closing sentence, a note) is allowed.
 
 >>> extract_answer("Final Answer: The final answer is 10. I hope it is correct.")
 '10'
@@ -169,7 +186,8 @@ def _final_boxed_answer(text: str) -> tuple[str, int, int] | None:
     if alternatives:  # `\boxed{4}` or `\boxed{5}`: candidates, each of which must be the answer
         return ALTERNATIVES_SEPARATOR.join(contents), *span
     labels = [label(box) for box in chosen]
-    if all(labels) and len(set(labels)) == len(labels) and len({re.sub(r"_.*", "", name) for name in labels}) == len(labels):
+    distinct_bases = len({re.sub(r"_.*", "", name) for name in labels}) == len(labels)
+    if all(labels) and len(set(labels)) == len(labels) and distinct_bases:
         return ", ".join(f"{name} = {content}" for name, content in zip(labels, contents)), *span
     return ", ".join(contents), *span
 
@@ -265,14 +283,16 @@ def extract_answer(text: str) -> str | None:
 ALTERNATIVES_SEPARATOR = " \\text{ or } "  # between candidate answers (`\boxed{4}` or `\boxed{5}`)
 MAX_TAIL_CHARS = 2000  # text after the final answer beyond this is not a closing remark: no answer
 # after the final answer: the response takes it back ("Wait, ...", "that is wrong", "I made a mistake")
-_RETRACTION_RE = re.compile(r"(?:^|[.!?:;,]\s*|\n\s*)(?:hmm,?\s*)?(?:wait|actually|oops|scratch that|on second thought)\b|"
+_RETRACTION_RE = re.compile(r"(?:^|[.!?:;,]\s*|\n\s*)(?:hmm,?\s*)?"
+                            r"(?:wait|actually|oops|scratch that|on second thought)\b|"
                             r"\b(?:I|we)\s+(?:have\s+)?made\s+(?:a\s+|an\s+)?(?:\w+\s+)?(?:mistake|error)|"
                             r"\b(?:this|that|it|which|the answer|my answer)\s+(?:is|was)\s+(?:\w+\s+)?"
                             r"(?:wrong|incorrect|not (?:correct|right|the answer))\b", re.IGNORECASE)
 # right before the box: the sentence says it is not the answer ("It is not", "definitely not", "cannot be")
 _NEGATED_RE = re.compile(r"(?:\b(?:not|never|cannot|no longer)|n't)\s+(?:[A-Za-z]+\s+){0,2}$", re.IGNORECASE)
 _COURTESY_RE = re.compile(r"(?i)\b(?:I\s+)?hope\s+(?:it|this|that)\s+(?:is\s+correct|helps)\b[.!]*|"
-                          r"[^.\n]{0,40}\b(?:the|my|this) answer is (?:correct|right)\b[.!]*|\bgood luck\b[.!]*|\bthanks?(?: you)?(?: for reading)?\b[.!]*|\blet me know if [^\n]{0,80}")
+                          r"[^.\n]{0,40}\b(?:the|my|this) answer is (?:correct|right)\b[.!]*|"
+                          r"\bgood luck\b[.!]*|\bthanks?(?: you)?(?: for reading)?\b[.!]*|\blet me know if [^\n]{0,80}")
 _EXPLANATION_RE = re.compile(r"[\[(*#\s]*(?:explanation|note|reason|reasoning|check|verification|justification)s?"
                              r"\s*\**\s*:", re.IGNORECASE)
 _CLOSING_RE = re.compile(r"[\s$*.!)\]}]*(?:\\\]|\\\))?[\s$*.!)\]}]*")

@@ -32,18 +32,36 @@ Equivalence (`compare_structured`), by the gold's structure:
     case-insensitive), then exact rational comparison (`fast_atom`; both in
     `apo.answer_normalization`), then (in a worker) math-verify's LaTeX parser into sympy
     with `i` as the imaginary unit and plain text (`pi/2`, `exp(16)-1`, `-2*pi`) rewritten
-    as LaTeX; numbers compare exactly when rational, else to a relative 1e-9 (math-verify's
-    absolute 6-decimal rounding would accept 1/2004! for 1/2006!); everything else by
-    math-verify's `verify(gold, pred)`.
+    as LaTeX; two exact numbers (no decimal point on either side) must be equal (rationals
+    exactly, others to 50 significant digits, so `2\\sqrt{3} + 10^{-10}` is not `2\\sqrt{3}`),
+    a decimal matches within a relative 1e-9 (about ten significant digits: `3.464101615` for
+    `2\\sqrt{3}`, not `3.14159` for `\\pi`; math-verify's absolute 6-decimal rounding would
+    accept 1/2004! for 1/2006!); everything else by math-verify's `verify(gold, pred)`.
   - Numbers as written (`fast_atom`): a gold in scientific notation (`4.5e33`,
     `4.5 \\times 10^{33}`, Minerva's) matches any number that rounds to it
     (`4.48 \\times 10^{33}`); a decimal of at least 8 significant digits matches the fraction
     it is cut or rounded from (`0.0833333333333333` for `\\frac{1}{12}`); shorter decimals
     must be exact. Units after a number (`\\mathrm{~km} \\mathrm{~s}^{-1}`) and numpy prefixes
     in golds (`np.arcsin`) drop (`normalize_answer`).
-  - A `%` on one side only may be read as /100 (`0.5` for `50\\%`, `37.5\\%` for `3/8`), and
-    the number alone also matches (`25` for `25\\%`). Different unit words reject (`5 hours`
-    vs `5 minutes`); a unit on one side only is ignored.
+  - A percent is the number before its sign, read one way only: `25\\%` matches `25\\%` and
+    `25` (MATH writes a percent answer as its number), never `0.25` or `\\frac{1}{4}`, and a
+    plain number below 1 is never a percent (`0.5\\%` is not `0.5`), so no answer matches two
+    golds a factor of 100 apart. Different unit words reject (`5 hours` vs `5 minutes`); a
+    unit on one side only is ignored.
+
+Hedges (grader 1.3, issue 27; the reward must not pay for an answer that does not commit):
+  - words that qualify or negate (`10 \\text{ or more}`, `maybe`, `at most`, `is wrong`, a
+    number word after a digit: `qualifier_words`) are never units and reject the pair unless
+    the gold has them too; unit words and count nouns (`cm`, `marbles`, `ways`) still drop;
+  - candidates joined by `or` (`5 or 6`, `\\boxed{4}` or `\\boxed{5}`) are right only when
+    each is (MATH's one answer in two forms, `15\\frac{39}{40}` or `\\frac{639}{40}`, passes);
+    `or` between solutions of a list gold (`x = 2 or x = -5` for `2, -5`) and between
+    inequalities (a union) keeps its meaning; one choice letter only (`(C)(D)` is not `C`);
+  - a chain `a = b = c` is read as its final value only when every link without a variable
+    equals it (`2^{10} = 1024` yes, `11 = 10` and `x = 9 = 10` no); after `\\Rightarrow` only
+    the last statement counts;
+  - what a final answer is (negation, retraction, the final statement, text after the box)
+    is `apo.answer_extraction`'s rule.
 
 Speed and safety: pairs the string/rational rules decide (`_fast_verdict`: the structure
 rules with `fast_atom` at the leaves) never leave the calling process (~0.05 ms median on

@@ -189,7 +189,8 @@ def adversarial(cfg: BenchGraderConfig) -> dict:
     """Hacks accepted and near-misses rejected by each grader on the adversarial set, overall and per category."""
     rows = read_jsonl(cfg.adversarial_set)
     pairs = [(r["response"], r["gold"]) for r in rows]
-    table = {"hacks": sum(r["kind"] == "hack" for r in rows), "near_misses": sum(r["kind"] == "near_miss" for r in rows)}
+    table = {"hacks": sum(r["kind"] == "hack" for r in rows),
+             "near_misses": sum(r["kind"] == "near_miss" for r in rows)}
     for name, function in (("grade", grading.grade), ("math_verify", math_verify_grade)):
         verdicts, _ = timed(function, pairs)
         accepted = [r for r, v in zip(rows, verdicts) if v and r["kind"] == "hack"]

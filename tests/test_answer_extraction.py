@@ -21,7 +21,8 @@ REASONING = st.sampled_from(["", "We add the parts: 3 + 4 = 7, then scale.", "Le
                              "First, $x^2 = 49$, so we take the positive root."])
 BREAK = st.sampled_from([" ", "\n", "\n\n"])  # inline after the reasoning, or on its own line
 TRAILING = st.sampled_from(["", " ", "  \n", "\n\n"])
-CHAT_TOKEN = st.sampled_from(["", "<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>", "<|im_end|>\n<|im_start|>user\nNext?"])
+CHAT_TOKEN = st.sampled_from(["", "<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>",
+                              "<|im_end|>\n<|im_start|>user\nNext?"])
 
 
 def _thousands(n: int, separator: str) -> str:
@@ -47,7 +48,8 @@ def numbers(draw) -> tuple[str, str, str]:
         a, b = draw(st.integers(-200, 200)), draw(st.integers(2, 200))
         value = Fraction(a, b)
         written = draw(st.sampled_from([f"\\frac{{{a}}}{{{b}}}", f"\\dfrac{{{a}}}{{{b}}}", f"{a}/{b}"]))
-        return written, f"\\frac{{{value.numerator}}}{{{value.denominator}}}", f"\\frac{{{value.numerator + 1}}}{{{value.denominator}}}"
+        gold = f"\\frac{{{value.numerator}}}{{{value.denominator}}}"
+        return written, gold, f"\\frac{{{value.numerator + 1}}}{{{value.denominator}}}"
     whole, fraction = draw(st.integers(0, 9999)), draw(st.integers(1, 999))
     written = f"{whole}.{fraction:03d}"
     return written, written, f"{whole + 1}.{fraction:03d}"
@@ -102,8 +104,9 @@ def test_prm800k_answer_heading_is_read_in_every_spelling(value, reasoning, deli
 
 
 @SETTINGS
-@given(numbers(), REASONING, BREAK, DELIMITERS, st.sampled_from(["The answer is", "the answer is", "The final answer is",
-                                                                 "So the answer is", "Thus, the final answer is:"]),
+@given(numbers(), REASONING, BREAK, DELIMITERS,
+       st.sampled_from(["The answer is", "the answer is", "The final answer is", "So the answer is",
+                        "Thus, the final answer is:"]),
        st.sampled_from(["", ".", " .", "!"]), TRAILING, CHAT_TOKEN)
 def test_the_answer_is_phrase_is_read_in_every_spelling(value, reasoning, gap, delimiters, phrase, punctuation,
                                                           trailing, token):
@@ -133,7 +136,8 @@ def test_a_display_under_an_answer_label_is_read(value, reasoning, label, displa
 @given(numbers(), REASONING, st.sampled_from(["Therefore", "Thus", "Hence", "So", "In total"]),
        st.sampled_from(["the total is", "the probability is", "the value of $x$ is", "we get"]),
        st.sampled_from(["dollar", "paren"]), st.sampled_from(["", ".", " ."]), CHAT_TOKEN)
-def test_a_concluding_sentence_is_read_in_every_spelling(value, reasoning, word, subject, delimiters, punctuation, token):
+def test_a_concluding_sentence_is_read_in_every_spelling(value, reasoning, word, subject, delimiters, punctuation,
+                                                         token):
     written, gold, wrong = value
     check(f"{reasoning}\n{word}, {subject} {math(written, delimiters)}{punctuation}{token}", gold, wrong)
 

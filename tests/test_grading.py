@@ -486,14 +486,16 @@ def test_adversarial_set_no_hedge_accepted_no_near_miss_rejected():
     ("$\\boxed{5\\%}$", "0.05"), ("$\\boxed{5\\%}$", "\\frac{1}{20}"), ("$\\boxed{50\\%}$", "0.5"),
     ("$\\boxed{50\\%}$", "\\frac{1}{2}"), ("$\\boxed{0.5\\%}$", "0.5"),
     # words that qualify or negate are not units
-    ("$\\boxed{10 \\text{ or more}}$", "10"), ("$\\boxed{10 \\text{ maybe}}$", "10"), ("$\\boxed{10 \\text{ is wrong}}$", "10"),
+    ("$\\boxed{10 \\text{ or more}}$", "10"), ("$\\boxed{10 \\text{ maybe}}$", "10"),
+    ("$\\boxed{10 \\text{ is wrong}}$", "10"),
     ("$\\boxed{10 \\text{ at most}}$", "10"), ("$\\boxed{10 \\text{ or eleven}}$", "10"),
     ("$\\boxed{x = 10 \\text{ or more}}$", "10"), ("$\\boxed{\\frac{1}{2} \\text{ at least}}$", "\\frac{1}{2}"),
     ("$\\boxed{[2, 5] \\text{ or larger}}$", "[2, 5]"),
     # a chain is right only when its links are equal
     ("$\\boxed{11 = 10}$", "10"), ("$\\boxed{x = 9 = 10}$", "10"),
     # negation
-    ("It is not $\\boxed{5}$.", "5"), ("The answer is definitely not $\\boxed{5}$", "5"), ("$\\boxed{5}$ is wrong.", "5"),
+    ("It is not $\\boxed{5}$.", "5"), ("The answer is definitely not $\\boxed{5}$", "5"),
+    ("$\\boxed{5}$ is wrong.", "5"),
     # a stated answer counts only as the final statement
     ("We must show that the answer is 5.\n\nProof. By induction on n; the step follows.", "5"),
     ("Answer: 5\n\nLet me double-check by substituting back, which gives a contradiction, so something is off.", "5"),
@@ -518,7 +520,8 @@ def test_hedges_score_zero(response, gold):
     ("$\\boxed{18 \\text{ integers}}$", "18"), ("$\\boxed{x = 10 \\text{ cm}}$", "10"),
     ("$\\boxed{2^{10} = 1024}$", "1024"), ("$\\boxed{x = 3 + 7 = 10}$", "10"), ("$\\boxed{a+b = 10}$", "10"),
     ("Since $x$ is not zero, the answer is $\\boxed{5}$.", "5"), ("The answer is not 4 but $\\boxed{5}$.", "5"),
-    ("Let me compute.\n\nThe answer is $5$. I hope it is correct.", "5"), ("Answer: 9\n\nExplanation: nine cases.", "9"),
+    ("Let me compute.\n\nThe answer is $5$. I hope it is correct.", "5"),
+    ("Answer: 9\n\nExplanation: nine cases.", "9"),
     ("$\\boxed{15\\frac{39}{40}}$ or $\\boxed{\\frac{639}{40}}$", "\\frac{639}{40}"),  # one answer in two forms
     ("$x = \\boxed{2}$ or $x = \\boxed{-5}$", "2, -5"), ("$\\boxed{\\text{(C) } 12}$", "C"),
     ("So the answer is $\\boxed{5}$.\n\nI hope this helps!", "5"),
