@@ -186,8 +186,7 @@ def _final_boxed_answer(text: str) -> tuple[str, int, int] | None:
     if alternatives:  # `\boxed{4}` or `\boxed{5}`: candidates, each of which must be the answer
         return ALTERNATIVES_SEPARATOR.join(contents), *span
     labels = [label(box) for box in chosen]
-    distinct_bases = len({re.sub(r"_.*", "", name) for name in labels}) == len(labels)
-    if all(labels) and len(set(labels)) == len(labels) and distinct_bases:
+    if all(labels) and len(set(labels)) == len({re.sub(r"_.*", "", name) for name in labels}) == len(labels):
         return ", ".join(f"{name} = {content}" for name, content in zip(labels, contents)), *span
     return ", ".join(contents), *span
 
