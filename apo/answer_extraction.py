@@ -289,6 +289,8 @@ _RETRACTION_RE = re.compile(r"(?:^|[.!?:;,]\s*|\n\s*)(?:hmm,?\s*)?"
                             r"(?:wrong|incorrect|not (?:correct|right|the answer))\b", re.IGNORECASE)
 # right before the box: the sentence says it is not the answer ("It is not", "definitely not", "cannot be")
 _NEGATED_RE = re.compile(r"(?:\b(?:not|never|cannot|no longer)|n't)\s+(?:[A-Za-z]+\s+){0,2}$", re.IGNORECASE)
+_NEGATED_AFTER_RE = re.compile(r"[\s$)\]\\]*(?:(?:is|was|would be|seems|must be)\s+(?:\w+\s+)?"
+                               r"(?:not|never|false|wrong|incorrect)\b|(?:isn't|wasn't)\b)", re.IGNORECASE)
 _COURTESY_RE = re.compile(r"(?i)\b(?:I\s+)?hope\s+(?:it|this|that)\s+(?:is\s+correct|helps)\b[.!]*|"
                           r"[^.\n]{0,40}\b(?:the|my|this) answer is (?:correct|right)\b[.!]*|"
                           r"\bgood luck\b[.!]*|\bthanks?(?: you)?(?: for reading)?\b[.!]*|\blet me know if [^\n]{0,80}")
@@ -308,10 +310,13 @@ def _extract_from(text: str) -> str | None:
     if boxed is not None:
         answer, start, end = boxed
         after = text[end:]
-        later = _final_phrase(after[-_PHRASE_WINDOW_CHARS:])
-        if later is not None:
-            return later
-        if len(after) > MAX_TAIL_CHARS or _retracted(after) or _negated(text[:start], after):
+        if len(after) > 8 or re.search(r"[A-Za-z]", after):  # more than closing delimiters follows the box
+            later = _final_phrase(after[-_PHRASE_WINDOW_CHARS:])
+            if later is not None:
+                return later
+            if len(after) > MAX_TAIL_CHARS or _retracted(after):
+                return None
+        if _negated(text[max(0, start - 80) : start], after):
             return None
         return _strip_delimiters(answer) or None
     tail = text[-_PHRASE_WINDOW_CHARS:]
@@ -332,7 +337,7 @@ def _extract_from(text: str) -> str | None:
 
 def _final_phrase(after: str) -> str | None:
     """The answer of an explicit answer phrase that ends the text `after` a box, else None."""
-    if not re.search(r"answer|####", after, re.IGNORECASE):
+    if "####" not in after and "answer" not in after.lower():
         return None
     for pattern in _ANSWER_PATTERNS:
         matches = [m for m in pattern.finditer(after) if not _is_verdict(m.group("ans"))]
@@ -369,10 +374,11 @@ def _negated(before: str, after: str) -> bool:
     before = before[-80:].rstrip()
     while before.endswith(("$", "\\(", "\\[")):
         before = before[: -1 if before.endswith("$") else -2].rstrip()
-    if _NEGATED_RE.search(before + " "):
+    lowered = before.lower()
+    if ("n" in lowered and any(word in lowered for word in ("not", "n't", "never", "cannot", "no longer"))
+            and _NEGATED_RE.search(before + " ")):
         return True
-    return re.match(r"[\s$)\]\\]*(?:is|was|would be|seems|must be)\s+(?:\w+\s+)?(?:not|never|false|wrong|incorrect)\b|"
-                    r"[\s$)\]\\]*(?:isn't|wasn't)\b", after, re.IGNORECASE) is not None
+    return _NEGATED_AFTER_RE.match(after[:80]) is not None
 
 
 def _phrase_answer(phrase: str) -> str | None:

@@ -186,15 +186,28 @@ _NUMBER_WORD_RE = re.compile(r"\b(?:zero|one|two|three|four|five|six|seven|eight
                              r"hundred|thousand|million)\b", re.IGNORECASE)
 
 
-def qualifier_words(answer: str) -> set[str]:
+_QUALIFIER_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(_QUALIFIER_WORDS, key=len, reverse=True))
+                           + r")(?![A-Za-z])|" + _NUMBER_WORD_RE.pattern, re.IGNORECASE)
+
+
+def qualifier_words(answer: str) -> frozenset[str]:
     """The qualifying words of an answer (`10 \\text{ or more}` -> {`or`, `more`}), lower case.
 
     Words of LaTeX commands do not count (`\\approx`, `\\le`); `or` counts only next to a word
     that is not an answer value (`10 or more`, not `x < 0 or x > 4`, `2 or 3`); a number word
     counts when the answer also has a digit (`10 \\text{ or eleven}`, not `eleven`).
     """
-    if not re.search(r"[A-Za-z]{2,}", answer):
-        return set()
+    if _QUALIFIER_RE.search(answer) is None:  # no candidate word at all: most answers, decided in one scan
+        return frozenset()
+    return _qualifier_words(answer) if len(answer) > MAX_ANSWER_CHARS else _qualifier_words_cached(answer)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _qualifier_words_cached(answer: str) -> frozenset[str]:
+    return _qualifier_words(answer)
+
+
+def _qualifier_words(answer: str) -> frozenset[str]:
     text = re.sub(r"\\[A-Za-z]+", " ", unwrap_text(answer)).lower()
     text = re.sub(r"^\s*(?:the )?(?:final )?answer(?: is)?\b", "", text)  # `\\text{The answer is } 7`
     words = set(re.findall(r"[a-z]+(?:'[a-z]+)?", text)) & _QUALIFIER_WORDS
@@ -203,7 +216,7 @@ def qualifier_words(answer: str) -> set[str]:
         words.discard("or")
     if re.search(r"\d", answer) and _NUMBER_WORD_RE.search(text):
         words.add("number word")
-    return words
+    return frozenset(words)
 
 
 LABEL_NAME = r"(?:\\angle\s*)?(?:[a-zA-Z](?:_\{?\w+\}?)?\s*){1,4}"  # x, x_1, AB, \angle BEA_{1}
