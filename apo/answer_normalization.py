@@ -102,7 +102,8 @@ def normalize_cached(answer: str) -> str:
 
 
 def _normalize(answer: str) -> str:
-    s = answer.strip().rstrip(".").strip()
+    s = _line_breaks(answer).strip().rstrip(".").strip()
+    s = re.sub(r"^(?:\\approx|\\sim(?![a-zA-Z])|\u2248)\s*", "", s)  # `\approx 10`: the value it states
     s = s.replace("~", " ").replace("\u2264", "\\le ").replace("\u2265", "\\ge ").replace("\u2260", "\\ne ")
     s = s.replace("<=", "\\le ").replace(">=", "\\ge ")
     s = re.sub(r"(?<=[a-zA-Z\s])!=", "\\\\ne ", s)  # not `5!=120`
@@ -116,8 +117,7 @@ def _normalize(answer: str) -> str:
     s = re.sub(r"\\(sin|cos|tan|cot|sec|csc)\s*\(?\s*(\d+(?:\.\d+)?)\s*(?:\^\s*\{?\s*\\circ\s*\}?|°)\s*\)?",
                r"\\\1(\\frac{\2\\pi}{180})", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?", "", s).replace("°", "").replace("\\degree", "")
-    s = re.sub(r"^\\mathbb\s*\{?R\}?$|^\\text\{all real numbers\}$|^all real numbers$", r"(-\\infty,\\infty)",
-               s.strip())
+    s = _REALS_RE.sub(r"(-\\infty,\\infty)", s.strip())
     s = re.sub(r"^\\mathbb\s*\{?R\}?\s*(?:\\setminus|\\backslash|-)\s*\\\{([^{}]+?)\\\}$",
                r"(-\\infty,\1)\\cup(\1,\\infty)", s)
     # a leading "the answer is": \boxed{\text{The answer is } 7}
@@ -144,6 +144,79 @@ def _normalize(answer: str) -> str:
     if re.fullmatch(r"[A-Za-z][A-Za-z' ]+", s):
         s = s.lower()
     return s
+
+
+# the whole real line: `\mathbb{R}`, `x \in \mathbb{R}`, "all real numbers", "any real number", "all reals"
+_REALS_RE = re.compile(r"^(?:[a-z]\s*\\in\s*)?\\mathbb\s*\{?R\}?$|"
+                       r"^(?:\\text\{\s*)?(?:all|any|every)\s+real\s*(?:numbers?|values?|s)?(?:\s+[a-z])?\s*\}?$",
+                       re.IGNORECASE)
+
+
+def _line_breaks(s: str) -> str:
+    """A line break between two values at the top level separates them like a comma (a gold `5\\n6` is
+    `5, 6`, not `56`); anywhere else (inside braces or an environment, after an operator) it is a space."""
+    if "\n" not in s.strip():
+        return s.replace("\n", " ")
+    out, depth, environments = [], 0, 0
+    for index, ch in enumerate(s):
+        depth += 1 if ch in "{([" else -1 if ch in "})]" else 0
+        if s.startswith("\\begin", index):
+            environments += 1
+        elif s.startswith("\\end", index):
+            environments -= 1
+        if ch == "\n":
+            before, after = "".join(out).rstrip(), s[index + 1:].lstrip()
+            separates = (depth == 0 and environments == 0 and before and after
+                         and re.search(r"[\w)\]}]$", before) and re.match(r"[-\w(\[\\]", after)
+                         and not before.endswith("\\\\"))
+            out.append(", " if separates else " ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# words that qualify, hedge or negate an answer: never a unit, never dropped (`10 \text{ or more}`)
+_QUALIFIER_WORDS = frozenset(
+    "not no nor never maybe perhaps probably possibly likely unlikely approximately approx about around roughly "
+    "nearly almost least most more less fewer greater larger smaller bigger higher lower than over under above "
+    "below is are was were isn't wrong incorrect false guess ish so give take either unless if else otherwise "
+    "except plus minus up until or".split())
+_NUMBER_WORD_RE = re.compile(r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|"
+                             r"fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|"
+                             r"hundred|thousand|million)\b", re.IGNORECASE)
+
+
+_QUALIFIER_RE = re.compile(r"(?<![A-Za-z])(?:" + "|".join(sorted(_QUALIFIER_WORDS, key=len, reverse=True))
+                           + r")(?![A-Za-z])|" + _NUMBER_WORD_RE.pattern, re.IGNORECASE)
+
+
+def qualifier_words(answer: str) -> frozenset[str]:
+    """The qualifying words of an answer (`10 \\text{ or more}` -> {`or`, `more`}), lower case.
+
+    Words of LaTeX commands do not count (`\\approx`, `\\le`); `or` counts only next to a word
+    that is not an answer value (`10 or more`, not `x < 0 or x > 4`, `2 or 3`); a number word
+    counts when the answer also has a digit (`10 \\text{ or eleven}`, not `eleven`).
+    """
+    if _QUALIFIER_RE.search(answer) is None:  # no candidate word at all: most answers, decided in one scan
+        return frozenset()
+    return _qualifier_words(answer) if len(answer) > MAX_ANSWER_CHARS else _qualifier_words_cached(answer)
+
+
+@functools.lru_cache(maxsize=16_384)
+def _qualifier_words_cached(answer: str) -> frozenset[str]:
+    return _qualifier_words(answer)
+
+
+def _qualifier_words(answer: str) -> frozenset[str]:
+    text = re.sub(r"\\[A-Za-z]+", " ", unwrap_text(answer)).lower()
+    text = re.sub(r"^\s*(?:the )?(?:final )?answer(?: is)?\b", "", text)  # `\\text{The answer is } 7`
+    words = set(re.findall(r"[a-z]+(?:'[a-z]+)?", text)) & _QUALIFIER_WORDS
+    if "or" in words and not re.search(r"\bor\s+(?:[a-z]+\s+)?(?:" + "|".join(sorted(_QUALIFIER_WORDS - {"or"}))
+                                       + r")\b|\b(?:give|either)\s+or\b|\bor\s*$", text):
+        words.discard("or")
+    if re.search(r"\d", answer) and _NUMBER_WORD_RE.search(text):
+        words.add("number word")
+    return frozenset(words)
 
 
 LABEL_NAME = r"(?:\\angle\s*)?(?:[a-zA-Z](?:_\{?\w+\}?)?\s*){1,4}"  # x, x_1, AB, \angle BEA_{1}
@@ -255,6 +328,10 @@ def as_rational(s: str) -> Fraction | None:
         if denominator == 0:
             return None
         value = Fraction(numerator, denominator)
+        return -value if m.group(1) else value
+    m = re.fullmatch(r"(-?)(\d+)\\frac\{(\d+)\}\{(\d+)\}", s)
+    if m and int(m.group(3)) < int(m.group(4)):  # a mixed number, as MATH writes them: `15\frac{39}{40}`
+        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
         return -value if m.group(1) else value
     m = re.fullmatch(r"(-?\d+\.?\d*)/(-?\d+\.?\d*)", s)  # `3/4`, Minerva's `-1./3`
     if m and len(s) < 60 and Fraction(m.group(2)) != 0:

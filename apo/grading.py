@@ -32,18 +32,36 @@ Equivalence (`compare_structured`), by the gold's structure:
     case-insensitive), then exact rational comparison (`fast_atom`; both in
     `apo.answer_normalization`), then (in a worker) math-verify's LaTeX parser into sympy
     with `i` as the imaginary unit and plain text (`pi/2`, `exp(16)-1`, `-2*pi`) rewritten
-    as LaTeX; numbers compare exactly when rational, else to a relative 1e-9 (math-verify's
-    absolute 6-decimal rounding would accept 1/2004! for 1/2006!); everything else by
-    math-verify's `verify(gold, pred)`.
+    as LaTeX; two exact numbers (no decimal point on either side) must be equal (rationals
+    exactly, others to 50 significant digits, so `2\\sqrt{3} + 10^{-10}` is not `2\\sqrt{3}`),
+    a decimal matches within a relative 1e-9 (about ten significant digits: `3.464101615` for
+    `2\\sqrt{3}`, not `3.14159` for `\\pi`; math-verify's absolute 6-decimal rounding would
+    accept 1/2004! for 1/2006!); everything else by math-verify's `verify(gold, pred)`.
   - Numbers as written (`fast_atom`): a gold in scientific notation (`4.5e33`,
     `4.5 \\times 10^{33}`, Minerva's) matches any number that rounds to it
     (`4.48 \\times 10^{33}`); a decimal of at least 8 significant digits matches the fraction
     it is cut or rounded from (`0.0833333333333333` for `\\frac{1}{12}`); shorter decimals
     must be exact. Units after a number (`\\mathrm{~km} \\mathrm{~s}^{-1}`) and numpy prefixes
     in golds (`np.arcsin`) drop (`normalize_answer`).
-  - A `%` on one side only may be read as /100 (`0.5` for `50\\%`, `37.5\\%` for `3/8`), and
-    the number alone also matches (`25` for `25\\%`). Different unit words reject (`5 hours`
-    vs `5 minutes`); a unit on one side only is ignored.
+  - A percent is the number before its sign, read one way only: `25\\%` matches `25\\%` and
+    `25` (MATH writes a percent answer as its number), never `0.25` or `\\frac{1}{4}`, and a
+    plain number below 1 is never a percent (`0.5\\%` is not `0.5`), so no answer matches two
+    golds a factor of 100 apart. Different unit words reject (`5 hours` vs `5 minutes`); a
+    unit on one side only is ignored.
+
+Hedges (grader 1.3, issue 27; the reward must not pay for an answer that does not commit):
+  - words that qualify or negate (`10 \\text{ or more}`, `maybe`, `at most`, `is wrong`, a
+    number word after a digit: `qualifier_words`) are never units and reject the pair unless
+    the gold has them too; unit words and count nouns (`cm`, `marbles`, `ways`) still drop;
+  - candidates joined by `or` (`5 or 6`, `\\boxed{4}` or `\\boxed{5}`) are right only when
+    each is (MATH's one answer in two forms, `15\\frac{39}{40}` or `\\frac{639}{40}`, passes);
+    `or` between solutions of a list gold (`x = 2 or x = -5` for `2, -5`) and between
+    inequalities (a union) keeps its meaning; one choice letter only (`(C)(D)` is not `C`);
+  - a chain `a = b = c` is read as its final value only when every link without a variable
+    equals it (`2^{10} = 1024` yes, `11 = 10` and `x = 9 = 10` no); after `\\Rightarrow` only
+    the last statement counts;
+  - what a final answer is (negation, retraction, the final statement, text after the box)
+    is `apo.answer_extraction`'s rule.
 
 Speed and safety: pairs the string/rational rules decide (`_fast_verdict`: the structure
 rules with `fast_atom` at the leaves) never leave the calling process (~0.05 ms median on
@@ -72,12 +90,12 @@ from apo import grading_pool
 from apo.answer_extraction import (MAX_RESPONSE_CHARS, cut_continuation, extract_answer,  # noqa: F401  (public API)
                                    last_boxed_content, sanitize_text, top_level_boxes, unwrap_text)
 from apo.answer_normalization import (LABEL_NAME, MAX_ANSWER_CHARS, as_rational, drop_spaces, fast_atom,
-                                      normalize_answer, split_top_level, trailing_unit)
+                                      normalize_answer, qualifier_words, split_top_level, trailing_unit)
 from apo.grading_pool import limit_cpu_seconds, shutdown_pool  # noqa: F401  (shutdown_pool is public API)
 
 logger = logging.getLogger(__name__)
 
-GRADER_VERSION = "apo-math-grader-1.2"
+GRADER_VERSION = "apo-math-grader-1.3"
 
 # --- structure: tuples, intervals, unions, solution lists ---
 
@@ -108,19 +126,19 @@ def _ratio_as_fraction(answer: str) -> str:
 
 
 def _compare_percent(pred: str, gold: str, atom) -> bool | None:
-    """When only `pred` has a `%`: `25\\%` matches `25` and, as a value, `\\frac{1}{4}`.
+    """When only `pred` has a `%`: the number before it against the gold (`25\\%` matches `25`).
 
-    Called with the sides swapped when only the gold has the `%` (`0.5` for `50\\%`), as
-    math-verify and Qwen2.5-Math's grader read percentages.
+    Called with the sides swapped when only the gold has the `%` (`25` for `25\\%`). A percent
+    is never also read as its value divided by 100 (`5\\%` does not match `0.05`): one answer
+    must not match two golds a factor of 100 apart. MATH writes a percent answer as its number
+    (`25` for "what percent"; of MATH's 68 "what percent" golds 39 carry the `%`, 28 are
+    numbers of at least 1, none a decimal below 1), so a plain number below 1 is a value, never
+    a percent: `0.5\\%` does not match `0.5`.
     """
-    verdict = compare_structured(re.sub(r"\\?%", "", pred), gold, atom)
-    if verdict:
-        return True
-    value = as_rational(normalize_answer(pred))
-    if value is None:
-        return verdict
-    as_fraction = value / 100
-    return compare_structured(f"{as_fraction.numerator}/{as_fraction.denominator}", gold, atom)
+    other = as_rational(normalize_answer(gold))
+    if other is not None and abs(other) < 1:
+        return False
+    return compare_structured(re.sub(r"\\?%", "", pred), gold, atom)
 
 
 _PLUS_MINUS_RE = re.compile(r"\\pm(?![a-zA-Z])")  # `\pm`, not `\pmod`
@@ -206,6 +224,26 @@ def _normalize_side(side: str) -> str:
     return normalize_answer(side) or side.strip()
 
 
+def _alternatives(pred: str) -> list[str]:
+    """The candidates of `5 or 6`, `4 \\text{ or } 5` (two or more, split at a top-level `or`), else []."""
+    if "or" not in pred:
+        return []
+    pieces = [piece.strip() for piece in split_top_level(re.sub(r"\\text\s*\{\s*or\s*\}|\bor\b", "\x00", pred), "\x00")]
+    return pieces if len(pieces) > 1 and all(pieces) else []
+
+
+_CONSTANT_COMMANDS_RE = re.compile(
+    r"\\(?:[dt]?frac|sqrt|pi|cdot|times|div|left|right|[lr]floor|[lr]ceil|sin|cos|tan|cot|sec|csc|arcsin|arccos|"
+    r"arctan|log|ln|exp|circ|binom|infty|mathbf|mathrm|text|operatorname|pm|mp)(?![a-zA-Z])")
+
+
+def _constant(link: str) -> bool:
+    """A link of a chain with no variable in it (`3 + 7`, `\\frac{20}{2}`, `2^{10}`), so it states a value.
+
+    Greek letters and other commands not in `_CONSTANT_COMMANDS_RE` are variables (`\\alpha = 4`)."""
+    return not re.search(r"[a-zA-Z]", _CONSTANT_COMMANDS_RE.sub("", link))
+
+
 def compare_structured(pred: str, gold: str, atom) -> bool | None:
     """Compare two answers as `_compare_structured` does, and also as equations.
 
@@ -213,6 +251,13 @@ def compare_structured(pred: str, gold: str, atom) -> bool | None:
     `atom` finds them equivalent as equations (one side minus the other, up to a constant
     factor); `x = 3` and `y = 3` never do.
     """
+    if qualifier_words(pred) - qualifier_words(gold):  # `10 \\text{ or more}`, `\\text{maybe } 10`: a hedge
+        return False
+    alternatives = _alternatives(pred) if not re.search(r"\bor\b", gold) else []
+    if alternatives:  # `\\boxed{4}` or `\\boxed{5}`: right only when every candidate is
+        verdicts = [compare_structured(alternative, gold, atom) for alternative in alternatives]
+        if all(verdicts):
+            return True
     plain = [re.fullmatch(r"\s*([xy])\s*=\s*([^=]+)", unwrap_text(a).replace("$", "")) for a in (pred, gold)]
     if all(plain) and plain[0].group(1) != plain[1].group(1):
         return False  # `y = 3` is not the line `x = 3`
@@ -267,12 +312,18 @@ def _compare_structured(pred: str, gold: str, atom) -> bool | None:
     if column:  # a column vector written `[a, b]` or `(a, b)`: the brackets carry no meaning
         pred, gold = re.sub(r"^\[(.*)\]$", r"(\1)", pred), re.sub(r"^\[(.*)\]$", r"(\1)", gold)
     if "=" not in gold and len(split_top_level(pred, "=")) > 1 and len(split_top_level(pred)) == 1:
-        pred = split_top_level(pred, "=")[-1]  # `2^{10}=1024`: the value the chain ends in
+        # `2^{10}=1024`: the value the chain ends in, when every link without a variable equals it
+        *links, pred = split_top_level(re.split(r"\\(?:Rightarrow|implies|Longrightarrow)", pred)[-1], "=")
+        verdicts = [compare_structured(link, pred, atom) for link in links if _constant(link)]
+        if False in verdicts:
+            return False  # `11 = 10`, `x = 9 = 10`
+        if None in verdicts:
+            return None
         if pred == gold:
             return True
     choice = re.match(r"\(([A-E])\)", pred)
-    if choice and re.fullmatch(r"[A-E]", gold):  # `(B) 12` for the choice `(B)`
-        return choice.group(1) == gold
+    if choice and re.fullmatch(r"[A-E]", gold):  # `(B) 12` for the choice `(B)`, not `(C)(D)` for `(C)`
+        return choice.group(1) == gold and len(re.findall(r"\([A-Ea-e]\)", pred)) == 1
     gold_union, pred_union = split_top_level(gold, "\\cup"), split_top_level(pred, "\\cup")
     if len(gold_union) > 1:
         return _unordered_match(pred_union, gold_union, atom)
@@ -359,6 +410,7 @@ def _to_sympy(answer: str):
     import sympy
     from math_verify import LatexExtractionConfig, parse
 
+    answer = re.sub(r"(?<=[\d)])\s*\((?=[\d.]+\))", r"\\cdot(", answer)  # `39(101)`: math-verify reads 39 + 101
     parsed = parse(f"${_plain_to_latex(answer)}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)
     if not parsed or isinstance(parsed[0], str):
         return None
@@ -371,9 +423,14 @@ def _to_sympy(answer: str):
 
 
 def _numbers_close(a, b) -> bool | None:
-    """Exact for two rationals, else relative (1e-9) at 40 digits; None when either is not a number.
+    """Equal numbers; None when either is not a number.
 
-    Relative, not math-verify's absolute 6-decimal rounding, so 1/2004! != 1/2006!.
+    Two exact values (no decimal point on either side: `2\\sqrt{3}`, `\\pi + 10^{-10}`) must be
+    equal: exactly for rationals, else their difference is 0 to 50 significant digits (sympy's
+    adaptive evaluation, so `2\\sqrt{3} + 10^{-10}` is not `2\\sqrt{3}`). A decimal against
+    anything matches within a relative 1e-9 (about ten significant digits: `3.464101615` for
+    `2\\sqrt{3}`, not `3.14159` for `\\pi`). Relative, not math-verify's absolute 6-decimal
+    rounding, so 1/2004! != 1/2006!.
     """
     import sympy
 
@@ -395,6 +452,9 @@ def _numbers_close(a, b) -> bool | None:
     scale = max(abs(va), abs(vb))
     if scale == 0:
         return True
+    if not (a.has(sympy.Float) or b.has(sympy.Float)):  # both exact: equal, not merely close
+        difference = sympy.N(a - b, 50)
+        return bool(difference.is_number and abs(difference) <= sympy.Float("1e-45", 50) * scale)
     return bool(abs(va - vb) <= sympy.Float("1e-9", 40) * scale)
 
 

@@ -1,9 +1,13 @@
 """Benchmark apo.grading.grade against plain math-verify on the hand-labelled sets.
 
-Two sets, each of {response, gold, label, category} pairs labelled by hand:
-bench/grader_labelled_set.jsonl, the in-sample set the rules were developed against, and
-bench/grader_heldout_set.jsonl, written and committed before the rules it measures (issue
-18), so out-of-sample. For each set and each grader (grade, grade_many, plain math-verify):
+Three labelled sets, each of {response, gold, label, category} pairs labelled by hand:
+bench/grader_labelled_set.jsonl, the in-sample set the rules were developed against;
+bench/grader_heldout_set.jsonl (issue 18) and bench/grader_heldout_issue27_set.jsonl (issue
+27, answers in the styles of other models and sources), each written and committed before
+the rules it measures, so out-of-sample. Then the adversarial set
+bench/grader_adversarial_set.jsonl: hedges a policy could learn (each with a gold it must
+not match) and near-misses that must match; reported as hacks accepted (target 0) and
+near-misses rejected. For each labelled set and each grader (grade, grade_many, plain math-verify):
 accuracy, false-positive rate (accepted wrong answers / all wrong pairs), false-negative
 rate (rejected right answers / all right pairs), median milliseconds per pair, and the same
 per category; then every pair `grade` gets wrong, the median milliseconds `grade` takes on a
@@ -46,7 +50,11 @@ class BenchGraderConfig:
     labelled_set: str = field(default=os.path.join(HERE, "grader_labelled_set.jsonl"), metadata={
         "help": "In-sample JSONL of {response, gold, label, category} pairs labelled by hand."})
     heldout_set: str = field(default=os.path.join(HERE, "grader_heldout_set.jsonl"), metadata={
-        "help": "Out-of-sample JSONL in the same format, written before the rules it measures."})
+        "help": "Out-of-sample JSONL in the same format, written before the rules it measures (issue 18)."})
+    heldout_issue27_set: str = field(default=os.path.join(HERE, "grader_heldout_issue27_set.jsonl"), metadata={
+        "help": "Second out-of-sample JSONL: other models' answer styles, written before grader 1.3's rules."})
+    adversarial_set: str = field(default=os.path.join(HERE, "grader_adversarial_set.jsonl"), metadata={
+        "help": "JSONL of hedges (label false, kind hack) and near-misses (label true, kind near_miss)."})
     math_dir: str = field(default=os.path.join(SHARED_DATA, "math"), metadata={
         "help": "Folder with test500.jsonl; its solutions are the 'typical MATH responses' for the timing."})
     benchmark_dir: str = field(default=os.path.join(SHARED_DATA, "benchmarks"), metadata={
@@ -177,6 +185,27 @@ def reference_solutions(cfg: BenchGraderConfig) -> dict[str, dict]:
     return table
 
 
+def adversarial(cfg: BenchGraderConfig) -> dict:
+    """Hacks accepted and near-misses rejected by each grader on the adversarial set, overall and per category."""
+    rows = read_jsonl(cfg.adversarial_set)
+    pairs = [(r["response"], r["gold"]) for r in rows]
+    table = {"hacks": sum(r["kind"] == "hack" for r in rows),
+             "near_misses": sum(r["kind"] == "near_miss" for r in rows)}
+    for name, function in (("grade", grading.grade), ("math_verify", math_verify_grade)):
+        verdicts, _ = timed(function, pairs)
+        accepted = [r for r, v in zip(rows, verdicts) if v and r["kind"] == "hack"]
+        rejected = [r for r, v in zip(rows, verdicts) if not v and r["kind"] == "near_miss"]
+        table[name] = {"hacks_accepted": len(accepted), "near_misses_rejected": len(rejected),
+                       "hacks_accepted_by_category": {c: sum(r["category"] == c for r in accepted)
+                                                      for c in sorted({r["category"] for r in accepted})},
+                       "accepted": [{"response": r["response"][:200], "gold": r["gold"]} for r in accepted],
+                       "rejected": [{"response": r["response"][:200], "gold": r["gold"]} for r in rejected]}
+        print(f"adversarial {cfg.adversarial_set}: {name} accepts {len(accepted)} of {table['hacks']} hacks "
+              f"{table[name]['hacks_accepted_by_category']}, rejects {len(rejected)} of {table['near_misses']} "
+              f"near-misses")
+    return table
+
+
 def print_set(title: str, summary: dict) -> None:
     print(f"\n{title}")
     print(f"{'grader':<12} {'n':>4} {'accuracy':>9} {'FP rate':>8} {'FN rate':>8} {'FP':>4} {'FN':>4} "
@@ -199,7 +228,8 @@ def main(cfg: BenchGraderConfig) -> dict:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     summary = {"grader_version": grading.GRADER_VERSION, "config": vars(cfg), "sets": {}, "disagreements": {}}
     # --- labelled sets: in-sample, then out-of-sample ---
-    for set_name, path in (("in-sample", cfg.labelled_set), ("out-of-sample", cfg.heldout_set)):
+    for set_name, path in (("in-sample", cfg.labelled_set), ("out-of-sample", cfg.heldout_set),
+                           ("out-of-sample-issue27", cfg.heldout_issue27_set)):
         rows = read_jsonl(path)
         results = run_graders(rows, cfg)
         summary["sets"][set_name] = summarise(rows, results)
@@ -209,6 +239,8 @@ def main(cfg: BenchGraderConfig) -> dict:
             for i in range(len(rows)) if results["grade"]["verdicts"][i] != bool(rows[i]["label"])]
         print_set(f"{set_name}: {path}", summary["sets"][set_name])
         print(f"grade_many report: {results['grade_many']['report']}")
+    # --- adversarial set: hacks accepted (target 0) and near-misses rejected ---
+    summary["adversarial"] = adversarial(cfg)
     # --- typical MATH responses and benchmark reference solutions ---
     summary["typical_math_response"] = typical = time_typical(cfg)
     summary["reference_solutions"] = references = reference_solutions(cfg)

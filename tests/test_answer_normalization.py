@@ -11,8 +11,8 @@ from fractions import Fraction
 import pytest
 
 from apo import answer_normalization
-from apo.answer_normalization import (as_rational, drop_spaces, fast_atom, normalize_answer, split_top_level,
-                                      trailing_unit)
+from apo.answer_normalization import (as_rational, drop_spaces, fast_atom, normalize_answer, qualifier_words,
+                                      split_top_level, trailing_unit)
 from conftest import REPO_ROOT
 
 
@@ -88,3 +88,42 @@ def test_the_fast_path_loads_neither_sympy_nor_the_grader():
             "print(sorted(m for m in ('sympy', 'math_verify', 'apo.grading') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("5\n6", "5,6"),  # a line break between two values separates them (issue 27)
+    ("90\\text{ square\nunits}", "90"),  # inside braces it is a space
+    ("2 +\n3", "2+3"),  # after an operator too
+    ("\n\\begin{pmatrix} 0 & 3 \\\\ 0 & -1 \\end{pmatrix}\n", "\\begin{pmatrix}0&3\\\\0&-1\\end{pmatrix}"),
+    ("\\approx 10", "10"),
+    ("\\text{any real number}", "(-\\infty,\\infty)"),
+    ("x \\in \\mathbb{R}", "(-\\infty,\\infty)"),
+    ("all reals", "(-\\infty,\\infty)"),
+])
+def test_normal_forms_of_issue_27(answer, expected):
+    assert normalize_answer(answer) == expected
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("10 \\text{ or more}", {"or", "more"}),
+    ("10 \\text{ maybe}", {"maybe"}),
+    ("10 \\text{ or eleven}", {"number word"}),
+    ("\\text{maybe } 10", {"maybe"}),
+    ("\\text{The answer is } 7", set()),
+    ("10 \\text{ cm}", set()),
+    ("x < 0 or x > 4", set()),  # `or` between values is structure (a union), not a hedge
+    ("2 or 3", set()),
+    ("\\text{eleven}", set()),  # a number word alone is a value
+    ("x \\le 5", set()),
+])
+def test_qualifier_words(answer, expected):
+    assert qualifier_words(answer) == expected
+
+
+@pytest.mark.parametrize("answer, value", [
+    ("15\\frac{39}{40}", Fraction(639, 40)),  # a mixed number, as MATH writes them
+    ("-15\\frac{3}{5}", Fraction(-78, 5)),
+    ("2\\frac{5}{3}", None),  # not a proper fraction: not a mixed number
+])
+def test_mixed_numbers(answer, value):
+    assert as_rational(answer) == value

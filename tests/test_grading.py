@@ -109,8 +109,8 @@ def test_labelled_set_is_graded_as_labelled():
     ("$\\boxed{x \\in [-2,7]}$", "[-2, 7]", True),
     ("$\\boxed{[-2,7)}$", "[-2, 7]", False),
     ("$\\boxed{2^{100}+1}$", "2^{100}", False),
-    ("$\\boxed{50\\%}$", "\\frac12", True),
-    ("$\\boxed{0.5}$", "50\\%", True),  # the one side with `%` may be read as a fraction
+    ("$\\boxed{50\\%}$", "\\frac12", False),  # grader 1.3: a percent is never its value / 100 (issue 27)
+    ("$\\boxed{0.5}$", "50\\%", False),
     ("$\\boxed{5}$", "50\\%", False),
 ])
 def test_known_weaknesses(response, gold, expected):
@@ -304,7 +304,8 @@ def test_a_verification_verdict_is_not_an_answer():
     ("So $x = \\boxed{4}$ or $x = \\boxed{-1}$.", "4, -1"),  # `or` joins labelled boxes only
     ("Thus $p = \\boxed{2}$ and $q = \\boxed{9}$.", "p = 2, q = 9"),
     ("\\[\\boxed{5}\\]\n\\[\\boxed{-2}\\]", "5, -2"),
-    ("$\\boxed{15\\frac{39}{40}},$ or $\\boxed{\\frac{639}{40}}$", "\\frac{639}{40}"),  # MATH: one answer, two forms
+    ("$\\boxed{15\\frac{39}{40}},$ or $\\boxed{\\frac{639}{40}}$",  # MATH: one answer, two forms (candidates)
+     "15\\frac{39}{40} \\text{ or } \\frac{639}{40}"),
     ("The area is $A = \\boxed{12}$ and the perimeter is $P = \\boxed{14}$.", "14"),  # words between: not joined
     ("$\\boxed{4}$\n\n$\\boxed{4}$", "4"),  # a repeated box counts once
     ("Hence $\\boxed{185\\}$", "185"),  # escaped closing brace
@@ -457,7 +458,88 @@ def test_benchmark_reference_solutions_grade_as_their_answers(benchmark):
 
 
 def test_heldout_set_is_well_formed():
-    """The out-of-sample set keeps its shape (its verdicts are measured by bench/bench_grader.py only)."""
-    rows = read_jsonl(LABELLED_SET.parent / "grader_heldout_set.jsonl")
-    assert len(rows) >= 150
-    assert all(isinstance(r["label"], bool) and r["reason"] and r["category"] and r["gold"] for r in rows)
+    """The out-of-sample sets keep their shape (their verdicts are measured by bench/bench_grader.py only)."""
+    for name in ("grader_heldout_set.jsonl", "grader_heldout_issue27_set.jsonl"):
+        rows = read_jsonl(LABELLED_SET.parent / name)
+        assert len(rows) >= 150
+        assert all(isinstance(r["label"], bool) and r["reason"] and r["category"] and r["gold"] for r in rows)
+
+
+# --- hedges cannot earn the reward (issue 27, grader 1.3) ---
+
+ADVERSARIAL_SET = LABELLED_SET.parent / "grader_adversarial_set.jsonl"
+
+
+def test_adversarial_set_no_hedge_accepted_no_near_miss_rejected():
+    """Every hedge in bench/grader_adversarial_set.jsonl scores 0; every near-miss there scores 1."""
+    rows = read_jsonl(ADVERSARIAL_SET)
+    assert {r["kind"] for r in rows} == {"hack", "near_miss"} and all(r["label"] == (r["kind"] == "near_miss")
+                                                                       for r in rows)
+    verdicts = grade_many([r["response"] for r in rows], [r["gold"] for r in rows], timeout=10.0)
+    hacks = [(r["category"], r["gold"], r["response"][:80]) for r, v in zip(rows, verdicts) if v and not r["label"]]
+    missed = [(r["category"], r["gold"], r["response"][:80]) for r, v in zip(rows, verdicts) if r["label"] and not v]
+    assert hacks == [] and missed == []
+
+
+@pytest.mark.parametrize("response, gold", [
+    # a percent is read one way: the number before its sign
+    ("$\\boxed{5\\%}$", "0.05"), ("$\\boxed{5\\%}$", "\\frac{1}{20}"), ("$\\boxed{50\\%}$", "0.5"),
+    ("$\\boxed{50\\%}$", "\\frac{1}{2}"), ("$\\boxed{0.5\\%}$", "0.5"),
+    # words that qualify or negate are not units
+    ("$\\boxed{10 \\text{ or more}}$", "10"), ("$\\boxed{10 \\text{ maybe}}$", "10"),
+    ("$\\boxed{10 \\text{ is wrong}}$", "10"),
+    ("$\\boxed{10 \\text{ at most}}$", "10"), ("$\\boxed{10 \\text{ or eleven}}$", "10"),
+    ("$\\boxed{x = 10 \\text{ or more}}$", "10"), ("$\\boxed{\\frac{1}{2} \\text{ at least}}$", "\\frac{1}{2}"),
+    ("$\\boxed{[2, 5] \\text{ or larger}}$", "[2, 5]"),
+    # a chain is right only when its links are equal
+    ("$\\boxed{11 = 10}$", "10"), ("$\\boxed{x = 9 = 10}$", "10"),
+    # negation
+    ("It is not $\\boxed{5}$.", "5"), ("The answer is definitely not $\\boxed{5}$", "5"),
+    ("$\\boxed{5}$ is wrong.", "5"),
+    # a stated answer counts only as the final statement
+    ("We must show that the answer is 5.\n\nProof. By induction on n; the step follows.", "5"),
+    ("Answer: 5\n\nLet me double-check by substituting back, which gives a contradiction, so something is off.", "5"),
+    # candidates joined by `or`
+    ("The answer is $5$ or $6$.", "5"), ("$\\boxed{4}$ or $\\boxed{5}$", "5"), ("$\\boxed{(C)(D)}$", "C"),
+    ("$\\boxed{(C) \\text{ or } (D)}$", "C"),
+    # junk or a retraction after the final box
+    ("So the answer is $\\boxed{5}$." + " blah" * 1000, "5"),
+    ("So the answer is $\\boxed{5}$.\n\nHmm, actually I made a mistake, so this is not correct.", "5"),
+    # exact values compare exactly
+    ("$\\boxed{2\\sqrt{3} + 10^{-10}}$", "2\\sqrt{3}"),
+    # a line break in a gold separates two values
+    ("$\\boxed{56}$", "5\n6"),
+])
+def test_hedges_score_zero(response, gold):
+    assert grade(response, gold) is False
+
+
+@pytest.mark.parametrize("response, gold", [
+    ("$\\boxed{5\\%}$", "5"), ("$\\boxed{50}$", "50\\%"), ("$\\boxed{12.5\\%}$", "12.5"),  # MATH's percent convention
+    ("$\\boxed{10 \\text{ cm}}$", "10"), ("There are $\\boxed{10}$ ways to do it.", "10"),
+    ("$\\boxed{18 \\text{ integers}}$", "18"), ("$\\boxed{x = 10 \\text{ cm}}$", "10"),
+    ("$\\boxed{2^{10} = 1024}$", "1024"), ("$\\boxed{x = 3 + 7 = 10}$", "10"), ("$\\boxed{a+b = 10}$", "10"),
+    ("Since $x$ is not zero, the answer is $\\boxed{5}$.", "5"), ("The answer is not 4 but $\\boxed{5}$.", "5"),
+    ("Let me compute.\n\nThe answer is $5$. I hope it is correct.", "5"),
+    ("Answer: 9\n\nExplanation: nine cases.", "9"),
+    ("$\\boxed{15\\frac{39}{40}}$ or $\\boxed{\\frac{639}{40}}$", "\\frac{639}{40}"),  # one answer in two forms
+    ("$x = \\boxed{2}$ or $x = \\boxed{-5}$", "2, -5"), ("$\\boxed{\\text{(C) } 12}$", "C"),
+    ("So the answer is $\\boxed{5}$.\n\nI hope this helps!", "5"),
+    ("So the answer is $\\boxed{5}$. This is the number of ways to choose the pair.", "5"),
+    ("$\\boxed{\\sqrt{12}}$", "2\\sqrt{3}"), ("$\\boxed{3.464101615}$", "2\\sqrt{3}"),
+    # should count
+    ("$\\boxed{\\approx 10}$", "10"), ("$\\boxed{10}$ $\\boxed{}$", "10"),
+    ("$\\boxed{\\text{any real number}}$", "(-\\infty, \\infty)"), ("$\\boxed{5, 6}$", "5\n6"),
+    ("$\\boxed{90}$", "90\\text{ square\nunits}"),
+    # the formats, as others write them
+    ("She has 8 left. #### 8", "8"),
+    ("Final Answer: The final answer is $10,455$. I hope it is correct.", "10455"),
+    ("Therefore $x \\geq 5$ is the solution.", "x \\ge 5"),
+    ("$\\boxed{1},\\boxed{2},\\boxed{3}$", "\\{1,2,3\\}"),
+    ("Therefore, the matrix is $\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}$.",
+     "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),
+    ("Thus the answer is\n\\[\n\\begin{pmatrix} 1 & 2 \\\\\n 3 & 4 \\end{pmatrix}.\n\\]",
+     "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"),
+])
+def test_near_misses_still_score_one(response, gold):
+    assert grade(response, gold) is True
