@@ -372,7 +372,8 @@ def configure_deepspeed(accelerator: Accelerator, cfg: TrainConfig, apo: A_PO_Co
     if apo.train_correction or cfg.micro_batch_size < per_step:
         raise InputError(f"under DeepSpeed each optimizer step must be one micro-batch: set micro_batch_size >= "
                          f"{per_step} (prompts_per_step / (num_processes x optimizer_steps_per_iteration)) and "
-                         "train_correction false, or use the DDP/FSDP configs, whose accumulation is the trainer's")
+                         "train_correction false, or use the DDP config (FSDP too without train_correction), whose "
+                         "accumulation is the trainer's")
     ds_config = accelerator.state.deepspeed_plugin.deepspeed_config
     ds_config["train_micro_batch_size_per_gpu"] = per_step
     ds_config["gradient_accumulation_steps"] = 1
