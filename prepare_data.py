@@ -2,8 +2,8 @@
 
     python prepare_data.py                                        # hub: MATH train (7,500) + MATH-500
     python prepare_data.py --training_set math_12k                # MATH train + test minus MATH-500 (12,000)
-    python prepare_data.py --source local --train_path ../shared/data/math/train.jsonl \\
-        --math500_path ../shared/data/math/test500.jsonl --tokenizer embedded
+    python prepare_data.py --source local --train_path MATH/train.jsonl \\
+        --math500_path benchmark_data/math500.jsonl --tokenizer embedded
     python prepare_data.py --source local --train_path MATH/ --splits train,test --math500_path test500.jsonl
     python prepare_data.py --source synthetic --synthetic_levels 1,2 --output_dir data/synthetic --tokenizer embedded
     python prepare_data.py --source synthetic --synthetic_levels 1 --synthetic_types arithmetic \\
@@ -143,10 +143,11 @@ class DataConfig:
         "Comma-separated benchmarks whose problems are removed from the training files by normalised text, as "
         f"MATH-500 is (any of {', '.join(BENCHMARKS)}); 'none' removes none. Not applied to --source synthetic."))
     benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata=_help(
-        "Folder of <benchmark>.jsonl files; default: ../shared/data/benchmarks beside the checkout when present."))
+        "Folder of <benchmark>.jsonl files; default: the repository's benchmark_data (shipped with it)."))
     benchmark_source: Literal["auto", "local", "hub"] = field(default="auto", metadata=_help(
-        "Where --exclude_benchmarks are read: 'local' = --benchmark_dir, 'hub' = the hub ids in apo/benchmarks.py, "
-        "'auto' = local when --benchmark_dir is set or --source is local, else hub."))
+        "Where --exclude_benchmarks are read: 'local' = --benchmark_dir, 'hub' = the hub ids in apo/benchmarks.py "
+        "(differences from the shipped copy are logged), 'auto' = local when --benchmark_dir is set (it is by "
+        "default) or --source is local, else hub."))
 
     def __post_init__(self) -> None:
         if self.source == "local" and not self.train_path:

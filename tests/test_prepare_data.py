@@ -21,7 +21,7 @@ from prepare_data import DataConfig, main, stratified_subset
 from apo.errors import InputError
 from apo.records import parse_level, read_problem_rows
 from apo.synthetic import ARITHMETIC_WORDINGS
-from conftest import EMPTY_BOX_IDS, ROW_SCHEMA, VALID_RECORD, write_lines
+from conftest import BENCHMARK_DATA, EMPTY_BOX_IDS, ROW_SCHEMA, VALID_RECORD, write_lines
 from conftest import read_jsonl as read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +96,7 @@ def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math5
 
 
 def test_benchmark_problems_are_removed_from_training_and_counted(tmp_path, math_dir, math_train_rows, capsys):
-    benchmark_dir = math_dir.parent / "benchmarks"
-    if not (benchmark_dir / "gsm8k.jsonl").is_file():
-        pytest.skip(f"shared benchmark files not found at {benchmark_dir}")
+    benchmark_dir = BENCHMARK_DATA
     gsm8k = read_rows(benchmark_dir / "gsm8k.jsonl")[5]
     amc23 = read_rows(benchmark_dir / "amc23.jsonl")[3]
     planted = [{"problem": "  " + row["problem"].replace(" ", "   ") + "\n", "solution": f"\\boxed{{{row['answer']}}}",
