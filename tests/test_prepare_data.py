@@ -208,6 +208,21 @@ def test_synthetic_source_is_labelled_and_keeps_eval_apart(tmp_path):
     assert reread == train_rows and again.num_eval == 18
 
 
+def test_synthetic_sizes_that_do_not_fit_end_in_one_line_naming_those_that_do(tmp_path):
+    """Issue 25: the README's `--synthetic_levels 1,2` at the default sizes ended in a ValueError traceback."""
+    result = subprocess.run([sys.executable, str(Path(prepare_data.__file__)), "--source", "synthetic",
+                             "--synthetic_levels", "1,2", "--tokenizer", "none", "--output_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.splitlines()[0] == (
+        "error: --synthetic_train_size 2000 + --synthetic_eval_size 500 = 2500 problems do not fit --synthetic_levels "
+        "1,2 --synthetic_types all (seed 42): type 'percentages' level 1 ran out of distinct problems after 107, so "
+        "at most 1934 fit (e.g. --synthetic_train_size 1434 --synthetic_eval_size 500); or add levels or types")
+    summary = main(DataConfig(source="synthetic", output_dir=str(tmp_path), tokenizer="none", synthetic_levels="1,2",
+                              synthetic_train_size=1434, synthetic_eval_size=500, inspect_only=True))
+    assert (summary.num_train, summary.num_eval) == (1434, 500)
+
+
 HELDOUT = ("value_of_symbols", "sum_difference_product", "story_two_people")
 
 
