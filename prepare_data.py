@@ -9,7 +9,7 @@
         --synthetic_eval_size 500 --output_dir data/synthetic --tokenizer embedded
     python prepare_data.py --source synthetic --synthetic_levels 1 --synthetic_types arithmetic \\
         --synthetic_wordings all --synthetic_heldout_wordings value_of_symbols,story_two_people \\
-        --output_dir data/wordings --tokenizer none
+        --synthetic_train_size 160 --synthetic_eval_size 40 --output_dir data/wordings --tokenizer none
     python prepare_data.py --inspect_only                         # print the inspection, write nothing
 
 Writes into --output_dir (default: the current folder, so `python train_math_apo.py --data_file
