@@ -21,6 +21,7 @@ else needs to change. Runs that load a model are marked `slow`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -54,6 +55,8 @@ STANDINS = {
     "MATH/train.jsonl (the user's copy of MATH)": "40 synthetic problems in MATH's schema written there",
     "D (an output folder placeholder)": "outputs/D",
     "a --compare file no earlier command wrote": "a copy of the newest metrics.json / summary.json written so far",
+    "a train/evaluate --output_dir an earlier command already filled (the documents list alternatives, and a "
+    "used folder is refused by design)": "the earlier run moved aside to <folder>.before-line<N> first",
 }
 HUB_SOURCE_STANDIN = ["--source", "synthetic", "--synthetic_train_size", "40", "--synthetic_eval_size", "8"]
 PLACEHOLDER_DIRS = {"D": "outputs/D"}
@@ -67,7 +70,7 @@ TOY_SIZES = {
                           "--eval_size", "2", "--value_epochs", "1", "--grading_workers", "1"],
     "evaluate_apo.py": ["--limit", "1", "--eval_max_new_tokens", "4", "--bootstrap_resamples", "100",
                         "--grading_workers", "1"],
-    "demo_apo_pipeline.py": ["--quick"],
+    "demo_apo_pipeline.py": ["--quick", "--max_new_tokens", "4"],
     "prepare_data.py": [],  # sizes are the command's own (the synthetic generator's limits are part of the test)
 }
 RUN_SCRIPTS = set(TOY_SIZES)
@@ -302,10 +305,9 @@ def scratch_checkout(document: str, tmp_path_factory, standin_model: Path) -> Pa
         for relative in MATH_STANDIN_FILES:
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             rows = generate_problems(40, seed=7, levels=(1, 2))
-            (folder / relative).write_text("".join(f"{__import__('json').dumps(r)}\n" for r in rows))
+            (folder / relative).write_text("".join(json.dumps(row) + "\n" for row in rows))
         SCRATCH[document] = folder
-    folder = SCRATCH[document]
-    return folder
+    return SCRATCH[document]
 
 
 RUNS = [c for c in COMMANDS if parse_only_reason(c) is None]
@@ -318,10 +320,24 @@ def run_params():
         yield pytest.param(command, marks=marks, id=command_id(command))
 
 
+def move_earlier_run_aside(command: Command, args: list[str], scratch: Path, monkeypatch) -> None:
+    """STANDINS' last row: a train/evaluate output folder an earlier command filled is renamed first."""
+    if command.script not in ("train_math_apo.py", "evaluate_apo.py") or "--compare" in args:
+        return
+    with monkeypatch.context() as patch:
+        patch.chdir(scratch)  # --config paths are relative to the checkout
+        configs = script_parser(command.script)(args)
+    output_dir = next(c.output_dir for c in configs[1:] if hasattr(c, "output_dir"))
+    folder = scratch / output_dir
+    if folder.exists():
+        folder.rename(folder.with_name(f"{folder.name}.before-line{command.line}"))
+
+
 @pytest.mark.parametrize("command", run_params())
-def test_every_runnable_command_runs(command, tmp_path_factory, standin_model):
+def test_every_runnable_command_runs(command, tmp_path_factory, standin_model, monkeypatch):
     scratch = scratch_checkout(command.document, tmp_path_factory, standin_model)
     args = map_to_standins(command, scratch)
+    move_earlier_run_aside(command, args, scratch, monkeypatch)
     for name in {a for a in args if a.startswith("standin_models/")}:
         if not (scratch / name).exists():
             (scratch / name).symlink_to(standin_model, target_is_directory=True)
@@ -339,3 +355,20 @@ def test_parse_only_commands_say_why():
     skipped = {command_id(c): parse_only_reason(c) for c in COMMANDS if parse_only_reason(c)}
     assert skipped and all(skipped.values())
     assert all(not reason.endswith("is not a stage script") for reason in skipped.values()), skipped
+
+
+def test_the_standins_replace_only_what_needs_the_hub(tmp_path):
+    def mapped(text: str) -> list[str]:
+        return map_to_standins(Command("T.md", 1, text, tuple(shlex.split(text))), tmp_path)
+
+    (tmp_path / "outputs" / "apo" / "final").mkdir(parents=True)  # written by an earlier command: used as it is
+    args = mapped("python evaluate_apo.py --model Qwen/Qwen2.5-1.5B --models outputs/apo/final M --output_dir D")
+    assert args[:7] == ["--model", "standin_models/Qwen__Qwen2.5-1.5B", "--models", "outputs/apo/final",
+                        "standin_models/M", "--output_dir", "outputs/D"]
+    assert args[7:] == TOY_SIZES["evaluate_apo.py"]
+    assert mapped("python prepare_data.py --tokenizer Qwen/Qwen2.5-1.5B")[:2] == ["--tokenizer", "embedded"]
+    assert mapped("python prepare_data.py") == ["--tokenizer", "embedded", *HUB_SOURCE_STANDIN]
+    synthetic = "python prepare_data.py --source synthetic --synthetic_levels 1,2 --tokenizer none"
+    assert mapped(synthetic) == shlex.split(synthetic)[2:]  # its own sizes: the generator's limits are tested
+    assert mapped("python train_math_apo.py --config c.yaml")[:4] == ["--config", "c.yaml", "--model",
+                                                                       "standin_models/default"]
