@@ -3,8 +3,8 @@
     python demo_apo_pipeline.py                     # embedded SmolLM2-135M, synthetic problems (see docs/demo_transcript.md)
     python demo_apo_pipeline.py --quick             # the same six steps at toy sizes, under 2 minutes
     python demo_apo_pipeline.py --policy_loss awr --stage2_steps 30 --output_dir demo_awr
-    python demo_apo_pipeline.py --source local --train_path ../shared/data/math/train.jsonl \\
-        --math500_path ../shared/data/math/test500.jsonl --max_new_tokens 512     # real MATH (slow on a CPU)
+    python demo_apo_pipeline.py --source local --train_path MATH/train.jsonl \\
+        --math500_path benchmark_data/math500.jsonl --max_new_tokens 512        # real MATH (slow on a CPU)
     make demo ARGS="--quick"
 
 Six steps, each calling the same `main` as the stage script a user runs on a GPU; this file
@@ -175,7 +175,7 @@ class DemoConfig:
                              "(each iteration is split into 2 optimizer steps).")
         if self.source == "local" and not (self.train_path and self.math500_path):
             raise InputError("DemoConfig.source='local' needs --train_path and --math500_path "
-                             "(e.g. ../shared/data/math/train.jsonl and ../shared/data/math/test500.jsonl).")
+                             "(e.g. MATH/train.jsonl and benchmark_data/math500.jsonl).")
         data_config(self, self.output_dir)  # prepare_data's checks (wording names, ...) before anything runs
 
 

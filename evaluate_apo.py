@@ -134,12 +134,13 @@ class EvalConfig:
         "Decoding per benchmark: 'apo' = the A*-PO paper's (greedy, AMC23 Avg@32), 'pag' = PAG's (Avg@32 at 0.6/0.95, "
         "self-verify), 'custom' = the decoding flags for every benchmark. Written into summary.json.")})
     benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata={"help": (
-        "Folder of <benchmark>.jsonl files (../shared/data/benchmarks schema); default: the shared folder "
-        "beside the checkout when present.")})
+        "Folder of <benchmark>.jsonl files (benchmark_data/README.md's schema); default: the repository's "
+        "benchmark_data (shipped with it).")})
     math500_file: str = field(default_factory=default_math500_file, metadata={"help": (
-        "MATH-500 for the suite (PRM800K schema); default: ../shared/data/math/test500.jsonl when present.")})
+        "MATH-500 for the suite (MATH's schema); default: the repository's benchmark_data/math500.jsonl.")})
     benchmark_source: Literal["local", "hub"] = field(default="local", metadata={"help": (
-        "'local' = the files above; 'hub' = datasets.load_dataset with the ids in apo/benchmarks.py.")})
+        "'local' = the files above; 'hub' = datasets.load_dataset with the ids in apo/benchmarks.py (where its "
+        "rows differ from the shipped copy is logged).")})
 
     def __post_init__(self) -> None:
         checks = [

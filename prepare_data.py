@@ -2,13 +2,14 @@
 
     python prepare_data.py                                        # hub: MATH train (7,500) + MATH-500
     python prepare_data.py --training_set math_12k                # MATH train + test minus MATH-500 (12,000)
-    python prepare_data.py --source local --train_path ../shared/data/math/train.jsonl \\
-        --math500_path ../shared/data/math/test500.jsonl --tokenizer embedded
+    python prepare_data.py --source local --train_path MATH/train.jsonl \\
+        --math500_path benchmark_data/math500.jsonl --tokenizer embedded
     python prepare_data.py --source local --train_path MATH/ --splits train,test --math500_path test500.jsonl
-    python prepare_data.py --source synthetic --synthetic_levels 1,2 --output_dir data/synthetic --tokenizer embedded
+    python prepare_data.py --source synthetic --synthetic_levels 1,2 --synthetic_train_size 1400 \\
+        --synthetic_eval_size 500 --output_dir data/synthetic --tokenizer embedded
     python prepare_data.py --source synthetic --synthetic_levels 1 --synthetic_types arithmetic \\
         --synthetic_wordings all --synthetic_heldout_wordings value_of_symbols,story_two_people \\
-        --output_dir data/wordings --tokenizer none
+        --synthetic_train_size 160 --synthetic_eval_size 40 --output_dir data/wordings --tokenizer none
     python prepare_data.py --inspect_only                         # print the inspection, write nothing
 
 Writes into --output_dir (default: the current folder, so `python train_math_apo.py --data_file
@@ -58,7 +59,8 @@ from apo.problem_files import LOCAL_FORMATS, RawRow, read_hub, read_local
 from apo.problem_rows import CleaningReport, clean_rows, exclude_benchmark_problems, exclude_eval_problems
 from apo.prompts import PromptFormat, encode_problem
 from apo.records import ensure_output_folder, write_json_atomic, write_jsonl_atomic
-from apo.synthetic import ARITHMETIC_WORDINGS, ORIGINAL_WORDING, SYNTHETIC_TYPES, generate_train_eval
+from apo.synthetic import (ARITHMETIC_WORDINGS, ORIGINAL_WORDING, SYNTHETIC_TYPES, SyntheticCapacityError,
+                           generate_train_eval)
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
@@ -143,10 +145,11 @@ class DataConfig:
         "Comma-separated benchmarks whose problems are removed from the training files by normalised text, as "
         f"MATH-500 is (any of {', '.join(BENCHMARKS)}); 'none' removes none. Not applied to --source synthetic."))
     benchmark_dir: str = field(default_factory=default_benchmark_dir, metadata=_help(
-        "Folder of <benchmark>.jsonl files; default: ../shared/data/benchmarks beside the checkout when present."))
+        "Folder of <benchmark>.jsonl files; default: the repository's benchmark_data (shipped with it)."))
     benchmark_source: Literal["auto", "local", "hub"] = field(default="auto", metadata=_help(
-        "Where --exclude_benchmarks are read: 'local' = --benchmark_dir, 'hub' = the hub ids in apo/benchmarks.py, "
-        "'auto' = local when --benchmark_dir is set or --source is local, else hub."))
+        "Where --exclude_benchmarks are read: 'local' = --benchmark_dir, 'hub' = the hub ids in apo/benchmarks.py "
+        "(differences from the shipped copy are logged), 'auto' = local when --benchmark_dir is set (it is by "
+        "default) or --source is local, else hub."))
 
     def __post_init__(self) -> None:
         if self.source == "local" and not self.train_path:
@@ -379,8 +382,19 @@ def synthetic_sets(cfg: DataConfig) -> tuple[list[dict[str, Any]], list[dict[str
     levels = tuple(int(level) for level in cfg.synthetic_levels.split(","))
     types = (SYNTHETIC_TYPES if cfg.synthetic_types == "all"
              else tuple(t.strip() for t in cfg.synthetic_types.split(",")))
-    return generate_train_eval(cfg.synthetic_train_size, cfg.synthetic_eval_size, cfg.seed, levels=levels, types=types,
-                               wordings=cfg.training_wording_names, heldout_wordings=cfg.heldout_wording_names)
+    try:
+        return generate_train_eval(cfg.synthetic_train_size, cfg.synthetic_eval_size, cfg.seed, levels=levels,
+                                   types=types, wordings=cfg.training_wording_names,
+                                   heldout_wordings=cfg.heldout_wording_names)
+    except SyntheticCapacityError as err:
+        fits, wanted = err.fits, cfg.synthetic_train_size + cfg.synthetic_eval_size
+        eval_size = cfg.synthetic_eval_size if cfg.synthetic_eval_size < fits else fits // 5
+        raise InputError(
+            f"--synthetic_train_size {cfg.synthetic_train_size} + --synthetic_eval_size {cfg.synthetic_eval_size} = "
+            f"{wanted} problems do not fit --synthetic_levels {cfg.synthetic_levels} --synthetic_types "
+            f"{cfg.synthetic_types} (seed {cfg.seed}): type {err.problem_type!r} level {err.level} ran out of "
+            f"distinct problems after {err.per_cell}, so at most {fits} fit (e.g. --synthetic_train_size "
+            f"{fits - eval_size} --synthetic_eval_size {eval_size}); or add levels or types") from None
 
 
 def wording_counts(rows: list[dict[str, Any]]) -> str:

@@ -2,9 +2,9 @@
 evaluate_apo's benchmark suite and by prepare_data's decontamination.
 
 Benchmarks: math500, minerva_math, olympiadbench, amc23, aime24, gsm8k. Each loads from a local
-JSONL file (`<benchmark_dir>/<name>.jsonl` in the shared schema of
-../shared/data/benchmarks/README.md; MATH-500 from its own file in PRM800K's schema) or from the
-hub (`datasets.load_dataset` with the ids in BENCHMARKS), into evaluate_apo's eval rows:
+JSONL file (`<benchmark_dir>/<name>.jsonl` in the schema of benchmark_data/README.md; MATH-500 from
+its own file in MATH's schema) or from the hub (`datasets.load_dataset` with the ids in BENCHMARKS),
+into evaluate_apo's eval rows:
 
     {"id", "problem", "answer", "type", "level", "source"} + "unit", "answer_type",
     "is_multiple_answer" where the benchmark has them
@@ -31,8 +31,9 @@ from apo.records import read_json_lines
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_BENCHMARK_DIR = REPO_ROOT.parent / "shared" / "data" / "benchmarks"
-SHARED_MATH500_FILE = REPO_ROOT.parent / "shared" / "data" / "math" / "test500.jsonl"
+# The six files of the suite ship with the repository (benchmark_data/README.md: sources, revisions, licenses).
+SHIPPED_BENCHMARK_DIR = REPO_ROOT / "benchmark_data"
+SHIPPED_MATH500_FILE = SHIPPED_BENCHMARK_DIR / "math500.jsonl"
 EXTRA_FIELDS = ("unit", "answer_type", "is_multiple_answer")
 
 
@@ -49,7 +50,7 @@ def _aime24_hub_row(record: dict, index: int) -> dict:
 
 
 def _amc23_hub_row(record: dict, index: int) -> dict:
-    # the hub stores answers as floats (27.0); the shared file writes integers without ".0"
+    # the hub stores answers as floats (27.0); the shipped file writes integers without ".0"
     answer = record["answer"]
     if isinstance(answer, float) and answer.is_integer():
         answer = int(answer)
@@ -61,7 +62,7 @@ def _minerva_hub_row(record: dict, index: int) -> dict:
 
 
 def _olympiadbench_hub_row(record: dict, index: int) -> dict:
-    # same rule as the shared file: final_answer items joined by ", ", $ removed
+    # same rule as the shipped file: final_answer items joined by ", ", $ removed
     answers = record["final_answer"] if isinstance(record["final_answer"], list) else [record["final_answer"]]
     return {"id": f"olympiadbench/{record['id']}", "problem": record["question"],
             "answer": ", ".join(str(a).replace("$", "").strip() for a in answers),
@@ -70,7 +71,7 @@ def _olympiadbench_hub_row(record: dict, index: int) -> dict:
 
 
 def _gsm8k_hub_row(record: dict, index: int) -> dict:
-    # same rule as the shared file: the text after "####", commas removed
+    # same rule as the shipped file: the text after "####", commas removed
     answer = record["answer"].split("####")[-1].strip().replace(",", "")
     return {"id": f"gsm8k/{index}", "problem": record["question"], "answer": answer, "solution": record["answer"]}
 
@@ -89,7 +90,7 @@ class Benchmark:
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
-    Benchmark("math500", "MATH-500", "test500.jsonl", "HuggingFaceH4/MATH-500", None, "test", _math500_hub_row),
+    Benchmark("math500", "MATH-500", "math500.jsonl", "HuggingFaceH4/MATH-500", None, "test", _math500_hub_row),
     Benchmark("minerva_math", "Minerva Math", "minerva_math.jsonl", "math-ai/minervamath", None, "test",
               _minerva_hub_row),
     Benchmark("olympiadbench", "OlympiadBench", "olympiadbench.jsonl", "Hothan/OlympiadBench", "OE_TO_maths_en_COMP",
@@ -108,13 +109,13 @@ def check_benchmark_names(names: list[str], flag: str = "--benchmarks") -> None:
 
 
 def default_benchmark_dir() -> str:
-    """The shared benchmark folder beside the checkout when present, else "" (none)."""
-    return str(SHARED_BENCHMARK_DIR) if SHARED_BENCHMARK_DIR.is_dir() else ""
+    """The repository's benchmark_data folder (shipped with it; the default of --benchmark_dir)."""
+    return str(SHIPPED_BENCHMARK_DIR)
 
 
 def default_math500_file() -> str:
-    """The shared MATH-500 file beside the checkout when present, else "" (none)."""
-    return str(SHARED_MATH500_FILE) if SHARED_MATH500_FILE.is_file() else ""
+    """The repository's benchmark_data/math500.jsonl (shipped with it; the default of --math500_file)."""
+    return str(SHIPPED_MATH500_FILE)
 
 
 def benchmark_file(name: str, benchmark_dir: str, math500_file: str) -> str:
@@ -153,6 +154,8 @@ def load_benchmark(name: str, *, source: str = "local", benchmark_dir: str = "",
         origin = path
     elif source == "hub":
         records, origin = _hub_records(BENCHMARKS[name])
+        difference = hub_difference(name, [record for record, _ in records])
+        logger.log(logging.WARNING if difference["differs"] else logging.INFO, "%s", difference["message"])
     else:
         raise InputError(f"benchmark source {source!r} is invalid: use 'local' or 'hub'")
     rows, seen = [], set()
@@ -167,6 +170,30 @@ def load_benchmark(name: str, *, source: str = "local", benchmark_dir: str = "",
     if not rows:
         raise InputError(f"{origin}: no rows (empty benchmark)")
     return rows, origin
+
+
+def shipped_file(name: str) -> Path:
+    """The copy of benchmark `name` shipped in benchmark_data/."""
+    return SHIPPED_MATH500_FILE if name == "math500" else SHIPPED_BENCHMARK_DIR / BENCHMARKS[name].file_name
+
+
+def hub_difference(name: str, hub_records: list[dict]) -> dict:
+    """Where the hub's rows of `name` differ from the shipped copy, matched on decontamination_key of the
+    problem: {"differs", "only_hub", "only_shipped", "answer_differs" (counts), "message" (one line)}."""
+    path = shipped_file(name)
+    hub = {decontamination_key(str(r.get("problem", ""))): str(r.get("answer", "")).strip() for r in hub_records}
+    shipped = {decontamination_key(str(r.get("problem", ""))): str(r.get("answer", "")).strip()
+               for _, r in _read_objects(str(path))}
+    only_hub, only_shipped = len(hub.keys() - shipped.keys()), len(shipped.keys() - hub.keys())
+    answers = [key for key in hub.keys() & shipped.keys() if hub[key] != shipped[key]]
+    differs = bool(only_hub or only_shipped or answers)
+    relative = os.path.relpath(path, REPO_ROOT)
+    message = (f"benchmark {name!r}: the hub's {len(hub)} problems "
+               + (f"differ from the shipped {relative} ({len(shipped)} problems): {only_hub} only on the hub, "
+                  f"{only_shipped} only in the shipped file, {len(answers)} with another answer"
+                  if differs else f"match the shipped {relative}, answers included"))
+    return {"differs": differs, "only_hub": only_hub, "only_shipped": only_shipped, "answer_differs": len(answers),
+            "message": message}
 
 
 def _read_objects(path: str):

@@ -55,6 +55,8 @@ import random
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
+from apo.errors import InputError
+
 from apo.synthetic_generators import (Drawn, draw_areas, draw_arithmetic, draw_counting, draw_fractions, draw_gcd_lcm,
                                       draw_linear_equations, draw_percentages, draw_polynomial_roots, draw_remainders)
 
@@ -284,12 +286,21 @@ def _generate(n: int, seed: int, levels: Sequence[int], types: Sequence[str],
     for index in range(n):
         problem_type, level = cells[index % len(cells)]
         wording = None
-        if wordings_of_row is not None and (problem_type, level) == ("arithmetic", 1):
-            fact = _draw_unseen(_arithmetic_fact, rng, level, seen, problem_type, key=lambda drawn: drawn)
-            wording = wording_rng.choice(wordings_of_row(index))
-            problem, steps, answer = arithmetic_problem(fact, wording, wording_rng)
-        else:
-            problem, steps, answer = _draw_unseen(GENERATORS[problem_type], rng, level, seen, problem_type)
+        try:
+            if wordings_of_row is not None and (problem_type, level) == ("arithmetic", 1):
+                fact = _draw_unseen(_arithmetic_fact, rng, level, seen, problem_type, key=lambda drawn: drawn)
+                wording = wording_rng.choice(wordings_of_row(index))
+                problem, steps, answer = arithmetic_problem(fact, wording, wording_rng)
+            else:
+                problem, steps, answer = _draw_unseen(GENERATORS[problem_type], rng, level, seen, problem_type)
+        except _CellExhausted:
+            # rows are drawn in order, so any n <= index gives these same first rows and fits
+            per_cell = index // len(cells)
+            raise SyntheticCapacityError(
+                f"synthetic type {problem_type!r} level {level} produced no new problem in {MAX_DRAWS_PER_PROBLEM} "
+                f"draws after {per_cell} of its own: {n} problems do not fit levels {list(levels)} x types "
+                f"{list(types)} (seed {seed}); {index} or fewer do, or include more levels/types",
+                fits=index, problem_type=problem_type, level=level, per_cell=per_cell) from None
         row = {
             "id": f"synthetic/{problem_type}/{index}", "problem": problem,
             "solution": f"{steps} The answer is $\\boxed{{{answer}}}$.", "answer": answer,
@@ -301,14 +312,27 @@ def _generate(n: int, seed: int, levels: Sequence[int], types: Sequence[str],
     return rows
 
 
+class SyntheticCapacityError(InputError):
+    """More problems were asked for than the (type, level) cells hold: `fits` rows (the ones drawn before a
+    cell ran out) is how many this seed, these levels and these types give; `problem_type`, `level` and
+    `per_cell` name the cell that ran out and how many distinct problems it gave."""
+
+    def __init__(self, message: str, fits: int, problem_type: str, level: int, per_cell: int):
+        super().__init__(message)
+        self.fits, self.problem_type, self.level, self.per_cell = fits, problem_type, level, per_cell
+
+
+class _CellExhausted(Exception):
+    pass
+
+
 def _draw_unseen(generator: Callable[[random.Random, int], Any], rng: random.Random, level: int,
                  seen: set, problem_type: str, key: Callable[[Any], Hashable] = lambda drawn: drawn[0]) -> Any:
-    """The generator's first draw whose key (by default the problem text) is not in `seen`; adds it."""
+    """The generator's first draw whose key (by default the problem text) is not in `seen`; adds it.
+    Raises _CellExhausted after MAX_DRAWS_PER_PROBLEM draws that were all seen."""
     for _ in range(MAX_DRAWS_PER_PROBLEM):
         drawn = generator(rng, level)
         if key(drawn) not in seen:
             seen.add(key(drawn))
             return drawn
-    raise ValueError(f"synthetic type {problem_type!r} level {level} produced no new problem in "
-                     f"{MAX_DRAWS_PER_PROBLEM} draws after {len(seen)} problems in all; ask for fewer problems "
-                     f"or include more levels/types")
+    raise _CellExhausted()

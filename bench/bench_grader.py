@@ -39,7 +39,7 @@ from apo.records import write_json_atomic  # noqa: E402
 from apo import answer_normalization, grading  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED_DATA = os.path.join(HERE, "..", "..", "shared", "data")
+BENCHMARK_DATA = os.path.join(os.path.dirname(HERE), "benchmark_data")  # shipped with the repository
 GRADERS = ("grade", "grade_many", "math_verify")
 
 
@@ -55,9 +55,9 @@ class BenchGraderConfig:
         "help": "Second out-of-sample JSONL: other models' answer styles, written before grader 1.3's rules."})
     adversarial_set: str = field(default=os.path.join(HERE, "grader_adversarial_set.jsonl"), metadata={
         "help": "JSONL of hedges (label false, kind hack) and near-misses (label true, kind near_miss)."})
-    math_dir: str = field(default=os.path.join(SHARED_DATA, "math"), metadata={
-        "help": "Folder with test500.jsonl; its solutions are the 'typical MATH responses' for the timing."})
-    benchmark_dir: str = field(default=os.path.join(SHARED_DATA, "benchmarks"), metadata={
+    math500_file: str = field(default=os.path.join(BENCHMARK_DATA, "math500.jsonl"), metadata={
+        "help": "MATH-500; its solutions are the 'typical MATH responses' for the timing."})
+    benchmark_dir: str = field(default=BENCHMARK_DATA, metadata={
         "help": "Folder with gsm8k.jsonl and minerva_math.jsonl, whose solutions are graded against their answers."})
     num_typical: int = field(default=500, metadata={"help": "How many MATH solutions to time grade() on."})
     timeout: float = field(default=2.0, metadata={"help": "Per-pair timeout in seconds for grade_many."})
@@ -155,7 +155,7 @@ def summarise(rows: list[dict], results: dict[str, dict]) -> dict:
 
 def time_typical(cfg: BenchGraderConfig) -> dict[str, float]:
     """Milliseconds per `grade` call on real MATH solutions (right gold, then another problem's gold)."""
-    rows = read_jsonl(os.path.join(cfg.math_dir, "test500.jsonl"))[: cfg.num_typical]
+    rows = read_jsonl(cfg.math500_file)[: cfg.num_typical]
     pairs = [(r["solution"], r["answer"]) for r in rows]
     pairs += [(r["solution"], rows[(i + 1) % len(rows)]["answer"]) for i, r in enumerate(rows)]
     verdicts, milliseconds = timed(grading.grade, pairs)

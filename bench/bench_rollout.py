@@ -63,8 +63,8 @@ class BenchRolloutConfig:
     quick: bool = field(default=False, metadata={"help": "A tiny random 2-layer Llama over the embedded vocabulary."})
     data: Literal["synthetic", "math"] = field(default="synthetic", metadata={"help": (
         "'synthetic' = apo.synthetic Level 1-2 problems; 'math' = the first MATH-500 rows.")})
-    math_file: str = field(default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                                                "shared", "data", "math", "test500.jsonl"),
+    math_file: str = field(default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                "benchmark_data", "math500.jsonl"),
                            metadata={"help": "MATH JSONL used with --data math."})
     num_prompts: int = field(default=16, metadata={"help": "Prompts, one response each."})
     batch_size: int = field(default=8, metadata={"help": "The project path's sequences per generate call."})

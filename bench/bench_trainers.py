@@ -67,7 +67,8 @@ TRAINERS = ("initial_eval", "project_stage1", "trl_a2po_stage1", "project_lora",
 # Not a trainer: times the log-prob forward/backward variants on one micro-batch (see child_update_profile).
 EXTRA_CHILDREN = ("update_profile",)
 STAGE2_TRAINERS = ("project_lora", "project_full", "trl_a2po", "trl_grpo8", "trl_grpo4")
-MATH_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "math")
+# MATH train/test500 are not shipped: the folder comes from --math_dir or APO_SHARED_DATA (README, Tests).
+MATH_DIR = os.path.join(os.environ["APO_SHARED_DATA"], "math") if os.environ.get("APO_SHARED_DATA") else ""
 
 
 @dataclass
@@ -81,7 +82,8 @@ class BenchTrainersConfig:
     data: Literal["synthetic", "math"] = field(default="synthetic", metadata={"help": (
         "'synthetic' = apo.synthetic problems of --levels; 'math' = MATH train rows of those levels for "
         "training and MATH-500 rows of those levels held out.")})
-    math_dir: str = field(default=MATH_DIR, metadata={"help": "Folder with MATH train.jsonl and test500.jsonl."})
+    math_dir: str = field(default=MATH_DIR, metadata={"help": (
+        "Folder with MATH train.jsonl and test500.jsonl; default: $APO_SHARED_DATA/math.")})
     levels: str = field(default="1,2", metadata={"help": "Comma-separated difficulty levels of the problems."})
     num_train_prompts: int = field(default=8, metadata={"help": "Training prompts (one epoch of stage 2)."})
     num_eval_prompts: int = field(default=8, metadata={"help": "Held-out problems for the greedy accuracy."})

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real MATH rows beside the checkout, the embedded tokenizer, and a tiny
-in-process policy that shares its vocabulary (fast loops without loading real weights)."""
+"""Shared fixtures: the real MATH rows (from $APO_SHARED_DATA/math; skipped when it is unset), the
+shipped benchmark files, the embedded tokenizer, and a tiny in-process policy that shares its
+vocabulary (fast loops without loading real weights)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("APO_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-MATH_DIR = SHARED_DATA / "math"
+# The larger data (MATH train/test, not shipped) comes from one environment variable and from nowhere else:
+# APO_SHARED_DATA = a folder holding math/train.jsonl, math/test.jsonl, math/test500.jsonl (.ci/run sets it).
+SHARED_DATA_ENV = "APO_SHARED_DATA"
+SHARED_DATA = Path(os.environ[SHARED_DATA_ENV]) if os.environ.get(SHARED_DATA_ENV) else None
+MATH_DIR = SHARED_DATA / "math" if SHARED_DATA else None
+BENCHMARK_DATA = REPO_ROOT / "benchmark_data"  # the six suite files, shipped (benchmark_data/README.md)
 ROW_SCHEMA = {"id", "problem", "solution", "answer", "type", "level", "source"}  # docs/ARCHITECTURE.md's data files
 EMPTY_BOX_IDS = {"train/number_theory/7115.json", "train/number_theory/7117.json"}  # MATH train: \boxed{} empty
 VALID_RECORD = {"problem": "What is $1 + 1$?", "level": "Level 1", "type": "Prealgebra", "solution": "$\\boxed{2}$"}
@@ -31,8 +36,10 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 @pytest.fixture(scope="session")
 def math_dir() -> Path:
     """Folder with train.jsonl, test.jsonl, test500.jsonl (real MATH); skips when absent."""
+    if MATH_DIR is None:
+        pytest.skip(f"real MATH data: {SHARED_DATA_ENV} is unset (set it to a folder holding math/train.jsonl)")
     if not (MATH_DIR / "train.jsonl").is_file():
-        pytest.skip(f"real MATH data not found at {MATH_DIR} (set APO_SHARED_DATA)")
+        pytest.skip(f"real MATH data not found at {MATH_DIR} ({SHARED_DATA_ENV}={SHARED_DATA})")
     return MATH_DIR
 
 

@@ -9,17 +9,15 @@ import json
 import pytest
 
 import apo.benchmarks as bm
-from conftest import SHARED_DATA
+from conftest import BENCHMARK_DATA
 
-BENCHMARK_DIR = SHARED_DATA / "benchmarks"
+BENCHMARK_DIR = BENCHMARK_DATA
 ROW_COUNTS = {"math500": 500, "minerva_math": 272, "olympiadbench": 675, "amc23": 40, "aime24": 30, "gsm8k": 1319}
 
 
 @pytest.fixture(scope="module")
 def shared_benchmarks() -> tuple[str, str]:
-    if not (BENCHMARK_DIR / "gsm8k.jsonl").is_file():
-        pytest.skip(f"shared benchmark files not found at {BENCHMARK_DIR} (set APO_SHARED_DATA)")
-    return str(BENCHMARK_DIR), str(SHARED_DATA / "math" / "test500.jsonl")
+    return str(BENCHMARK_DIR), str(BENCHMARK_DIR / "math500.jsonl")
 
 
 @pytest.mark.parametrize("name", list(ROW_COUNTS))
@@ -102,6 +100,26 @@ def test_unreachable_hub_names_the_dataset_and_the_local_option(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ConnectionError, match="'gsm8k': could not load openai/gsm8k.*--benchmark_source local"):
         bm.load_benchmark("gsm8k", source="hub")
+
+
+def test_hub_rows_are_compared_with_the_shipped_copy(monkeypatch, caplog):
+    """--benchmark_source hub logs where the hub's rows differ from benchmark_data (issue 25)."""
+    import datasets
+
+    shipped = [json.loads(line) for line in (BENCHMARK_DIR / "amc23.jsonl").read_text().splitlines()]
+    same = [{"id": r["id"], "question": r["problem"], "answer": float(r["answer"])} for r in shipped]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: same)
+    with caplog.at_level("INFO", logger="apo.benchmarks"):
+        bm.load_benchmark("amc23", source="hub")
+    assert "the hub's 40 problems match the shipped benchmark_data/amc23.jsonl" in caplog.text
+    changed = same[:38] + [{**same[38], "answer": 1.0}, {"id": 99, "question": "a new problem", "answer": 3.0}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: changed)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="apo.benchmarks"):
+        bm.load_benchmark("amc23", source="hub")
+    assert ("the hub's 40 problems differ from the shipped benchmark_data/amc23.jsonl (40 problems): 1 only on the "
+            "hub, 1 only in the shipped file, 1 with another answer") in caplog.text
+    assert caplog.records[-1].levelname == "WARNING"
 
 
 def test_protocols_name_their_benchmarks_settings_and_sources():

@@ -456,11 +456,7 @@ def test_missing_benchmark_names_the_file_it_looked_for(tiny_model_dir, tmp_path
 
 @pytest.mark.slow
 def test_embedded_model_runs_the_whole_suite(tmp_path):
-    """The six benchmarks of the shared folder, 4 problems each, on the embedded model (CPU)."""
-    from apo.benchmarks import default_benchmark_dir, default_math500_file
-
-    if not default_benchmark_dir() or not default_math500_file():
-        pytest.skip("the shared benchmark files are not beside the checkout")
+    """The six benchmarks of the shipped benchmark_data (the default), 4 problems each, on the embedded model."""
     summary = ea.main(A_PO_Config(model="embedded", max_correction_turns=2),
                       ea.EvalConfig(benchmarks=SUITE, limit=4, output_dir=str(tmp_path / "suite"),
                                     eval_max_new_tokens=24, eval_batch_size=4, bootstrap_resamples=200))

@@ -18,7 +18,7 @@ from apo import grading_pool
 from apo import grading
 from apo.answer_normalization import as_rational, normalize_answer
 from apo.grading import GradingReport, extract_answer, grade, grade_many, last_boxed_content
-from tests.conftest import SHARED_DATA, read_jsonl
+from tests.conftest import BENCHMARK_DATA, read_jsonl
 
 LABELLED_SET = Path(__file__).resolve().parents[1] / "bench" / "grader_labelled_set.jsonl"
 
@@ -440,16 +440,13 @@ def test_division_by_zero_is_never_equal(response, gold):
     assert grading.slow_equivalent(extract_answer(response), gold) is False
 
 
-BENCHMARK_DIR = SHARED_DATA / "benchmarks"
+BENCHMARK_DIR = BENCHMARK_DATA
 
 
 @pytest.mark.parametrize("benchmark", ["gsm8k", "minerva_math"])
 def test_benchmark_reference_solutions_grade_as_their_answers(benchmark):
     """GSM8K's `#### 18` and Minerva's last box: grade(solution, answer) on at least 99% of rows."""
-    path = BENCHMARK_DIR / f"{benchmark}.jsonl"
-    if not path.is_file():
-        pytest.skip(f"benchmark data not found at {path} (set APO_SHARED_DATA)")
-    rows = read_jsonl(path)
+    rows = read_jsonl(BENCHMARK_DIR / f"{benchmark}.jsonl")
     report = GradingReport()
     verdicts = grade_many([r["solution"] for r in rows], [r["answer"] for r in rows], report=report)
     rejected = [(r["id"], r["answer"]) for r, v in zip(rows, verdicts) if not v]

@@ -17,6 +17,7 @@ level, inside a function, or under `if TYPE_CHECKING:`.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,86 @@ def test_trainer_only_modules_say_so_in_their_first_line():
     for module in ("apo.stage1", "apo.correction", "apo.checkpoints", "apo.training_log"):
         first_line = ast.get_docstring(ast.parse(MODULES[module].read_text(encoding="utf-8"))).splitlines()[0]
         assert "train_math_apo.py" in first_line, module
+
+
+# --- nothing outside the checkout: a clone with nothing beside it must work ---
+
+OUTSIDE_PATH = re.compile(r"(?<![\w./-])\.\./")  # a relative path that starts above its base: '../shared/data'
+ROOT_NAMES = {"REPO_ROOT", "ROOT", "PROJECT_ROOT"}
+
+
+def _dirname_depth(node: ast.AST) -> int | None:
+    """How many os.path.dirname calls wrap __file__ in `node` (None when __file__ is not inside)."""
+    depth, current = 0, node
+    while isinstance(current, ast.Call) and current.args:
+        func = current.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        depth += name == "dirname"
+        current = current.args[0]
+    return depth if isinstance(current, ast.Name) and current.id == "__file__" else None
+
+
+def paths_beside_the_checkout(path: Path, depth: int) -> list[str]:
+    """What in a file reaches above the checkout: a string with a leading '../', a '..' argument, REPO_ROOT.parent,
+    Path(__file__).parents[k] or k nested os.path.dirname(__file__) beyond the root (the file sits `depth` folders
+    below the root). Returns 'line N: what' items."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix != ".py":
+        return [f"line {n}: {line.strip()}" for n, line in enumerate(text.splitlines(), 1) if OUTSIDE_PATH.search(line)]
+    found = []
+    for node in ast.walk(ast.parse(text)):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for offset, text_line in enumerate(node.value.splitlines()):
+                if OUTSIDE_PATH.search(text_line):
+                    found.append(f"line {line + offset}: {text_line.strip()}")
+        elif isinstance(node, ast.Call):
+            if any(isinstance(arg, ast.Constant) and arg.value == ".." for arg in node.args):
+                found.append(f"line {line}: a '..' path component")
+            dirnames = _dirname_depth(node)
+            if dirnames is not None and dirnames > depth + 1:
+                found.append(f"line {line}: {dirnames} x os.path.dirname(__file__)")
+        elif isinstance(node, ast.Attribute) and node.attr == "parent" and getattr(node.value, "id", "") in ROOT_NAMES:
+            found.append(f"line {line}: {node.value.id}.parent")
+        elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) and node.value.attr == "parents"
+              and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int)
+              and node.slice.value > depth):
+            found.append(f"line {line}: .parents[{node.slice.value}]")
+    return found
+
+
+def non_test_files() -> list[Path]:
+    """Code and configuration outside tests/ (and outside .ci/, which names CI's own data folder on purpose)."""
+    files = [p for p in REPO_ROOT.glob("*.py")]
+    for folder, pattern in (("apo", "*.py"), ("bench", "*.py"), ("configs", "*.yaml")):
+        files += sorted((REPO_ROOT / folder).glob(pattern))
+    return files + [REPO_ROOT / "Makefile"]
+
+
+def test_no_code_or_default_names_a_path_beside_the_checkout():
+    """Issue 25: defaults read ../shared/data, which a user's clone does not have."""
+    found = {str(p.relative_to(REPO_ROOT)): paths_beside_the_checkout(p, len(p.relative_to(REPO_ROOT).parts) - 1)
+             for p in non_test_files()}
+    found = {name: items for name, items in found.items() if items}
+    assert not found, f"paths beside the checkout (ship the data or take it from a flag or APO_SHARED_DATA): {found}"
+
+
+@pytest.mark.parametrize("source, depth", [
+    ('SHARED = REPO_ROOT.parent / "shared" / "data"\n', 1),
+    ('import os\nDATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared")\n', 1),
+    ('import os\nDATA = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))\n', 1),
+    ('from pathlib import Path\nDATA = Path(__file__).resolve().parents[2] / "shared"\n', 1),
+    ('"""Run: python x.py --train_path ../shared/data/math/train.jsonl"""\n', 0),
+])
+def test_the_outside_path_check_catches_each_form(tmp_path, source, depth):
+    path = tmp_path / "module.py"
+    path.write_text(source)
+    assert paths_beside_the_checkout(path, depth)
+
+
+def test_the_outside_path_check_passes_paths_inside(tmp_path):
+    path = tmp_path / "module.py"
+    path.write_text('from pathlib import Path\nimport os\nROOT = Path(__file__).resolve().parents[1]\n'
+                    'HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))\n'
+                    '"""the adapter is in folder/../adapter; levels \'Level 1\'..\'Level 5\'"""\n')
+    assert paths_beside_the_checkout(path, 1) == []

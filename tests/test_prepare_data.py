@@ -21,7 +21,7 @@ from prepare_data import DataConfig, main, stratified_subset
 from apo.errors import InputError
 from apo.records import parse_level, read_problem_rows
 from apo.synthetic import ARITHMETIC_WORDINGS
-from conftest import EMPTY_BOX_IDS, ROW_SCHEMA, VALID_RECORD, write_lines
+from conftest import BENCHMARK_DATA, EMPTY_BOX_IDS, ROW_SCHEMA, VALID_RECORD, write_lines
 from conftest import read_jsonl as read_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +96,7 @@ def test_math500_is_removed_from_training_by_unique_id(tmp_path, math_dir, math5
 
 
 def test_benchmark_problems_are_removed_from_training_and_counted(tmp_path, math_dir, math_train_rows, capsys):
-    benchmark_dir = math_dir.parent / "benchmarks"
-    if not (benchmark_dir / "gsm8k.jsonl").is_file():
-        pytest.skip(f"shared benchmark files not found at {benchmark_dir}")
+    benchmark_dir = BENCHMARK_DATA
     gsm8k = read_rows(benchmark_dir / "gsm8k.jsonl")[5]
     amc23 = read_rows(benchmark_dir / "amc23.jsonl")[3]
     planted = [{"problem": "  " + row["problem"].replace(" ", "   ") + "\n", "solution": f"\\boxed{{{row['answer']}}}",
@@ -208,6 +206,21 @@ def test_synthetic_source_is_labelled_and_keeps_eval_apart(tmp_path):
     again = main(local_config(tmp_path / "again", summary.train_file, summary.eval_file, subset_size=10))
     reread = read_rows(again.train_file)
     assert reread == train_rows and again.num_eval == 18
+
+
+def test_synthetic_sizes_that_do_not_fit_end_in_one_line_naming_those_that_do(tmp_path):
+    """Issue 25: the README's `--synthetic_levels 1,2` at the default sizes ended in a ValueError traceback."""
+    result = subprocess.run([sys.executable, str(Path(prepare_data.__file__)), "--source", "synthetic",
+                             "--synthetic_levels", "1,2", "--tokenizer", "none", "--output_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.splitlines()[0] == (
+        "error: --synthetic_train_size 2000 + --synthetic_eval_size 500 = 2500 problems do not fit --synthetic_levels "
+        "1,2 --synthetic_types all (seed 42): type 'percentages' level 1 ran out of distinct problems after 107, so "
+        "at most 1934 fit (e.g. --synthetic_train_size 1434 --synthetic_eval_size 500); or add levels or types")
+    summary = main(DataConfig(source="synthetic", output_dir=str(tmp_path), tokenizer="none", synthetic_levels="1,2",
+                              synthetic_train_size=1434, synthetic_eval_size=500, inspect_only=True))
+    assert (summary.num_train, summary.num_eval) == (1434, 500)
 
 
 HELDOUT = ("value_of_symbols", "sum_difference_product", "story_two_people")

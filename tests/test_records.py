@@ -1,5 +1,5 @@
 """apo.records: the one reader and validator per record kind of the JSONL hand-off, and the one
-atomic writer. Real MATH-500 rows from ../shared/data for the problem rows."""
+atomic writer. Real MATH-500 rows from the shipped benchmark_data for the problem rows."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from apo.records import (
     read_problem_rows, read_stage1_values, validate_generation, validate_problem_row, write_json_atomic,
     write_jsonl_atomic, write_text_atomic,
 )
-from conftest import MATH_DIR
+from conftest import BENCHMARK_DATA
 
 
 def write_lines(path, lines: list[str], end: str = "\n") -> str:
@@ -58,9 +58,7 @@ def test_a_byte_that_is_not_utf8_is_reported_with_its_line_and_the_rest_is_read(
 
 def test_math500_rows_as_distributed_are_read_with_unique_id_and_level_strings(tmp_path):
     """Issue 13: evaluate_apo rejected "level": "Level 3" and the trainer rejected rows with only `unique_id`."""
-    if not (MATH_DIR / "test500.jsonl").is_file():
-        pytest.skip("real MATH-500 rows not found")
-    with open(MATH_DIR / "test500.jsonl", encoding="utf-8") as handle:
+    with open(BENCHMARK_DATA / "math500.jsonl", encoding="utf-8") as handle:
         raw = [json.loads(next(handle)) for _ in range(3)]
     assert "id" not in raw[0] and isinstance(raw[0]["level"], str)
     path = write_lines(tmp_path / "math500.jsonl", [json.dumps(r, ensure_ascii=False) for r in raw])

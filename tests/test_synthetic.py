@@ -13,7 +13,7 @@ import pytest
 
 from apo.grading import grade, last_boxed_content
 from apo.synthetic import (ARITHMETIC_WORDINGS, NUMBER_WORDS, SYNTHETIC_LEVELS, SYNTHETIC_TYPES, WORDING_FAMILIES,
-                           arithmetic_problem, generate_problems, generate_train_eval)
+                           SyntheticCapacityError, arithmetic_problem, generate_problems, generate_train_eval)
 from conftest import ROW_SCHEMA
 
 
@@ -168,6 +168,17 @@ def test_invalid_requests_raise_with_the_valid_options():
         generate_problems(5, seed=0, levels=(6,))
     with pytest.raises(ValueError, match="'arithmetic' level 1 produced no new problem"):
         generate_problems(400, seed=0, levels=(1,), types=("arithmetic",))  # only 207 distinct exist
+
+
+def test_too_many_problems_is_a_user_error_naming_how_many_fit():
+    """Issue 25: levels 1,2 at the default 2,500 problems ended in a traceback; now the count that fits."""
+    with pytest.raises(SyntheticCapacityError, match=r"2500 problems do not fit levels \[1, 2\].*1934 or fewer do") \
+            as caught:
+        generate_train_eval(2000, 500, seed=42, levels=(1, 2))
+    err = caught.value
+    assert (err.fits, err.problem_type, err.level, err.per_cell) == (1934, "percentages", 1, 107)
+    train, held = generate_train_eval(1434, 500, seed=42, levels=(1, 2))  # exactly the count named
+    assert len(train) + len(held) == err.fits
 
 
 # --- level-1 arithmetic wordings ---

@@ -163,8 +163,8 @@ def _recipe_data(folder) -> None:
     """MATH train rows and 8 MATH-500 problems under the names the recipes read, in `folder`."""
     from conftest import MATH_DIR
 
-    if not (MATH_DIR / "train.jsonl").is_file():
-        pytest.skip(f"real MATH data not found at {MATH_DIR}")
+    if MATH_DIR is None or not (MATH_DIR / "train.jsonl").is_file():
+        pytest.skip(f"real MATH data not found at {MATH_DIR} (set APO_SHARED_DATA)")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "prepare_data.py"), "--source", "local", "--train_path",
                              str(MATH_DIR / "train.jsonl"), "--math500_path", str(MATH_DIR / "test500.jsonl"),
                              "--tokenizer", "none", "--subset_size", "8"], cwd=folder, capture_output=True,
