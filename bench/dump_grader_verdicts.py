@@ -24,14 +24,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from apo import grading  # noqa: E402
 from apo.config import parse_config  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
+BENCHMARK_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmark_data")
+# MATH's train and test splits are not shipped: their folder comes from --math_dir or APO_SHARED_DATA.
+MATH_DIR = os.path.join(os.environ["APO_SHARED_DATA"], "math") if os.environ.get("APO_SHARED_DATA") else ""
 
 
 @dataclass
 class DumpConfig:
     """Where the data are and where the dump goes, or two dumps to compare."""
 
-    data_dir: str = field(default=SHARED_DATA, metadata={"help": "Folder with math/ and benchmarks/."})
+    benchmark_dir: str = field(default=BENCHMARK_DATA, metadata={
+        "help": "Folder with math500.jsonl and the benchmark files (the shipped benchmark_data/)."})
+    math_dir: str = field(default=MATH_DIR, metadata={
+        "help": "Folder with MATH's train.jsonl and test.jsonl; default: $APO_SHARED_DATA/math."})
     output: str = field(default=os.path.join("runs", "grader_verdicts.jsonl"), metadata={
         "help": "Where the dump (one JSON line per pair) is written."})
     compare: str = field(default="", metadata={
@@ -43,29 +48,31 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def pairs(data_dir: str) -> list[tuple[str, str, str, str]]:
+def pairs(benchmark_dir: str, math_dir: str) -> list[tuple[str, str, str, str]]:
     """(set, id, response, gold) for every pair the dump grades."""
+    if not math_dir:
+        raise SystemExit("error: MATH's train/test splits are not shipped: pass --math_dir or set APO_SHARED_DATA")
     out = []
-    math500 = read_jsonl(os.path.join(data_dir, "math", "test500.jsonl"))
+    math500 = read_jsonl(os.path.join(benchmark_dir, "math500.jsonl"))
     for i, row in enumerate(math500):
         key = row.get("unique_id", str(i))
         out.append(("math500_solution_own", key, row["solution"], row["answer"]))
         out.append(("math500_solution_next", key, row["solution"], math500[(i + 1) % len(math500)]["answer"]))
         out.append(("math500_gold_boxed", key, f"$\\boxed{{{row['answer']}}}$", row["answer"]))
     for split in ("train", "test"):
-        for i, row in enumerate(read_jsonl(os.path.join(data_dir, "math", f"{split}.jsonl"))):
+        for i, row in enumerate(read_jsonl(os.path.join(math_dir, f"{split}.jsonl"))):
             if row.get("answer"):
                 out.append((f"math_{split}_gold_boxed", row.get("unique_id", str(i)),
                             f"$\\boxed{{{row['answer']}}}$", row["answer"]))
     for name in ("gsm8k", "minerva_math", "olympiadbench", "aime24"):
-        for row in read_jsonl(os.path.join(data_dir, "benchmarks", f"{name}.jsonl")):
+        for row in read_jsonl(os.path.join(benchmark_dir, f"{name}.jsonl")):
             if row.get("solution"):
                 out.append((f"{name}_reference", row["id"], row["solution"], row["answer"]))
     return out
 
 
-def dump(data_dir: str, output: str) -> None:
-    todo = pairs(data_dir)
+def dump(benchmark_dir: str, math_dir: str, output: str) -> None:
+    todo = pairs(benchmark_dir, math_dir)
     verdicts = grading.grade_many([p[2] for p in todo], [p[3] for p in todo], timeout=5.0)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     with open(output, "w", encoding="utf-8") as handle:
@@ -94,4 +101,4 @@ if __name__ == "__main__":
     if config.compare:
         compare(*config.compare.split(","))
     else:
-        dump(config.data_dir, config.output)
+        dump(config.benchmark_dir, config.math_dir, config.output)
