@@ -79,7 +79,8 @@ RUN_SCRIPTS = set(TOY_SIZES)
 PARSE_ONLY = (
     (lambda argv: argv[:2] == ["accelerate", "launch"], "GPU: a multi-process launch"),
     (lambda argv: "vllm" in argv, "GPU: the vLLM backend"),
-    (lambda argv: "bench/gpu_check.py" in argv, "GPU: the vLLM check"),
+    (lambda argv: "bench/gpu_check.py" in argv, "GPU: the lent-GPU check"),
+    (lambda argv: "bench/gpu_check_vllm.py" in argv, "GPU: the vLLM check"),
     (lambda argv: "--protocol" in argv, "CPU-bound: a paper protocol fixes 1024-2048 tokens and 32 samples"),
     (lambda argv: "..." in argv, "'...' stands for a full command"),
     (lambda argv: argv[0] == "pip", "installs packages"),
@@ -171,6 +172,10 @@ def script_parser(script: str):
         sys.path.insert(0, str(REPO_ROOT / "bench"))
         from gpu_check import GpuCheckConfig
         return lambda argv: parse_config((GpuCheckConfig,), argv, script)
+    if script == "bench/gpu_check_vllm.py":
+        sys.path.insert(0, str(REPO_ROOT / "bench"))
+        from gpu_check_vllm import VllmCheckConfig
+        return lambda argv: parse_config((VllmCheckConfig,), argv, script)
     raise AssertionError(f"no parser known for {script}: add it to script_parser")
 
 

@@ -598,9 +598,9 @@ def test_resume_reaches_the_state_of_an_uninterrupted_run(tiny_dir, data, tmp_pa
     original = T.sample_attempts
     current = {"run": "straight"}
 
-    def spy(run, prompts, golds, v_star):
+    def spy(run, prompts, golds, v_star, seeds=None):
         seen[current["run"]].append(list(golds))
-        return original(run, prompts, golds, v_star)
+        return original(run, prompts, golds, v_star, seeds)
 
     monkeypatch.setattr(T, "sample_attempts", spy)
     settings = dict(max_steps=4, save_every=2, temperature=1.0, micro_batch_size=2)
