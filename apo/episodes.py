@@ -37,8 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from apo.correction_modes import CORRECTION_MODES, CorrectionMode  # noqa: F401  (re-exported)
-from apo.decoding import sample_continuations, stream_seed  # noqa: F401  (old name: the hf loop is reached
-# through apo.generation now; tests/test_vllm_engine.py's no_hf_generate still patches it here)
+from apo.decoding import stream_seed
 from apo.generation import Generation, cut_after_eos, eos_token_ids, generate  # noqa: F401  (re-exported)
 from apo.prompts import Message, encode_chat, encode_context, first_turn_context
 
