@@ -53,9 +53,10 @@ import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo.cli import run_main
 from apo.folder_lock import LOCK_FILE
-from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
+from apo.config import SYSTEM_PROMPT, VERIFY_PROMPT, A_PO_Config, parse_config, save_config
+from apo.correction import CorrectionTrainingConfig
 from apo.errors import InputError
-from apo.metrics import wilson_interval
+from apo.metrics import fisher_exact_greater, summarize, wilson_interval
 from apo.grading import last_boxed_content
 from apo.records import ensure_output_folder, read_generations, read_problem_rows, read_stage1_values, write_json_atomic
 
@@ -75,6 +76,9 @@ DEMO_HELDOUT_WORDINGS = ("value_of_symbols", "sum_difference_product", "story_tw
 # The demo's system prompt. The pipeline's (apo.config.SYSTEM_PROMPT, step by step, then \boxed{}) has the 135M
 # model reason past the 64-token limit on most problems before it states an answer.
 DEMO_SYSTEM_PROMPT = "Answer in one short sentence of the form: The answer is ..."
+# The demo's verify turn. PAG's (apo.config.VERIFY_PROMPT, check step by step, then the verdict) has the 135M model
+# repeat its answer instead of a verdict: after the first-attempt training, 0 of 128 verdicts parsed on seed 42.
+DEMO_VERIFY_PROMPT = "Is your answer right? Reply in one short sentence: The answer is correct. or The answer is wrong."
 
 
 def _help(text: str, bounds: str | None = None) -> dict[str, str]:
@@ -146,11 +150,23 @@ class DemoConfig:
     use_lora: bool = field(default=True, metadata=_help("Train LoRA adapters (rank 16) instead of all weights."))
     max_correction_turns: int = field(default=2, metadata=_help(
         "Attempts per held-out problem: 1 = first attempt only, 2 = one verify-and-revise round."))
+    train_correction: bool = field(default=False, metadata=_help(
+        "Stage 2 trains whole self-correction episodes (attempt, verify, revise after 'wrong'; "
+        "train_math_apo.py --train_correction true) instead of first attempts only, and step 6 reports what the "
+        "correction loop does before and after. Slower: docs/demo_transcript.md gives its time."))
+    verify_reward: Literal["match", "outcome"] = field(default="outcome", metadata=_help(
+        "--train_correction: reward of a verdict. 'outcome' = the correctness of the answer that stands after it, "
+        "so a verifier that cannot tell right from wrong learns to approve when its revisions break more answers "
+        "than they fix; 'match' = PAG's, 1 when the verdict agrees with the truth (docs/self_correction.md)."))
     system_prompt: str = field(default=DEMO_SYSTEM_PROMPT, metadata=_help(
         "System prompt of every rollout and evaluation episode, before and after training alike. The pipeline's "
         "MATH prompt (step by step, then \\boxed{}) left 77% of the untrained model's first attempts cut off at 64 "
         "tokens and 12/128 right on seed 42's held-out set; this one 15% and 29/128, so stage 2 samples more right "
         "answers to learn from (docs/demo_transcript.md)."))
+    verify_prompt: str = field(default=DEMO_VERIFY_PROMPT, metadata=_help(
+        "User turn of the verify step, before and after training alike. PAG's prompt (check step by step, end with "
+        "the verdict) had the trained 135M model repeat its answer instead of a verdict; this one has it state a "
+        "verdict on 28 of 32 problems (docs/demo_transcript.md)."))
 
     # --- output ---
     output_dir: str = field(default="demo_output", metadata=_help(
@@ -231,7 +247,14 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
         policy_loss=cfg.policy_loss, beta2=cfg.beta2, policy_learning_rate=cfg.policy_learning_rate,
         use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         max_correction_turns=cfg.max_correction_turns, filter_all_incorrect=cfg.filter_all_incorrect,
-        system_prompt=cfg.system_prompt, correction_mode="self_verify", seed=cfg.seed)
+        system_prompt=cfg.system_prompt, verify_prompt=cfg.verify_prompt, correction_mode="self_verify",
+        train_correction=cfg.train_correction, verify_reward=cfg.verify_reward, seed=cfg.seed)
+
+
+def correction_config(cfg: DemoConfig) -> CorrectionTrainingConfig:
+    """--train_correction's turn baselines: per-class running means (no hidden-state pass, which costs a
+    forward per step on a CPU), and advantages left at r - b, the scale beta2 was tuned on for first attempts."""
+    return CorrectionTrainingConfig(turn_baseline="running_mean", normalize_turn_advantages=False)
 
 
 def train_config(cfg: DemoConfig, data: prepare_data.PreparedData, folder: str, stage: str) -> train_math_apo.TrainConfig:
@@ -425,10 +448,22 @@ def stage2_explanation(cfg: DemoConfig) -> str:
                 "most. Every answer keeps a positive weight, so part of what it learns is to imitate its own "
                 f"samples ({adapters}, learning rate {cfg.policy_learning_rate:g}). In each step line, loss is that "
                 "weighted negative log-likelihood per token")
-    return (f"{common} {loss}, reward the share of this step's samples that were right, v* the mean V* of its "
+    text = (f"{common} {loss}, reward the share of this step's samples that were right, v* the mean V* of its "
             f"prompts, and acc the trainer's own greedy check on {max(1, cfg.eval_problems // 4)} held-out problems "
             "(measured at the end only). With few prompts per step the reward jumps around; the held-out "
             "evaluation of step 5 is the measurement.")
+    if not cfg.train_correction:
+        return text
+    verdict_reward = ("the correctness of the answer that stands after it (the attempt after 'correct', the "
+                      "revision after 'wrong'), so a verdict is worth what it does to the final answer"
+                      if cfg.verify_reward == "outcome" else "1 when it agrees with the truth of the attempt (PAG)")
+    return text + (
+        "\n\nWith --train_correction each prompt plays a whole episode instead: the sampled answer, then the model "
+        "checks it, then, after 'The answer is wrong.', revises it; each turn the model wrote is trained with the "
+        "same loss on its own advantage. The answer keeps r - V*; the verdict's reward is "
+        f"{verdict_reward}; the revision's is r2 + (r2 - r1), PAG's bonus for fixing. Verdicts and revisions have "
+        "no stage-1 samples, so their baselines are running means of their rewards, kept apart for right and "
+        "wrong checked answers.")
 
 
 def one_right_v_star(n: int, beta1: float = 0.5) -> float:
@@ -552,7 +587,8 @@ def step_3_stage1(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[
         {one_right_v_star(cfg.num_value_samples):.3f}). Stage 2 uses V* as the baseline
         of each prompt. A small value head is also fit to predict V* from the model's hidden state.""")
     clock = time.perf_counter()
-    stage1 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "1")))
+    stage1 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "1"),
+                                  correction_config(cfg)))
     seconds["stage1"] = time.perf_counter() - clock
     stage1_records = read_stage1_values(stage1["stage1_values"], cfg.num_value_samples)
     stage1_stats = show_stage1_examples(list(stage1_records.values()),
@@ -576,7 +612,8 @@ def step_4_stage2(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[
                "(train_math_apo.py --stage 2)")
     say(stage2_explanation(cfg))
     clock = time.perf_counter()
-    stage2 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "2")))
+    stage2 = train_math_apo.main((algorithm_config(cfg, cfg.model), train_config(cfg, data, paths["train"], "2"),
+                                  correction_config(cfg)))
     seconds["stage2"] = time.perf_counter() - clock
     if "final_dir" not in stage2:
         raise RuntimeError(f"stage 2 stopped before its last step (summary: {stage2}); the demo has no final model")
@@ -615,6 +652,7 @@ def step_6_compare(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict
           f"(exact sign test {format_p(accuracy['p_value'])})\n")
     say(verdict)
     by_wording, carry_over = compare_by_wording(cfg, data, attempts_before, attempts_after)
+    correction = compare_correction(cfg, data, paths) if cfg.max_correction_turns >= 2 else None
     learned = (" and, in this run, that the policy learned from its own graded samples" if effect else
                "; this run did not show that the policy learned")
     say(f"""
@@ -624,9 +662,111 @@ def step_6_compare(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict
         compares five seeds of the defaults. It says nothing about the size of the
         gain A*-PO gives a 1.5B model on MATH (the paper reports 45.8 -> 57.8 on MATH-500 for base
         Qwen2.5-1.5B trained for 25 epochs of MATH on 4 H100s; docs/REPRODUCING.md has the recipe).
-        Self-correction numbers of a 135M model mostly measure how often it fails to state a verdict, which counts as 'wrong' and triggers a revision.""")
+        """)
     return {"effect_beyond_noise": effect, "verdict": verdict, "first_attempt_changes": accuracy,
-            "boxed_first_attempts": boxed, "by_wording": by_wording, "carry_over": carry_over}
+            "boxed_first_attempts": boxed, "by_wording": by_wording, "carry_over": carry_over,
+            "self_correction": correction}
+
+
+def loop_report(records: list[dict], ids: set[str]) -> dict[str, Any]:
+    """What the verify-and-revise loop did on the episodes of `ids` (evaluate_apo generation records).
+
+    Transitions compare each episode's first and final attempt: fixed (wrong -> right) and broken
+    (right -> wrong), with the exact sign test of one against the other. The verifier is read
+    from each episode's first verdict as the loop acts on it: "approves" = a parsed 'correct' (no
+    revision), anything else revises (an unparsed verdict does at evaluation).
+    recall_on_correct = approved right attempts / right attempts, recall_on_wrong = revised wrong
+    attempts / wrong attempts, balanced_accuracy their mean (0.5 for any constant verdict), and
+    verifier_p_value the one-sided Fisher exact test that right attempts are approved more often
+    than wrong ones. A rate over an empty class is None.
+    """
+    chosen = [r for r in records if r["id"] in ids]
+    transitions = summarize(chosen)["transitions"]
+    fixed, broken = transitions["fixed"], transitions["broken"]
+    first_verdicts = [r for r in chosen if r["role"] == "verify" and r["attempt_index"] == 0
+                      and r["checked_attempt_correct"] is not None]
+    approves = {True: 0, False: 0}
+    checked = {True: 0, False: 0}
+    for record in first_verdicts:
+        truth = bool(record["checked_attempt_correct"])
+        checked[truth] += 1
+        approves[truth] += bool(record["verdict_parsed"]) and record["verdict"] == "correct"
+    on_correct = approves[True] / checked[True] if checked[True] else None
+    on_wrong = (checked[False] - approves[False]) / checked[False] if checked[False] else None
+    return {
+        "problems": sum(transitions.values()),
+        "t1_correct": transitions["stayed_right"] + broken, "final_correct": transitions["stayed_right"] + fixed,
+        "fixed": fixed, "broken": broken, "p_value": sign_test_p(fixed, broken),
+        "approved_right": approves[True], "right_checked": checked[True],
+        "revised_wrong": checked[False] - approves[False], "wrong_checked": checked[False],
+        "unparsed_verdicts": sum(not r["verdict_parsed"] for r in first_verdicts),
+        "recall_on_correct": on_correct, "recall_on_wrong": on_wrong,
+        "balanced_accuracy": None if on_correct is None or on_wrong is None else (on_correct + on_wrong) / 2,
+        "verifier_p_value": fisher_exact_greater(approves[True], checked[True] - approves[True], approves[False],
+                                                 checked[False] - approves[False]),
+    }
+
+
+def loop_helps(report: dict[str, Any]) -> bool:
+    """More problems fixed than broken by the loop, sign-test p < 0.05."""
+    return report["fixed"] > report["broken"] and report["p_value"] < 0.05
+
+
+def verifier_discriminates(report: dict[str, Any]) -> bool:
+    """Balanced accuracy above 0.5 with the one-sided Fisher test at p < 0.05."""
+    return (report["balanced_accuracy"] or 0.0) > 0.5 and report["verifier_p_value"] < 0.05
+
+
+def _loop_line(report: dict[str, Any]) -> str:
+    def rate(value):
+        return "n/a" if value is None else f"{value:.2f}"
+    n = report["problems"]
+    return (f"Acc@t1 {report['t1_correct']}/{n} -> Acc@final {report['final_correct']}/{n}; "
+            f"{report['fixed']} fixed, {report['broken']} broken ({format_p(report['p_value'])}); verifier approves "
+            f"{report['approved_right']}/{report['right_checked']} right, revises {report['revised_wrong']}/"
+            f"{report['wrong_checked']} wrong, balanced accuracy {rate(report['balanced_accuracy'])} "
+            f"(Fisher {format_p(report['verifier_p_value'])})")
+
+
+def compare_correction(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[str, str]) -> dict[str, Any]:
+    """Print what the verify-and-revise loop did before and after training, on all held-out problems and
+    on the training and held-out wordings apart, with its verdict; returns
+    {"before"/"after": {group: loop_report}, "trained_turns", "sentence"}."""
+    wording_of = {row["id"]: row.get("wording") for row in read_problem_rows(data.eval_file, require_answer=False)}
+    heldout = data_config(cfg, cfg.output_dir).heldout_wording_names or ()
+    reports: dict[str, Any] = {}
+    for when, folder in (("before", "eval_before_training"), ("after", "eval_after_training")):
+        records = read_generations(os.path.join(paths[folder], "generations.jsonl"))
+        ids = {r["id"] for r in records}
+        members = {"all": ids, "training_wordings": {i for i in ids if wording_of[i] not in heldout},
+                   "heldout_wordings": {i for i in ids if wording_of[i] in heldout}}
+        reports[when] = {name: loop_report(records, group) for name, group in members.items() if group}
+    trained = "attempt, verify and revise turns" if cfg.train_correction else "first attempts only"
+    print(f"\nthe verify-and-revise loop on the held-out problems (training: {trained}):")
+    for when in ("before", "after"):
+        for name, title in (("all", "all problems"), ("training_wordings", "training wordings"),
+                            ("heldout_wordings", "held-out wordings")):
+            if name in reports[when]:
+                print(f"  {when + ',':7} {title + ':':19} {_loop_line(reports[when][name])}")
+    after = reports["after"]["all"]
+    if after["broken"] > after["fixed"]:
+        effect = (f"After training the loop COSTS accuracy: it broke {after['broken']} right first attempts and fixed "
+                  f"{after['fixed']} wrong ones.")
+    elif loop_helps(after):
+        effect = (f"After training the loop raises accuracy beyond noise: {after['fixed']} fixed, {after['broken']} "
+                  f"broken ({format_p(after['p_value'])}).")
+    else:
+        effect = (f"After training the loop does no harm but no good beyond noise either: {after['fixed']} fixed, "
+                  f"{after['broken']} broken ({format_p(after['p_value'])}).")
+    verifier = ("The verifier tells right from wrong beyond noise" if verifier_discriminates(after) else
+                "The verifier does not tell right from wrong beyond noise")
+    untrained = "" if cfg.train_correction else (
+        " This run trained first attempts only: the verify and revise turns are the untrained model's (add "
+        "--train_correction to train them, about twice the time; docs/demo_transcript.md).")
+    sentence = (f"{effect} {verifier} (balanced accuracy {after['balanced_accuracy'] or 0:.2f}, "
+                f"{format_p(after['verifier_p_value'])}, where a constant verdict scores 0.50).{untrained}")
+    say(sentence)
+    return {**reports, "trained_turns": trained, "sentence": sentence}
 
 
 def compare_by_wording(cfg: DemoConfig, data: prepare_data.PreparedData, attempts_before: dict[str, dict],

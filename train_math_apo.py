@@ -242,7 +242,7 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     """Self-correction episodes (PAG) turned into per-turn samples by apo.correction
     (issue 6); advantages are role-normalised there (centred per group first with
     `center_turn_advantages`), with the statistics of the whole batch over all processes,
-    and replace r - V* in the loss."""
+    or left at r - b with `normalize_turn_advantages` false, and replace r - V* in the loss."""
     start = time.perf_counter()
     run.policy.eval()
     episodes = run_episodes(run.generator, run.tokenizer, [r["problem"] for r in rows], run.apo,
@@ -252,9 +252,12 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
     device = run.accelerator.device  # NCCL reduces tensors on the GPU
-    advantages = [float(a) for a in correction.role_normalized_advantages(  # statistics over all processes
-        samples, center=run.correction.center_turn_advantages,
-        reduce_sum=lambda stats: run.accelerator.reduce(stats.to(device), reduction="sum"))]
+    if run.correction.normalize_turn_advantages:
+        advantages = [float(a) for a in correction.role_normalized_advantages(  # statistics over all processes
+            samples, center=run.correction.center_turn_advantages,
+            reduce_sum=lambda stats: run.accelerator.reduce(stats.to(device), reduction="sum"))]
+    else:
+        advantages = [s.reward - s.baseline for s in samples]  # r - b, single-turn A*-PO's scale
     return {"samples": samples, "advantages": advantages, "response_tokens": [len(s.response_ids) for s in samples],
             "truncated": [s.truncated for s in samples], "turn_metrics": dict(turn_metrics),
             "generation_s": generated - start, "scoring_s": time.perf_counter() - generated}

@@ -183,6 +183,12 @@ class APOConfig:
         "Stage 2 trains whole self-correction episodes (attempt, verify, revise) instead of first attempts only."))
     revision_bonus_alpha: float = field(default=1.0, metadata=_help(
         "PAG's revision bonus: a revision's reward is r(y2) + alpha * (r(y2) - r(y1)).", bounds="[0, inf)"))
+    verify_reward: Literal["match", "outcome"] = field(default="match", metadata=_help(
+        "Reward of a verify turn: 'match' = PAG's, 1 when the verdict agrees with the truth of the attempt it "
+        "checked; 'outcome' = the correctness of the answer that stands after the verdict (the checked attempt "
+        "after 'correct', the revision that follows 'wrong'), so a verdict is worth what it does to the final "
+        "answer and a verifier that cannot tell right from wrong learns to say 'correct' when revisions break more "
+        "than they fix (docs/self_correction.md). Either way an unparsed or truncated verdict earns 0."))
     collapse_threshold: float = field(default=0.95, metadata=_help(
         "Warn that the verifier collapsed when more than this share of its verdicts are the same one.",
         bounds="(0.5, 1]"))

@@ -7,6 +7,7 @@ Self-Correction with Policy as Generative Verifier", arXiv 2506.10406, section 3
 
   attempt y_0          r = c(y_0)                                   c = graded correctness in {0, 1}
   verify of y_k        r = 1[verdict == truth of y_k]               unparsed or truncated verdict -> 0
+                       (verify_reward "outcome": r = c(y_k) after "correct", c(y_{k+1}) after "wrong")
   revise y_k, k >= 1   r = c(y_k) + alpha * (c(y_k) - c(y_{k-1}))   alpha = cfg.revision_bonus_alpha
 
 A truncated attempt or revision has c = 0 (A*-PO's convention). Rewards are turn-independent:
@@ -120,6 +121,10 @@ class CorrectionTrainingConfig:
         "The collapse guard looks at the last this-many parsed verdicts (across training batches)."))
     collapse_min_verdicts: int = field(default=32, metadata=_help(
         "The guard flags nothing until its window holds at least this many parsed verdicts."))
+    normalize_turn_advantages: bool = field(default=True, metadata=_help(
+        "Scale each advantage group to unit root mean square (role_normalized_advantages; PAG normalises per "
+        "role). false = advantages stay r - b, the scale of single-turn A*-PO, so a first attempt is pushed exactly "
+        "as in a run without train_correction (the demo's choice, whose beta2 was tuned on that scale)."))
     center_turn_advantages: bool = field(default=False, metadata=_help(
         "Also subtract each advantage group's batch mean before scaling (PPO-style whitening, as PAG's PPO "
         "does; role_normalized_advantages(center=True)). Off by default: the baselines already centre the "
@@ -135,6 +140,9 @@ class CorrectionTrainingConfig:
         if self.collapse_min_verdicts > self.collapse_window:
             raise ValueError(f"CorrectionTrainingConfig.collapse_min_verdicts={self.collapse_min_verdicts} exceeds "
                              f"collapse_window={self.collapse_window}: the guard could never fire; lower it.")
+        if self.center_turn_advantages and not self.normalize_turn_advantages:
+            raise ValueError("CorrectionTrainingConfig.center_turn_advantages=true needs normalize_turn_advantages="
+                             "true (centring is part of the per-role whitening); set one of them the other way.")
         if self.turn_baseline_warmup > self.turn_baseline_buffer_size:
             raise ValueError(f"CorrectionTrainingConfig.turn_baseline_warmup={self.turn_baseline_warmup} exceeds "
                              f"turn_baseline_buffer_size={self.turn_baseline_buffer_size}: raise the buffer.")
@@ -390,13 +398,21 @@ class TurnReward:
     context_correct: bool | None
 
 
-def turn_rewards(episode: Episode, correct: Sequence[bool], alpha: float) -> list[TurnReward]:
+def turn_rewards(episode: Episode, correct: Sequence[bool], alpha: float,
+                 verify_reward: Literal["match", "outcome"] = "match") -> list[TurnReward]:
     """Per-turn rewards of one episode, aligned with `episode.turns`.
 
     correct: correctness of each attempt/revise turn in order (`episode.attempts`), with a
-    truncated one already False. Raises ValueError when the episode is malformed (a verify
-    turn of an attempt not yet made, a revision that does not follow its attempt).
+    truncated one already False. verify_reward: "match" (PAG) rewards a parsed verdict that
+    agrees with the truth of the attempt it checked; "outcome" rewards a parsed verdict with the
+    correctness of the answer that stands after it: the checked attempt after "correct", the
+    revision after "wrong" (the checked attempt when no revision follows, as after a verified
+    last attempt, where the verdict changes nothing). An unparsed or truncated verdict earns 0
+    under both. Raises ValueError when the episode is malformed (a verify turn of an attempt
+    not yet made, a revision that does not follow its attempt) or verify_reward is unknown.
     """
+    if verify_reward not in ("match", "outcome"):
+        raise ValueError(f"verify_reward={verify_reward!r} is not one of 'match', 'outcome'")
     attempts = episode.attempts
     if len(correct) != len(attempts):
         raise ValueError(f"{len(correct)} correctness values for {len(attempts)} attempt/revise turns")
@@ -417,8 +433,11 @@ def turn_rewards(episode: Episode, correct: Sequence[bool], alpha: float) -> lis
             if turn.attempt_index not in by_index:
                 raise ValueError(f"a verify turn checks attempt {turn.attempt_index}, which the episode does not have")
             truth = by_index[turn.attempt_index]
-            matched = _verdict_matches(turn, truth)
-            rewards.append(TurnReward("verify", float(matched), float(matched), truth))
+            if verify_reward == "match":
+                value = float(_verdict_matches(turn, truth))
+            else:
+                value = float(_standing_correct(turn, by_index))
+            rewards.append(TurnReward("verify", value, value, truth))
         else:
             raise ValueError(f"unknown turn role {turn.role!r}; expected one of {TURN_ROLES}")
     return rewards
@@ -429,6 +448,16 @@ def _verdict_matches(turn: Turn, truth: bool) -> bool:
     if turn.truncated or not turn.verdict_parsed or turn.verdict is None:
         return False
     return (turn.verdict == "correct") == truth
+
+
+def _standing_correct(turn: Turn, by_index: dict[int, bool]) -> bool:
+    """verify_reward "outcome": correctness of the answer that stands after a parsed, finished
+    verdict (False for an unparsed or truncated one)."""
+    if turn.truncated or not turn.verdict_parsed or turn.verdict is None:
+        return False
+    if turn.verdict == "wrong" and turn.attempt_index + 1 in by_index:
+        return by_index[turn.attempt_index + 1]
+    return by_index[turn.attempt_index]
 
 
 def grade_attempts(episodes: Sequence[Episode], golds: Sequence[str], cfg: A_PO_Config,
@@ -489,7 +518,7 @@ def correction_samples(
 
     # 1-2. grade, then reward every turn
     correct = grade_attempts(episodes, golds, cfg, report)
-    rewards = [turn_rewards(episode, c, alpha) for episode, c in zip(episodes, correct)]
+    rewards = [turn_rewards(episode, c, alpha, cfg.verify_reward) for episode, c in zip(episodes, correct)]
 
     # 3. baselines: V* for first attempts, the turn baselines for verify/revise contexts
     later = [(e, t) for e, episode in enumerate(episodes) for t, turn in enumerate(episode.turns)

@@ -203,6 +203,18 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z95) -> tuple[floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def fisher_exact_greater(a: int, b: int, c: int, d: int) -> float:
+    """One-sided Fisher exact test of the 2x2 table [[a, b], [c, d]] (Fisher 1922): with the
+    margins fixed and rows independent of columns, the chance of a top-left count of at least
+    `a` (the hypergeometric upper tail). Small when the first row falls in the first column
+    more often than the second row does. Raises ValueError for a negative count."""
+    if min(a, b, c, d) < 0:
+        raise ValueError(f"fisher_exact_greater needs counts >= 0, got {(a, b, c, d)}")
+    row1, row2, col1 = a + b, c + d, a + c
+    tail = sum(math.comb(row1, x) * math.comb(row2, col1 - x) for x in range(a, min(row1, col1) + 1))
+    return tail / math.comb(row1 + row2, col1)
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
 

@@ -33,6 +33,7 @@ from apo.correction import (
     correction_samples,
     role_normalized_advantages,
     training_metrics,
+    turn_rewards,
 )
 from apo.grading import GradingReport
 from apo.episodes import encode_chat, run_episodes
@@ -160,6 +161,20 @@ def test_revision_bonus_scales_with_alpha(episodes, policy, embedded_tokenizer):
     assert grouped[1][2].reward == pytest.approx(1 + 0.5 * (1 - 0))  # fixed: 1.5
     assert grouped[2][2].reward == pytest.approx(0 + 0.5 * (0 - 1))  # broken: -0.5
     assert grouped[0][0].reward == 1.0 and grouped[1][1].reward == 1.0  # attempts and verdicts unchanged
+
+
+def test_outcome_verify_reward_is_the_standing_answer(episodes, policy, embedded_tokenizer):
+    """verify_reward outcome: a verdict earns the correctness of the answer left after it. Episode 2's last
+    verdict says 'wrong' to a wrong revision: PAG's match pays 1, but nothing follows it, so the broken
+    answer stands and it earns 0; episode 2's first verdict doubted a right answer and its revision broke it."""
+    samples, _, _, _ = run_batch(episodes, policy, embedded_tokenizer, cfg=make_cfg(verify_reward="outcome"))
+    assert [[s.reward for s in group] for group in by_episode(samples, episodes)] == \
+        [[1, 1], [0, 1, 2, 1], [1, 0, -1, 0], [0, 0], [0, 0], [0, 0]]
+
+
+def test_unknown_verify_reward_is_refused(episodes):
+    with pytest.raises(ValueError, match="verify_reward"):
+        turn_rewards(episodes[0], [True], 1.0, "agree")
 
 
 def test_truncated_samples_are_flagged(episodes, policy, embedded_tokenizer):

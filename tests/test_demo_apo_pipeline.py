@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import demo_apo_pipeline as demo
-from apo.config import SYSTEM_PROMPT, parse_config
+from apo.config import SYSTEM_PROMPT, VERIFY_PROMPT, parse_config
 from apo.synthetic import ARITHMETIC_WORDINGS
 from conftest import REPO_ROOT, build_tiny_policy
 
@@ -115,6 +115,64 @@ def test_the_system_prompt_reaches_training_and_evaluation_alike():
     assert demo.algorithm_config(cfg, cfg.model).system_prompt == "Answer in one sentence."
     assert demo.algorithm_config(cfg, "/tmp/trained/final").system_prompt == "Answer in one sentence."
 
+
+
+def test_correction_settings_reach_the_trainer():
+    (default,) = parse_config((demo.DemoConfig,), [])
+    apo = demo.algorithm_config(default, default.model)
+    assert apo.train_correction is False and apo.verify_prompt == demo.DEMO_VERIFY_PROMPT != VERIFY_PROMPT
+    (cfg,) = parse_config((demo.DemoConfig,), ["--train_correction", "--verify_reward", "match"])
+    apo = demo.algorithm_config(cfg, cfg.model)
+    assert (apo.train_correction, apo.verify_reward, apo.correction_mode) == (True, "match", "self_verify")
+    turns = demo.correction_config(cfg)
+    assert turns.normalize_turn_advantages is False and turns.turn_baseline == "running_mean"
+    assert "revises it" in demo.stage2_explanation(cfg) and "revises it" not in demo.stage2_explanation(default)
+
+
+# --- what the verify-and-revise loop did ---
+
+def episode_records(problem, first_right, verdict, final_right=None):
+    """Generation records of one evaluated episode: the attempt, its verdict (None = unparsed) and,
+    unless the verdict approved it, a revision."""
+    records = [{"id": problem, "sample": 0, "turn": 0, "role": "attempt", "attempt_index": 0, "correct": first_right,
+                "extracted_answer": "1", "truncated": False, "response_tokens": 3, "mode": "self_verify"},
+               {"id": problem, "sample": 0, "turn": 1, "role": "verify", "attempt_index": 0, "correct": None,
+                "verdict": verdict, "verdict_parsed": verdict is not None, "checked_attempt_correct": first_right,
+                "extracted_answer": None, "truncated": False, "response_tokens": 3, "mode": "self_verify"}]
+    if verdict != "correct":
+        records.append({"id": problem, "sample": 0, "turn": 2, "role": "revise", "attempt_index": 1,
+                        "correct": final_right, "extracted_answer": "1", "truncated": False, "response_tokens": 3,
+                        "mode": "self_verify"})
+    for record in records:
+        record.update(episode_turns=len(records), type="arithmetic", level=1)
+    return records
+
+
+def test_loop_report_counts_transitions_and_the_verifiers_decisions():
+    records = (episode_records("a", True, "correct") + episode_records("b", True, "wrong", True)
+               + episode_records("c", True, "wrong", False) + episode_records("d", False, "wrong", True)
+               + episode_records("e", False, None, False) + episode_records("f", False, "correct"))
+    report = demo.loop_report(records, {"a", "b", "c", "d", "e", "f"})
+    assert (report["t1_correct"], report["final_correct"], report["fixed"], report["broken"]) == (3, 3, 1, 1)
+    # approves 1 of 3 right; revises 2 of 3 wrong, the unparsed verdict among them (it revises at evaluation)
+    assert (report["approved_right"], report["right_checked"], report["revised_wrong"], report["wrong_checked"]) == \
+        (1, 3, 2, 3)
+    assert report["unparsed_verdicts"] == 1
+    assert report["balanced_accuracy"] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    assert report["verifier_p_value"] == pytest.approx(demo.fisher_exact_greater(1, 2, 1, 2))
+    assert not demo.loop_helps(report) and not demo.verifier_discriminates(report)
+    only_right = demo.loop_report(records, {"a", "b"})
+    assert only_right["recall_on_wrong"] is None and only_right["balanced_accuracy"] is None
+
+
+def test_a_verifier_that_approves_right_and_revises_wrong_discriminates_and_the_loop_helps():
+    records = []
+    for i in range(12):
+        records += episode_records(f"r{i}", True, "correct")
+        records += episode_records(f"w{i}", False, "wrong", i < 8)  # 8 of 12 wrong answers fixed
+    report = demo.loop_report(records, {r["id"] for r in records})
+    assert report["balanced_accuracy"] == 1.0 and demo.verifier_discriminates(report)
+    assert (report["fixed"], report["broken"]) == (8, 0) and demo.loop_helps(report)
 
 
 # --- carry-over to wordings never trained on ---

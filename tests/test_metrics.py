@@ -216,3 +216,14 @@ def test_episode_records_from_an_episode():
     with pytest.raises(ValueError, match="1 correctness values for 2"):
         em.episode_records(episode, problem_row=row, sample=0, correctness=[True], mode="self_verify",
                            extracted_answers=["4", "5"])
+
+
+def test_fisher_exact_greater_matches_the_tea_tasting_table():
+    # Fisher's lady tasting tea: 3 of 4 cups right each way, one-sided p = 17/70; all 4 right, 1/70.
+    assert em.fisher_exact_greater(3, 1, 1, 3) == pytest.approx(17 / 70)
+    assert em.fisher_exact_greater(4, 0, 0, 4) == pytest.approx(1 / 70)
+    # the other direction is no evidence at all, and a table with an empty margin is p = 1
+    assert em.fisher_exact_greater(0, 4, 4, 0) == pytest.approx(1.0)
+    assert em.fisher_exact_greater(0, 0, 5, 3) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="counts"):
+        em.fisher_exact_greater(-1, 2, 3, 4)

@@ -802,6 +802,36 @@ def test_center_turn_advantages_reaches_the_advantages(tiny_dir, data, tmp_path,
         assert abs(sum(solution)) < 1e-5 and abs(sum(verification)) < 1e-5
 
 
+def test_unnormalized_turn_advantages_are_reward_minus_baseline(tiny_dir, data, tmp_path, monkeypatch):
+    """normalize_turn_advantages false (the demo's choice): the update gets r - b for every turn, first attempts
+    r - V* exactly as without train_correction, and the per-role scaling is never called."""
+    from apo.correction import CorrectionTrainingConfig
+
+    updates = []
+    original = T.update_policy
+
+    def recording(run, optimizer, scheduler, samples, advantages, state):
+        updates.append((list(samples), list(advantages)))
+        return original(run, optimizer, scheduler, samples, advantages, state)
+
+    monkeypatch.setattr(T, "update_policy", recording)
+    monkeypatch.setattr(T.correction, "role_normalized_advantages",
+                        lambda *args, **kwargs: pytest.fail("advantages were normalised"))
+    apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_steps=1)
+    write_stage1(tmp_path, data["rows"], apo)
+    T.main((apo, train, CorrectionTrainingConfig(turn_baseline="running_mean", normalize_turn_advantages=False)))
+    (samples, advantages), = updates
+    assert {s.role for s in samples} >= {"attempt", "verify"}
+    assert advantages == [s.reward - s.baseline for s in samples]
+
+
+def test_centring_without_normalising_is_refused():
+    from apo.correction import CorrectionTrainingConfig
+
+    with pytest.raises(ValueError, match="normalize_turn_advantages"):
+        CorrectionTrainingConfig(center_turn_advantages=True, normalize_turn_advantages=False)
+
+
 # --- issue 28: data that changed, damaged checkpoints, non-finite weights ---
 
 def copy_data(data, folder):
