@@ -313,6 +313,19 @@ def test_quick_demo_end_to_end_with_a_tiny_model(tiny_dir, tmp_path, capsys):
         assert f"Step {number} of 6:" in out
     assert "NO held-out effect" in out and "Qwen/Qwen2.5-1.5B-Instruct" in out
     assert summary["carry_over"]["kind"] == "no_effect" and "no effect beyond noise on either" in out
+    # the loop's report: before and after, every group, and the one-line note that the turns were not trained
+    correction = summary["self_correction"]
+    assert set(correction) == {"before", "after", "trained_turns", "sentence"}
+    assert correction["after"]["all"]["problems"] == demo.QUICK_SIZES["eval_problems"]
+    assert "This run trained first attempts only" in correction["sentence"] and "verify-and-revise loop" in out
+    # bench/demo_seeds.py turns the finished run into its row of the seed table
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    try:
+        import demo_seeds
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    row = demo_seeds.table([demo_seeds.load_run(str(tmp_path / "demo"))]).splitlines()[2]
+    assert row.startswith(f"| {cfg.seed} | ") and "first attempts only" in row
     # a second run into the same folder replaces the first
     assert demo.main(cfg)["verdict"] == summary["verdict"]
 
