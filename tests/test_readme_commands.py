@@ -11,6 +11,8 @@ comments dropped) with its file and line. Every command is then checked in one o
   folders linked in, outputs written there), after STANDINS replaced what needs the hub and TOY_SIZES were
   appended (argparse keeps the last of a repeated flag). The README itself never carries toy sizes. A run
   must exit 0; a command's outputs are what the next command reads (prepare_data -> train -> evaluate).
+  Each script runs as __main__ inside the test process (`run_as_main`), not as a subprocess: the
+  interpreter and the imports, most of a toy-sized run's time, are paid once.
 * parsed only, when PARSE_ONLY names a reason (a GPU, or sizes a CPU cannot run); the reason is listed in
   the test's id.
 
@@ -339,20 +341,45 @@ def move_earlier_run_aside(command: Command, args: list[str], scratch: Path, mon
 
 
 @pytest.mark.parametrize("command", run_params())
-def test_every_runnable_command_runs(command, tmp_path_factory, standin_model, monkeypatch):
+def test_every_runnable_command_runs(command, tmp_path_factory, standin_model, monkeypatch, capfd):
     scratch = scratch_checkout(command.document, tmp_path_factory, standin_model)
     args = map_to_standins(command, scratch)
     move_earlier_run_aside(command, args, scratch, monkeypatch)
     for name in {a for a in args if a.startswith("standin_models/")}:
         if not (scratch / name).exists():
             (scratch / name).symlink_to(standin_model, target_is_directory=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, command.script, *args], cwd=scratch, capture_output=True, text=True,
-                            timeout=900, env=env)
-    kind = "a traceback" if "Traceback (most recent call last)" in result.stderr else f"exit {result.returncode}"
-    assert result.returncode == 0, (
-        f"{command.where} failed ({kind}); ran as `python {command.script} {shlex.join(args)}` in {scratch}:\n"
-        f"{result.stderr[-3000:]}")
+    status, error = run_as_main(command.script, args, scratch, monkeypatch, capfd)
+    assert status == 0, (
+        f"{command.where} failed ({error}); ran as `python {command.script} {shlex.join(args)}` in {scratch}:\n"
+        f"{capfd.readouterr().err[-3000:]}")
+
+
+def run_as_main(script: str, args: list[str], scratch: Path, monkeypatch, capfd) -> tuple[int, str]:
+    """Run `python <script> <args>` in `scratch` inside this process: the script's file executed as
+    __main__ (runpy), with that argv and one torch thread, so only the interpreter's start-up and the
+    imports are shared with the other runs (they cost more than the toy-sized work, 13-16 s of each
+    run as a subprocess). Returns (exit status, "exit N" or the exception's one-line summary)."""
+    import runpy
+
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.chdir(scratch)
+    monkeypatch.setattr(sys, "argv", [script, *args])
+    torch.set_num_threads(1)
+    try:
+        runpy.run_path(str(scratch / script), run_name="__main__")
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        return status, f"exit {status}"
+    except Exception as err:  # noqa: BLE001 -- reported with the command that raised it
+        import traceback
+
+        traceback.print_exc()
+        return 1, f"a traceback: {type(err).__name__}: {err}"
+    finally:
+        torch.set_num_threads(threads)
+    return 0, "exit 0"
 
 
 def test_parse_only_commands_say_why():
