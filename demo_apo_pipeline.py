@@ -2,6 +2,7 @@
 
     python demo_apo_pipeline.py                     # embedded SmolLM2-135M, synthetic problems (see docs/demo_transcript.md)
     python demo_apo_pipeline.py --quick             # the same six steps at toy sizes, under 2 minutes
+    python demo_apo_pipeline.py --train_correction  # stage 2 also trains the verify and revise turns (slower)
     python demo_apo_pipeline.py --policy_loss awr --stage2_steps 30 --output_dir demo_awr
     python demo_apo_pipeline.py --source local --train_path MATH/train.jsonl \\
         --math500_path benchmark_data/math500.jsonl --max_new_tokens 512        # real MATH (slow on a CPU)
@@ -29,7 +30,9 @@ wordings.
 Outputs under --output_dir (default demo_output/; a re-run replaces the demo's own files there
 and refuses a folder holding anything else): data/, train/, eval_before_training/,
 eval_after_training/, comparison.md, demo_config.json, demo_summary.json (with the verdicts, and
-the before/after accuracy, gained/lost and sign-test p per group of wordings under "by_wording").
+the before/after accuracy, gained/lost and sign-test p per group of wordings under "by_wording",
+and what the verify-and-revise loop did before and after training under "self_correction":
+transitions, the verifier's recalls and balanced accuracy, per group; `loop_report` defines them).
 """
 
 from __future__ import annotations
@@ -165,8 +168,9 @@ class DemoConfig:
         "answers to learn from (docs/demo_transcript.md)."))
     verify_prompt: str = field(default=DEMO_VERIFY_PROMPT, metadata=_help(
         "User turn of the verify step, before and after training alike. PAG's prompt (check step by step, end with "
-        "the verdict) had the trained 135M model repeat its answer instead of a verdict; this one has it state a "
-        "verdict on 28 of 32 problems (docs/demo_transcript.md)."))
+        "the verdict) had the 135M model trained on first attempts repeat its answer instead of a verdict on all 128 "
+        "held-out problems of seed 42, and each unparsed verdict sends a right answer to a revision; with this one "
+        "it stated a verdict on 120 (docs/demo_transcript.md)."))
 
     # --- output ---
     output_dir: str = field(default="demo_output", metadata=_help(
