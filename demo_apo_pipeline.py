@@ -766,7 +766,7 @@ def compare_correction(cfg: DemoConfig, data: prepare_data.PreparedData, paths: 
                 "The verifier does not tell right from wrong beyond noise")
     untrained = "" if cfg.train_correction else (
         " This run trained first attempts only: the verify and revise turns are the untrained model's (add "
-        "--train_correction to train them, about twice the time; docs/demo_transcript.md).")
+        "--train_correction to train them, in about 1.5 times the time; docs/demo_transcript.md).")
     sentence = (f"{effect} {verifier} (balanced accuracy {after['balanced_accuracy'] or 0:.2f}, "
                 f"{format_p(after['verifier_p_value'])}, where a constant verdict scores 0.50).{untrained}")
     say(sentence)
