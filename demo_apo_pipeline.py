@@ -56,7 +56,7 @@ import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo.cli import run_main
 from apo.folder_lock import LOCK_FILE
-from apo.config import SYSTEM_PROMPT, VERIFY_PROMPT, A_PO_Config, parse_config, save_config
+from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
 from apo.correction import CorrectionTrainingConfig
 from apo.errors import InputError
 from apo.metrics import fisher_exact_greater, summarize, wilson_interval
@@ -280,9 +280,9 @@ def eval_config(cfg: DemoConfig, eval_file: str, folder: str) -> evaluate_apo.Ev
 
 # --- reading the results ---
 
-def first_attempts(generations_path: str) -> dict[str, dict]:
-    """id -> the first-attempt record of each episode in an evaluate_apo generations.jsonl."""
-    return {r["id"]: r for r in read_generations(generations_path) if r["role"] == "attempt" and r["attempt_index"] == 0}
+def first_attempts(records: list[dict]) -> dict[str, dict]:
+    """id -> the first-attempt record of each episode, of an evaluate_apo generations.jsonl's records."""
+    return {r["id"]: r for r in records if r["role"] == "attempt" and r["attempt_index"] == 0}
 
 
 def boxed_share(attempts: dict[str, dict]) -> tuple[int, int]:
@@ -306,12 +306,15 @@ def format_p(p_value: float) -> str:
 
 
 def paired_changes(before: dict[str, dict], after: dict[str, dict]) -> dict[str, Any]:
-    """How the first attempt changed per held-out problem: right only after training (gained),
-    right only before (lost), and the exact sign-test p-value of gained vs lost."""
+    """How the first attempt changed per held-out problem of both `before` and `after`: right only
+    after training (gained), right only before (lost), the exact sign-test p-value of gained vs
+    lost, and how many were right before (before_correct) and after (after_correct)."""
     common = sorted(set(before) & set(after))
     gained = sum(bool(after[i]["correct"]) and not before[i]["correct"] for i in common)
     lost = sum(bool(before[i]["correct"]) and not after[i]["correct"] for i in common)
-    return {"problems": len(common), "gained": gained, "lost": lost, "p_value": sign_test_p(gained, lost)}
+    return {"problems": len(common), "gained": gained, "lost": lost, "p_value": sign_test_p(gained, lost),
+            "before_correct": sum(bool(before[i]["correct"]) for i in common),
+            "after_correct": sum(bool(after[i]["correct"]) for i in common)}
 
 
 def rate_with_interval(successes: int, n: int) -> str:
@@ -334,20 +337,25 @@ def changes_by_wording(before: dict[str, dict], after: dict[str, dict], wording_
     """First-attempt accuracy and paired changes per group of the problems in both `before` and `after`.
 
     `wording_of` maps every problem id to its `wording` (None for rows without one, whose
-    template training uses too). Groups: "training_wordings" (not in `heldout`), "heldout_wordings"
-    and "all"; each is paired_changes' dict plus before_correct and after_correct. Raises
-    KeyError for an evaluated id missing from `wording_of`.
+    template training uses too). Groups: `wording_groups`' names; each is paired_changes' dict.
+    Raises KeyError for an evaluated id missing from `wording_of`.
     """
-    common = set(before) & set(after)
-    members = {"training_wordings": {i for i in common if wording_of[i] not in heldout},
-               "heldout_wordings": {i for i in common if wording_of[i] in heldout}, "all": common}
-    groups = {}
-    for name, ids in members.items():
-        group_before, group_after = {i: before[i] for i in ids}, {i: after[i] for i in ids}
-        groups[name] = {**paired_changes(group_before, group_after),
-                        "before_correct": sum(bool(r["correct"]) for r in group_before.values()),
-                        "after_correct": sum(bool(r["correct"]) for r in group_after.values())}
-    return groups
+    members = wording_groups(set(before) & set(after), wording_of, heldout)
+    return {name: paired_changes({i: before[i] for i in ids}, {i: after[i] for i in ids})
+            for name, ids in members.items()}
+
+
+def wording_groups(ids: set[str], wording_of: dict[str, str | None], heldout: Sequence[str]) -> dict[str, set[str]]:
+    """`ids` split by wording: "training_wordings" (not in `heldout`), "heldout_wordings" and "all"."""
+    return {"training_wordings": {i for i in ids if wording_of[i] not in heldout},
+            "heldout_wordings": {i for i in ids if wording_of[i] in heldout}, "all": set(ids)}
+
+
+def eval_wordings(cfg: DemoConfig, data: prepare_data.PreparedData) -> tuple[dict[str, str | None], tuple[str, ...]]:
+    """(id -> `wording` of every held-out row, None for rows without one: only synthetic level-1
+    arithmetic drawn with wordings has one; the wordings held out of training)."""
+    wording_of = {row["id"]: row.get("wording") for row in read_problem_rows(data.eval_file, require_answer=False)}
+    return wording_of, data_config(cfg, cfg.output_dir).heldout_wording_names
 
 
 def _changes_text(group: dict[str, Any]) -> str:
@@ -644,8 +652,9 @@ def step_6_compare(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict
     evaluate_apo.main(algorithm_config(cfg, cfg.model), evaluate_apo.EvalConfig(
         compare=[os.path.join(paths[name], "metrics.json") for name in ("eval_before_training", "eval_after_training")],
         output_dir=cfg.output_dir))
-    attempts_before = first_attempts(os.path.join(paths["eval_before_training"], "generations.jsonl"))
-    attempts_after = first_attempts(os.path.join(paths["eval_after_training"], "generations.jsonl"))
+    records = {when: read_generations(os.path.join(paths[folder], "generations.jsonl"))
+               for when, folder in (("before", "eval_before_training"), ("after", "eval_after_training"))}
+    attempts_before, attempts_after = first_attempts(records["before"]), first_attempts(records["after"])
     accuracy = paired_changes(attempts_before, attempts_after)
     boxed = boxed_summary(attempts_before, attempts_after)
     effect, verdict = effect_verdict(accuracy, boxed)
@@ -655,8 +664,9 @@ def step_6_compare(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict
           f"{accuracy['problems'] - accuracy['gained'] - accuracy['lost']} unchanged "
           f"(exact sign test {format_p(accuracy['p_value'])})\n")
     say(verdict)
-    by_wording, carry_over = compare_by_wording(cfg, data, attempts_before, attempts_after)
-    correction = compare_correction(cfg, data, paths) if cfg.max_correction_turns >= 2 else None
+    wording_of, heldout = eval_wordings(cfg, data)
+    by_wording, carry_over = compare_by_wording(wording_of, heldout, attempts_before, attempts_after)
+    correction = compare_correction(cfg, records, wording_of, heldout) if cfg.max_correction_turns >= 2 else None
     learned = (" and, in this run, that the policy learned from its own graded samples" if effect else
                "; this run did not show that the policy learned")
     say(f"""
@@ -721,30 +731,30 @@ def verifier_discriminates(report: dict[str, Any]) -> bool:
     return (report["balanced_accuracy"] or 0.0) > 0.5 and report["verifier_p_value"] < 0.05
 
 
+def format_rate(value: float | None) -> str:
+    """A rate with two decimals, 'n/a' for one over an empty class (None)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _loop_line(report: dict[str, Any]) -> str:
-    def rate(value):
-        return "n/a" if value is None else f"{value:.2f}"
     n = report["problems"]
     return (f"Acc@t1 {report['t1_correct']}/{n} -> Acc@final {report['final_correct']}/{n}; "
             f"{report['fixed']} fixed, {report['broken']} broken ({format_p(report['p_value'])}); verifier approves "
             f"{report['approved_right']}/{report['right_checked']} right, revises {report['revised_wrong']}/"
-            f"{report['wrong_checked']} wrong, balanced accuracy {rate(report['balanced_accuracy'])} "
+            f"{report['wrong_checked']} wrong, balanced accuracy {format_rate(report['balanced_accuracy'])} "
             f"(Fisher {format_p(report['verifier_p_value'])})")
 
 
-def compare_correction(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict[str, str]) -> dict[str, Any]:
-    """Print what the verify-and-revise loop did before and after training, on all held-out problems and
-    on the training and held-out wordings apart, with its verdict; returns
+def compare_correction(cfg: DemoConfig, records: dict[str, list[dict]], wording_of: dict[str, str | None],
+                       heldout: Sequence[str]) -> dict[str, Any]:
+    """Print what the verify-and-revise loop did before and after training (`records`: the generation
+    records of each evaluation, under "before" and "after"), on all held-out problems and on the training
+    and held-out wordings apart, with its verdict; returns
     {"before"/"after": {group: loop_report}, "trained_turns", "sentence"}."""
-    wording_of = {row["id"]: row.get("wording") for row in read_problem_rows(data.eval_file, require_answer=False)}
-    heldout = data_config(cfg, cfg.output_dir).heldout_wording_names or ()
     reports: dict[str, Any] = {}
-    for when, folder in (("before", "eval_before_training"), ("after", "eval_after_training")):
-        records = read_generations(os.path.join(paths[folder], "generations.jsonl"))
-        ids = {r["id"] for r in records}
-        members = {"all": ids, "training_wordings": {i for i in ids if wording_of[i] not in heldout},
-                   "heldout_wordings": {i for i in ids if wording_of[i] in heldout}}
-        reports[when] = {name: loop_report(records, group) for name, group in members.items() if group}
+    for when, evaluated in records.items():
+        members = wording_groups({r["id"] for r in evaluated}, wording_of, heldout)
+        reports[when] = {name: loop_report(evaluated, group) for name, group in members.items() if group}
     trained = "attempt, verify and revise turns" if cfg.train_correction else "first attempts only"
     print(f"\nthe verify-and-revise loop on the held-out problems (training: {trained}):")
     for when in ("before", "after"):
@@ -773,14 +783,11 @@ def compare_correction(cfg: DemoConfig, data: prepare_data.PreparedData, paths: 
     return {**reports, "trained_turns": trained, "sentence": sentence}
 
 
-def compare_by_wording(cfg: DemoConfig, data: prepare_data.PreparedData, attempts_before: dict[str, dict],
+def compare_by_wording(wording_of: dict[str, str | None], heldout: Sequence[str], attempts_before: dict[str, dict],
                        attempts_after: dict[str, dict]) -> tuple[dict | None, dict | None]:
-    """Print first-attempt accuracy on the training and the held-out wordings and the carry-over
-    verdict; returns (changes_by_wording's groups, {"kind", "sentence", "heldout_wordings"}), or
+    """Print first-attempt accuracy on the training and the held-out wordings (`eval_wordings`) and the
+    carry-over verdict; returns (changes_by_wording's groups, {"kind", "sentence", "heldout_wordings"}), or
     (None, None) when no evaluated problem is in a held-out wording."""
-    heldout = data_config(cfg, cfg.output_dir).heldout_wording_names
-    # `wording` is optional: only synthetic level-1 arithmetic drawn with wordings has one.
-    wording_of = {row["id"]: row.get("wording") for row in read_problem_rows(data.eval_file, require_answer=False)}
     groups = changes_by_wording(attempts_before, attempts_after, wording_of, heldout)
     if not groups["heldout_wordings"]["problems"]:
         print("by wording: no evaluated problem is in a wording held out of training (--synthetic_heldout_wordings), "

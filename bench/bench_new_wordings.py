@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import evaluate_apo  # noqa: E402
 from apo.config import A_PO_Config, parse_config  # noqa: E402
-from apo.records import write_json_atomic, write_jsonl_atomic  # noqa: E402
+from apo.records import read_generations, write_json_atomic, write_jsonl_atomic  # noqa: E402
 from apo.synthetic import NUMBER_WORDS  # noqa: E402
 from demo_apo_pipeline import DEMO_SYSTEM_PROMPT, first_attempts, paired_changes  # noqa: E402
 
@@ -85,7 +85,7 @@ def evaluate(model: str, eval_file: str, folder: str, cfg: NewWordingsConfig) ->
     eval_cfg = evaluate_apo.EvalConfig(eval_file=eval_file, output_dir=folder, eval_max_new_tokens=cfg.max_new_tokens,
                                        eval_batch_size=64, bootstrap_resamples=200, resume=False)
     evaluate_apo.main(apo, eval_cfg)
-    return first_attempts(os.path.join(folder, "generations.jsonl"))
+    return first_attempts(read_generations(os.path.join(folder, "generations.jsonl")))
 
 
 def main(cfg: NewWordingsConfig) -> dict:
@@ -101,7 +101,7 @@ def main(cfg: NewWordingsConfig) -> dict:
     for name in [*NEW_WORDINGS, "all"]:
         ids = [r["id"] for r in rows if name in ("all", r["wording"])]
         changes = paired_changes({i: before[i] for i in ids}, {i: after[i] for i in ids})
-        right = [sum(bool(side[i]["correct"]) for i in ids) for side in (before, after)]
+        right = [changes["before_correct"], changes["after_correct"]]
         report["by_wording"][name] = {**changes, "untrained_correct": right[0], "trained_correct": right[1]}
         lines.append(f"| {name} | {len(ids)} | {right[0]}/{len(ids)} | {right[1]}/{len(ids)} | "
                      f"{changes['gained']} / {changes['lost']} | {changes['p_value']:.3f} |")

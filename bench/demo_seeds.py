@@ -19,7 +19,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from demo_apo_pipeline import CONFIG_FILE, SUMMARY_FILE, format_p, loop_helps, verifier_discriminates  # noqa: E402
+from demo_apo_pipeline import (CONFIG_FILE, SUMMARY_FILE, format_p, format_rate, loop_helps,  # noqa: E402
+                                verifier_discriminates)
 from apo.errors import InputError  # noqa: E402
 
 
@@ -46,10 +47,8 @@ def _loop(report: dict) -> str:
 
 
 def _verifier(report: dict) -> str:
-    def rate(value):
-        return "n/a" if value is None else f"{value:.2f}"
-    return (f"{rate(report['recall_on_correct'])} / {rate(report['recall_on_wrong'])}, "
-            f"{rate(report['balanced_accuracy'])} ({format_p(report['verifier_p_value'])})")
+    return (f"{format_rate(report['recall_on_correct'])} / {format_rate(report['recall_on_wrong'])}, "
+            f"{format_rate(report['balanced_accuracy'])} ({format_p(report['verifier_p_value'])})")
 
 
 def table(runs: list[tuple[dict, dict]]) -> str:
@@ -61,15 +60,12 @@ def table(runs: list[tuple[dict, dict]]) -> str:
     counts = {"no_harm": 0, "helps": 0, "discriminates": 0, "learned": 0, "carries_over": 0}
     for config, summary in runs:
         correction = summary.get("self_correction")
-        if correction is None:
-            raise InputError(f"the run of seed {config['seed']} has no self-correction report (max_correction_turns 1, "
-                             "or a demo from before issue 26)")
+        if correction is None or "before_correct" not in summary["first_attempt_changes"]:
+            raise InputError(f"the run of seed {config['seed']} has no self-correction report or first-attempt counts "
+                             "(max_correction_turns 1, or a demo from before issue 26)")
         after, before = correction["after"]["all"], correction["before"]["all"]
         wording = (summary.get("by_wording") or {}).get("heldout_wordings")
-        everything = {**summary["first_attempt_changes"],
-                      **{f"{when}_correct": round(summary[when]["acc_t1"] * summary[when]["num_problems"])
-                         for when in ("before", "after")}}
-        lines.append(f"| {config['seed']} | {_first(everything)} | "
+        lines.append(f"| {config['seed']} | {_first(summary['first_attempt_changes'])} | "
                      f"{_first(wording) if wording else 'n/a'} | {_loop(after)} | {_verifier(after)} | "
                      f"{_loop(before)} | {_verifier(before)} | {correction['trained_turns']} | "
                      f"{summary['seconds']['total'] / 60:.1f} |")

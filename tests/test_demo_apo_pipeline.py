@@ -76,7 +76,8 @@ def test_paired_changes_and_verdict():
     before = {i: _attempt(i, ok, "so 3") for i, ok in zip("abcdefgh", [1, 0, 0, 0, 0, 0, 0, 1])}
     after = {i: _attempt(i, ok, "\\boxed{3}") for i, ok in zip("abcdefgh", [1, 1, 1, 1, 1, 1, 1, 0])}
     changes = demo.paired_changes(before, after)
-    assert changes == {"problems": 8, "gained": 6, "lost": 1, "p_value": pytest.approx(0.125)}
+    assert changes == {"problems": 8, "gained": 6, "lost": 1, "p_value": pytest.approx(0.125), "before_correct": 2,
+                       "after_correct": 7}
     boxed = demo.boxed_summary(before, after)
     assert boxed["before"] == (0, 8) and boxed["after"] == (8, 8)
     effect, text = demo.effect_verdict(changes, boxed)    # accuracy alone is p = 0.125; the format moved
@@ -243,13 +244,13 @@ def test_compare_by_wording_reads_wordings_from_the_eval_file(tmp_path, capsys):
     held_before, held_after = outcomes("h", [(0, 1)] * 6)
     data = SimpleNamespace(eval_file=str(eval_file))
     (cfg,) = parse_config((demo.DemoConfig,), [])
-    groups, carry = demo.compare_by_wording(cfg, data, before | held_before, after | held_after)
+    groups, carry = demo.compare_by_wording(*demo.eval_wordings(cfg, data), before | held_before, after | held_after)
     assert carry["kind"] == "carries_over" and carry["heldout_wordings"] == list(demo.DEMO_HELDOUT_WORDINGS)
     assert groups["heldout_wordings"]["after_correct"] == 6
     out = capsys.readouterr().out
     assert re.search(r"held-out wordings: +before 0/6 = 0\.0%.*after 6/6 = 100\.0%.*6 became right, 0 became wrong", out)
     (none,) = parse_config((demo.DemoConfig,), ["--synthetic_heldout_wordings", "none"])
-    assert demo.compare_by_wording(none, data, before, after) == (None, None)
+    assert demo.compare_by_wording(*demo.eval_wordings(none, data), before, after) == (None, None)
     assert "does not test whether a gain carries over" in capsys.readouterr().out
 
 
