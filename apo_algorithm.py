@@ -443,7 +443,9 @@ class PolicySample:
 
     response_ids end after the first EOS, inclusive (or at max_new_tokens when truncated);
     reward: r(x, y); baseline: V*(x) for A*-PO (or the value for the advantage r - V);
-    role: "attempt", "verify" or "revise" (which turn of an episode it came from).
+    role: "attempt", "verify" or "revise" (which turn of an episode it came from);
+    context_correct: for a verify or revise turn, whether the attempt it checked or revised
+    was right (None for first attempts).
     """
 
     prompt_ids: list[int]
@@ -452,6 +454,7 @@ class PolicySample:
     baseline: float
     role: str = "attempt"
     truncated: bool = False
+    context_correct: bool | None = None
 
 
 def collate_samples(samples: Sequence[PolicySample], pad_token_id: int) -> dict[str, Tensor]:

@@ -157,10 +157,10 @@ class DemoConfig:
         "Stage 2 trains whole self-correction episodes (attempt, verify, revise after 'wrong'; "
         "train_math_apo.py --train_correction true) instead of first attempts only, and step 6 reports what the "
         "correction loop does before and after. Slower: docs/demo_transcript.md gives its time."))
-    verify_reward: Literal["match", "outcome"] = field(default="outcome", metadata=_help(
-        "--train_correction: reward of a verdict. 'outcome' = the correctness of the answer that stands after it, "
-        "so a verifier that cannot tell right from wrong learns to approve when its revisions break more answers "
-        "than they fix; 'match' = PAG's, 1 when the verdict agrees with the truth (docs/self_correction.md)."))
+    verify_reward: Literal["match", "outcome"] = field(default="match", metadata=_help(
+        "--train_correction: reward of a verdict. 'match' = PAG's, 1 when the verdict agrees with the truth of the "
+        "attempt (the demo trains as many verdicts on right attempts as on wrong ones, so only telling them apart "
+        "pays); 'outcome' = the correctness of the answer that stands after it (docs/self_correction.md)."))
     system_prompt: str = field(default=DEMO_SYSTEM_PROMPT, metadata=_help(
         "System prompt of every rollout and evaluation episode, before and after training alike. The pipeline's "
         "MATH prompt (step by step, then \\boxed{}) left 77% of the untrained model's first attempts cut off at 64 "
@@ -256,9 +256,14 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
 
 
 def correction_config(cfg: DemoConfig) -> CorrectionTrainingConfig:
-    """--train_correction's turn baselines: per-class running means (no hidden-state pass, which costs a
-    forward per step on a CPU), and advantages left at r - b, the scale beta2 was tuned on for first attempts."""
-    return CorrectionTrainingConfig(turn_baseline="running_mean", normalize_turn_advantages=False)
+    """--train_correction's turn training: per-class running-mean baselines (no hidden-state pass, which costs
+    a forward per step on a CPU), as many verify turns of right attempts as of wrong ones in each batch (so a
+    verdict that ignores the attempt gains nothing, however few attempts are right), and advantages left at
+    r - b, the scale beta2 was tuned on for first attempts; under the match reward each verify turn also
+    trains the verdict it did not say (counterfactual_verdicts)."""
+    return CorrectionTrainingConfig(turn_baseline="running_mean", balance_verify_truth=True,
+                                    counterfactual_verdicts=cfg.verify_reward == "match",
+                                    normalize_turn_advantages=False)
 
 
 def train_config(cfg: DemoConfig, data: prepare_data.PreparedData, folder: str, stage: str) -> train_math_apo.TrainConfig:
@@ -475,7 +480,8 @@ def stage2_explanation(cfg: DemoConfig) -> str:
         "same loss on its own advantage. The answer keeps r - V*; the verdict's reward is "
         f"{verdict_reward}; the revision's is r2 + (r2 - r1), PAG's bonus for fixing. Verdicts and revisions have "
         "no stage-1 samples, so their baselines are running means of their rewards, kept apart for right and "
-        "wrong checked answers.")
+        "wrong checked answers, and each step trains as many verdicts on right answers as on wrong ones (the "
+        "more common kind is cut to the count of the other), so a verdict that ignores the answer gains nothing.")
 
 
 def one_right_v_star(n: int, beta1: float = 0.5) -> float:

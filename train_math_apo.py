@@ -251,6 +251,15 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
+    verdicts = [turn.verdict if turn.role == "verify" and turn.verdict_parsed and not turn.truncated else None
+                for episode in episodes for turn in episode.turns]  # aligned with samples: episode, then turn order
+    if run.correction.balance_verify_truth:  # as many verify turns of right attempts as of wrong ones
+        kept = correction.balanced_verify_subset(samples)
+        samples, verdicts = [samples[i] for i in kept], [verdicts[i] for i in kept]
+    if run.correction.counterfactual_verdicts:  # and the verdicts they did not say
+        samples = correction.counterfactual_verdict_samples(samples, verdicts, run.tokenizer)
+    if run.correction.balance_verify_truth or run.correction.counterfactual_verdicts:
+        turn_metrics["num_samples/verify_trained"] = float(sum(s.role == "verify" for s in samples))
     device = run.accelerator.device  # NCCL reduces tensors on the GPU
     if run.correction.normalize_turn_advantages:
         advantages = [float(a) for a in correction.role_normalized_advantages(  # statistics over all processes
@@ -738,6 +747,9 @@ def main(cfg: tuple) -> dict:
     if apo.generation_backend == "vllm" and apo.use_lora and accelerator.distributed_type == DistributedType.FSDP:
         raise InputError("generation_backend=vllm with use_lora=true under FSDP is not supported: adapters cannot be "
                          "merged into sharded weights for the engine; use the DDP or ZeRO configs")
+    if turn_cfg.counterfactual_verdicts and apo.verify_reward != "match":
+        raise InputError(f"counterfactual_verdicts=true needs verify_reward=match (got {apo.verify_reward!r}): the "
+                         "reward of a verdict not said is known without sampling only under match")
     if apo.train_correction and accelerator.distributed_type == DistributedType.FSDP:
         raise InputError("train_correction=true under FSDP is not supported: the turn baselines run the sharded policy "
                          "on each process's own number of turns; use the DDP config")

@@ -57,6 +57,7 @@ Usage inside the stage-2 loop (train_math_apo.py):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -83,6 +84,8 @@ SOLUTION_ROLES = ("attempt", "revise")
 TURN_ROLES = ("attempt", "verify", "revise")
 # PAG normalises "attempt" and "verify" tokens apart; a revision is a solution, so it joins attempts.
 ADVANTAGE_GROUPS = {"attempt": "solution", "revise": "solution", "verify": "verification"}
+# PAG's two verdict sentences (its verify prompt asks for one of them at the end; apo.episodes.parse_verdict).
+VERDICT_SENTENCES = {"correct": "The answer is correct.", "wrong": "The answer is wrong."}
 # Baseline of a group that has observed nothing yet: the value of a fair coin for a {0, 1} outcome.
 PRIOR_OUTCOME = 0.5
 
@@ -125,6 +128,16 @@ class CorrectionTrainingConfig:
         "Scale each advantage group to unit root mean square (role_normalized_advantages; PAG normalises per "
         "role). false = advantages stay r - b, the scale of single-turn A*-PO, so a first attempt is pushed exactly "
         "as in a run without train_correction (the demo's choice, whose beta2 was tuned on that scale)."))
+    balance_verify_truth: bool = field(default=False, metadata=_help(
+        "Train each batch on as many verify turns of right attempts as of wrong ones (balanced_verify_subset: the "
+        "majority class is cut to the minority's count, on each process), so a verdict that ignores the attempt "
+        "gains nothing on average whatever the accuracy. Off in PAG's recipe; the demo's choice."))
+    counterfactual_verdicts: bool = field(default=False, metadata=_help(
+        "verify_reward match only: each verify turn also trains the verdict it did not say, as PAG's sentence "
+        "('The answer is correct.' or 'The answer is wrong.'; both after an unparsed verdict), with the reward that "
+        "verdict earns, known from the truth of the attempt without sampling it (counterfactual_verdict_samples). "
+        "A verifier that has stopped saying one verdict still learns when to say it. Off in PAG's recipe; the "
+        "demo's choice."))
     center_turn_advantages: bool = field(default=False, metadata=_help(
         "Also subtract each advantage group's batch mean before scaling (PPO-style whitening, as PAG's PPO "
         "does; role_normalized_advantages(center=True)). Off by default: the baselines already centre the "
@@ -541,7 +554,7 @@ def correction_samples(
     for e, episode in enumerate(episodes):
         for t, turn in enumerate(episode.turns):
             baseline = float(v_star[e]) if turn.role == "attempt" else baselines[(e, t)]
-            samples.append(_policy_sample(turn, rewards[e][t].reward, baseline, where=f"episode {e} turn {t}"))
+            samples.append(_policy_sample(turn, rewards[e][t], baseline, where=f"episode {e} turn {t}"))
 
     # 4. update the turn baselines with this batch's outcomes
     fit_losses = turn_baselines.observe(groups, features, [rewards[e][t].outcome for e, t in later]) if later else {}
@@ -571,11 +584,12 @@ def _check_aligned(episodes, golds, v_star, problem_rows) -> None:
                          "first attempt a stage-1 V* or a value-head estimate")
 
 
-def _policy_sample(turn: Turn, reward: float, baseline: float, where: str) -> PolicySample:
+def _policy_sample(turn: Turn, reward: TurnReward, baseline: float, where: str) -> PolicySample:
     if not turn.prompt_ids or not turn.response_ids:
         raise ValueError(f"{where} ({turn.role}) has an empty prompt or response; nothing to train on")
-    return PolicySample(prompt_ids=list(turn.prompt_ids), response_ids=list(turn.response_ids), reward=float(reward),
-                        baseline=float(baseline), role=turn.role, truncated=bool(turn.truncated))
+    return PolicySample(prompt_ids=list(turn.prompt_ids), response_ids=list(turn.response_ids),
+                        reward=float(reward.reward), baseline=float(baseline), role=turn.role,
+                        truncated=bool(turn.truncated), context_correct=reward.context_correct)
 
 
 def training_metrics(episodes: Sequence[Episode], correct: Sequence[Sequence[bool]], mode: str,
@@ -621,6 +635,60 @@ def _reward_summary(samples: Sequence[PolicySample]) -> dict[str, float]:
             summary[f"reward/{role}"] = sum(s.reward for s in chosen) / len(chosen)
             summary[f"baseline/{role}"] = sum(s.baseline for s in chosen) / len(chosen)
     return summary
+
+
+def counterfactual_verdict_samples(samples: Sequence[PolicySample], verdicts: Sequence[str | None], tokenizer,
+                                   ) -> list[PolicySample]:
+    """`samples` with, after each verify sample, the verdicts it did not say (`counterfactual_verdicts`).
+
+    verdicts[i]: the parsed verdict of samples[i] for a verify sample ("correct", "wrong" or None
+    when unparsed or truncated), ignored for the other roles. Each added sample has the verify
+    sample's context (prompt_ids), baseline and context_correct; its response is PAG's sentence
+    VERDICT_SENTENCES[v] followed by the tokenizer's EOS, and its reward the "match" reward,
+    1 when v agrees with the truth of the checked attempt. A parsed verdict adds the other one,
+    an unparsed verdict both. Under "match" a verdict's reward depends on nothing but the truth,
+    so this is the all-action update of a two-action choice (Allen et al., 2017, "Mean
+    Actor-Critic", arXiv 1709.00503) with exact rewards: in every context the verifier learns
+    the value of both verdicts, however rarely it samples one. Raises ValueError when a verify
+    sample has no context_correct or the lists are not aligned."""
+    if len(verdicts) != len(samples):
+        raise ValueError(f"{len(verdicts)} verdicts for {len(samples)} samples")
+    sentences = {v: list(tokenizer.encode(text, add_special_tokens=False)) + [tokenizer.eos_token_id]
+                 for v, text in VERDICT_SENTENCES.items()}
+    out = []
+    for i, (sample, said) in enumerate(zip(samples, verdicts)):
+        out.append(sample)
+        if sample.role != "verify":
+            continue
+        if sample.context_correct is None:
+            raise ValueError(f"verify sample {i} has no context_correct; its counterfactual verdict's reward needs "
+                             "the truth of the attempt it checked")
+        for verdict, response_ids in sentences.items():
+            if verdict != said:
+                out.append(dataclasses.replace(sample, response_ids=list(response_ids), truncated=False,
+                                               reward=float((verdict == "correct") == sample.context_correct)))
+    return out
+
+
+def balanced_verify_subset(samples: Sequence[PolicySample]) -> list[int]:
+    """Indices of the samples to train on when verify turns are balanced by truth
+    (`balance_verify_truth`): every attempt and revise sample, and as many verify samples of
+    right attempts as of wrong ones, min(n_right, n_wrong) of each class, the first in sample
+    order (episodes come in the step's shuffled prompt order). Under the "match" reward with
+    per-class baselines, a verdict that ignores the attempt then has zero expected advantage
+    whatever the attempts' accuracy, so only what tells the classes apart is pushed; without
+    balancing, the verdict of the majority class is (docs/self_correction.md). A batch with
+    one class only trains no verify turn. Raises ValueError for a verify sample without its
+    attempt's truth (context_correct None)."""
+    unlabeled = [i for i, s in enumerate(samples) if s.role == "verify" and s.context_correct is None]
+    if unlabeled:
+        raise ValueError(f"verify samples {unlabeled[:10]} have no context_correct; balancing needs the truth of "
+                         "the attempt each one checked (correction_samples sets it)")
+    by_class = {truth: [i for i, s in enumerate(samples) if s.role == "verify" and s.context_correct is truth]
+                for truth in (True, False)}
+    quota = min(len(by_class[True]), len(by_class[False]))
+    kept = set(by_class[True][:quota]) | set(by_class[False][:quota])
+    return [i for i, s in enumerate(samples) if s.role != "verify" or i in kept]
 
 
 # --- advantages ---

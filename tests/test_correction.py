@@ -28,6 +28,7 @@ from apo.correction import (
     CorrectionTrainingConfig,
     TurnBaselines,
     VerdictCollapseGuard,
+    balanced_verify_subset,
     baseline_group,
     context_features,
     correction_samples,
@@ -170,6 +171,35 @@ def test_outcome_verify_reward_is_the_standing_answer(episodes, policy, embedded
     samples, _, _, _ = run_batch(episodes, policy, embedded_tokenizer, cfg=make_cfg(verify_reward="outcome"))
     assert [[s.reward for s in group] for group in by_episode(samples, episodes)] == \
         [[1, 1], [0, 1, 2, 1], [1, 0, -1, 0], [0, 0], [0, 0], [0, 0]]
+
+
+# truth of the attempt each turn checked or revised, per episode in turn order (None: a first attempt)
+EXPECTED_CONTEXT_CORRECT = [[None, True], [None, False, False, True], [None, True, True, False], [None, False],
+                            [None, False], [None, False]]
+
+
+def test_samples_carry_the_truth_of_the_attempt_they_checked_or_revised(episodes, policy, embedded_tokenizer):
+    samples, _, _, _ = run_batch(episodes, policy, embedded_tokenizer)
+    assert [[s.context_correct for s in group] for group in by_episode(samples, episodes)] == EXPECTED_CONTEXT_CORRECT
+
+
+def test_balanced_verify_subset_keeps_as_many_verdicts_on_right_attempts_as_on_wrong(episodes, policy,
+                                                                                       embedded_tokenizer):
+    """The script's verdicts checked 3 right and 5 wrong attempts: the first 3 of the wrong ones stay, the
+    last two (episodes 4 and 5) go; every attempt and revision stays, in order."""
+    samples, _, _, _ = run_batch(episodes, policy, embedded_tokenizer)
+    kept = balanced_verify_subset(samples)
+    assert kept == [i for i in range(len(samples)) if i not in (13, 15)]
+    verdicts = [samples[i].context_correct for i in kept if samples[i].role == "verify"]
+    assert verdicts.count(True) == verdicts.count(False) == 3
+
+
+def test_balanced_verify_subset_edge_cases():
+    one_class = [_sample("attempt", 1, 0.5), _sample("verify", 1, 0.5, True), _sample("verify", 0, 0.5, True)]
+    assert balanced_verify_subset(one_class) == [0]  # no verdict on a wrong attempt: no verdict is trained
+    assert balanced_verify_subset([]) == []
+    with pytest.raises(ValueError, match="context_correct"):
+        balanced_verify_subset([_sample("verify", 1, 0.5)])
 
 
 def test_unknown_verify_reward_is_refused(episodes):
@@ -373,8 +403,9 @@ def test_collapse_flag_in_batch_metrics(episodes, policy, embedded_tokenizer):
 
 # --- per-role normalisation ---
 
-def _sample(role: str, reward: float, baseline: float) -> PolicySample:
-    return PolicySample(prompt_ids=[1], response_ids=[2], reward=reward, baseline=baseline, role=role)
+def _sample(role: str, reward: float, baseline: float, context_correct: bool | None = None) -> PolicySample:
+    return PolicySample(prompt_ids=[1], response_ids=[2], reward=reward, baseline=baseline, role=role,
+                        context_correct=context_correct)
 
 
 def test_role_normalized_advantages_by_hand():

@@ -825,6 +825,42 @@ def test_unnormalized_turn_advantages_are_reward_minus_baseline(tiny_dir, data, 
     assert advantages == [s.reward - s.baseline for s in samples]
 
 
+def test_balanced_verify_truth_trains_as_many_verdicts_on_right_attempts_as_on_wrong(tiny_dir, data, tmp_path,
+                                                                                       monkeypatch):
+    """balance_verify_truth (the demo's choice): the update gets every attempt and revision, and verify turns
+    of right and wrong attempts in equal numbers, the metrics counting them; the episodes are scripted so both
+    classes occur (the second and fourth verdicts labelled as checking right attempts, the rest wrong)."""
+    from apo.correction import CorrectionTrainingConfig
+
+    updates = []
+    original = T.update_policy
+
+    def recording(run, optimizer, scheduler, samples, advantages, state):
+        updates.append(list(samples))
+        return original(run, optimizer, scheduler, samples, advantages, state)
+
+    real_samples = T.correction.correction_samples
+
+    def both_classes(*args, **kwargs):  # the tiny policy is never right: label two checked attempts right
+        samples, metrics = real_samples(*args, **kwargs)
+        verify = [i for i, s in enumerate(samples) if s.role == "verify"]
+        for n, i in enumerate(verify):
+            samples[i] = dataclasses.replace(samples[i], context_correct=n in (1, 3))
+        return samples, metrics
+
+    monkeypatch.setattr(T, "update_policy", recording)
+    monkeypatch.setattr(T.correction, "correction_samples", both_classes)
+    apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_steps=1)
+    write_stage1(tmp_path, data["rows"], apo)
+    T.main((apo, train, CorrectionTrainingConfig(turn_baseline="running_mean", balance_verify_truth=True)))
+    samples, = updates
+    verdicts = [s.context_correct for s in samples if s.role == "verify"]
+    assert verdicts.count(True) == verdicts.count(False) == 2
+    assert sum(s.role == "attempt" for s in samples) == train.prompts_per_step
+    record, = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "loss" in r]
+    assert record["num_samples/verify_trained"] == 4 and record["num_samples/verify"] == train.prompts_per_step
+
+
 def test_centring_without_normalising_is_refused():
     from apo.correction import CorrectionTrainingConfig
 
