@@ -32,14 +32,13 @@ and refuses a folder holding anything else): data/, train/, eval_before_training
 eval_after_training/, comparison.md, demo_config.json, demo_summary.json (with the verdicts, and
 the before/after accuracy, gained/lost and sign-test p per group of wordings under "by_wording",
 and what the verify-and-revise loop did before and after training under "self_correction":
-transitions, the verifier's recalls and balanced accuracy, per group; `loop_report` defines them).
+transitions, the verifier's recalls and balanced accuracy, per group; `apo.metrics.loop_report` defines them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import textwrap
@@ -59,7 +58,7 @@ from apo.folder_lock import LOCK_FILE
 from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
 from apo.correction import CorrectionTrainingConfig
 from apo.errors import InputError
-from apo.metrics import fisher_exact_greater, summarize, wilson_interval
+from apo.metrics import loop_helps, loop_report, sign_test_p, verifier_discriminates, wilson_interval
 from apo.grading import last_boxed_content
 from apo.records import ensure_output_folder, read_generations, read_problem_rows, read_stage1_values, write_json_atomic
 
@@ -293,16 +292,6 @@ def first_attempts(records: list[dict]) -> dict[str, dict]:
 def boxed_share(attempts: dict[str, dict]) -> tuple[int, int]:
     """(first attempts whose text holds a \\boxed{} answer, first attempts)."""
     return sum(last_boxed_content(r["text"]) is not None for r in attempts.values()), len(attempts)
-
-
-def sign_test_p(gained: int, lost: int) -> float:
-    """Two-sided exact sign test (McNemar) of `gained` vs `lost` paired changes: the chance of a
-    split at least this uneven when each changed problem is a fair coin. 1.0 when nothing changed."""
-    changed = gained + lost
-    if changed == 0:
-        return 1.0
-    tail = sum(math.comb(changed, k) for k in range(0, min(gained, lost) + 1)) / 2 ** changed
-    return min(1.0, 2 * tail)
 
 
 def format_p(p_value: float) -> str:
@@ -686,55 +675,6 @@ def step_6_compare(cfg: DemoConfig, data: prepare_data.PreparedData, paths: dict
     return {"effect_beyond_noise": effect, "verdict": verdict, "first_attempt_changes": accuracy,
             "boxed_first_attempts": boxed, "by_wording": by_wording, "carry_over": carry_over,
             "self_correction": correction}
-
-
-def loop_report(records: list[dict], ids: set[str]) -> dict[str, Any]:
-    """What the verify-and-revise loop did on the episodes of `ids` (evaluate_apo generation records).
-
-    Transitions compare each episode's first and final attempt: fixed (wrong -> right) and broken
-    (right -> wrong), with the exact sign test of one against the other. The verifier is read
-    from each episode's first verdict as the loop acts on it: "approves" = a parsed 'correct' (no
-    revision), anything else revises (an unparsed verdict does at evaluation).
-    recall_on_correct = approved right attempts / right attempts, recall_on_wrong = revised wrong
-    attempts / wrong attempts, balanced_accuracy their mean (0.5 for any constant verdict), and
-    verifier_p_value the one-sided Fisher exact test that right attempts are approved more often
-    than wrong ones. A rate over an empty class is None.
-    """
-    chosen = [r for r in records if r["id"] in ids]
-    transitions = summarize(chosen)["transitions"]
-    fixed, broken = transitions["fixed"], transitions["broken"]
-    first_verdicts = [r for r in chosen if r["role"] == "verify" and r["attempt_index"] == 0
-                      and r["checked_attempt_correct"] is not None]
-    approves = {True: 0, False: 0}
-    checked = {True: 0, False: 0}
-    for record in first_verdicts:
-        truth = bool(record["checked_attempt_correct"])
-        checked[truth] += 1
-        approves[truth] += bool(record["verdict_parsed"]) and record["verdict"] == "correct"
-    on_correct = approves[True] / checked[True] if checked[True] else None
-    on_wrong = (checked[False] - approves[False]) / checked[False] if checked[False] else None
-    return {
-        "problems": sum(transitions.values()),
-        "t1_correct": transitions["stayed_right"] + broken, "final_correct": transitions["stayed_right"] + fixed,
-        "fixed": fixed, "broken": broken, "p_value": sign_test_p(fixed, broken),
-        "approved_right": approves[True], "right_checked": checked[True],
-        "revised_wrong": checked[False] - approves[False], "wrong_checked": checked[False],
-        "unparsed_verdicts": sum(not r["verdict_parsed"] for r in first_verdicts),
-        "recall_on_correct": on_correct, "recall_on_wrong": on_wrong,
-        "balanced_accuracy": None if on_correct is None or on_wrong is None else (on_correct + on_wrong) / 2,
-        "verifier_p_value": fisher_exact_greater(approves[True], checked[True] - approves[True], approves[False],
-                                                 checked[False] - approves[False]),
-    }
-
-
-def loop_helps(report: dict[str, Any]) -> bool:
-    """More problems fixed than broken by the loop, sign-test p < 0.05."""
-    return report["fixed"] > report["broken"] and report["p_value"] < 0.05
-
-
-def verifier_discriminates(report: dict[str, Any]) -> bool:
-    """Balanced accuracy above 0.5 with the one-sided Fisher test at p < 0.05."""
-    return (report["balanced_accuracy"] or 0.0) > 0.5 and report["verifier_p_value"] < 0.05
 
 
 def format_rate(value: float | None) -> str:

@@ -215,6 +215,67 @@ def fisher_exact_greater(a: int, b: int, c: int, d: int) -> float:
     return tail / math.comb(row1 + row2, col1)
 
 
+# --- paired before/after counts: the sign test and the verify-and-revise loop ---
+
+def sign_test_p(gained: int, lost: int) -> float:
+    """Two-sided exact sign test (McNemar) of `gained` vs `lost` paired changes: the chance of a
+    split at least this uneven when each changed problem is a fair coin. 1.0 when nothing changed."""
+    changed = gained + lost
+    if changed == 0:
+        return 1.0
+    tail = sum(math.comb(changed, k) for k in range(0, min(gained, lost) + 1)) / 2 ** changed
+    return min(1.0, 2 * tail)
+
+
+def loop_report(records: list[dict], ids: set[str]) -> dict[str, Any]:
+    """What the verify-and-revise loop did on the episodes of `ids` (evaluate_apo generation records).
+
+    Transitions compare each episode's first and final attempt: fixed (wrong -> right) and broken
+    (right -> wrong), with the exact sign test of one against the other. The verifier is read
+    from each episode's first verdict as the loop acts on it: "approves" = a parsed 'correct' (no
+    revision), anything else revises (an unparsed verdict does at evaluation).
+    recall_on_correct = approved right attempts / right attempts, recall_on_wrong = revised wrong
+    attempts / wrong attempts, balanced_accuracy their mean (0.5 for any constant verdict), and
+    verifier_p_value the one-sided Fisher exact test that right attempts are approved more often
+    than wrong ones. A rate over an empty class is None.
+    """
+    chosen = [r for r in records if r["id"] in ids]
+    transitions = summarize(chosen)["transitions"]
+    fixed, broken = transitions["fixed"], transitions["broken"]
+    first_verdicts = [r for r in chosen if r["role"] == "verify" and r["attempt_index"] == 0
+                      and r["checked_attempt_correct"] is not None]
+    approves = {True: 0, False: 0}
+    checked = {True: 0, False: 0}
+    for record in first_verdicts:
+        truth = bool(record["checked_attempt_correct"])
+        checked[truth] += 1
+        approves[truth] += bool(record["verdict_parsed"]) and record["verdict"] == "correct"
+    on_correct = approves[True] / checked[True] if checked[True] else None
+    on_wrong = (checked[False] - approves[False]) / checked[False] if checked[False] else None
+    return {
+        "problems": sum(transitions.values()),
+        "t1_correct": transitions["stayed_right"] + broken, "final_correct": transitions["stayed_right"] + fixed,
+        "fixed": fixed, "broken": broken, "p_value": sign_test_p(fixed, broken),
+        "approved_right": approves[True], "right_checked": checked[True],
+        "revised_wrong": checked[False] - approves[False], "wrong_checked": checked[False],
+        "unparsed_verdicts": sum(not r["verdict_parsed"] for r in first_verdicts),
+        "recall_on_correct": on_correct, "recall_on_wrong": on_wrong,
+        "balanced_accuracy": None if on_correct is None or on_wrong is None else (on_correct + on_wrong) / 2,
+        "verifier_p_value": fisher_exact_greater(approves[True], checked[True] - approves[True], approves[False],
+                                                 checked[False] - approves[False]),
+    }
+
+
+def loop_helps(report: dict[str, Any]) -> bool:
+    """More problems fixed than broken by the loop, sign-test p < 0.05."""
+    return report["fixed"] > report["broken"] and report["p_value"] < 0.05
+
+
+def verifier_discriminates(report: dict[str, Any]) -> bool:
+    """Balanced accuracy above 0.5 with the one-sided Fisher test at p < 0.05."""
+    return (report["balanced_accuracy"] or 0.0) > 0.5 and report["verifier_p_value"] < 0.05
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
 

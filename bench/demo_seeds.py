@@ -7,7 +7,7 @@ problems before -> after training, with the problems gained / lost and the exact
 all of them and for the held-out wordings alone; then the verify-and-revise loop after training
 (and before it, in brackets): Acc@t1 -> Acc@final, fixed / broken with the sign test, the
 verifier's recall on right and on wrong answers and its balanced accuracy with the one-sided
-Fisher test (demo_apo_pipeline.loop_report defines each); the wall time of the run. The closing
+Fisher test (apo.metrics.loop_report defines each); the wall time of the run. The closing
 lines count the seeds that meet issue 26's bars.
 """
 
@@ -19,9 +19,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from demo_apo_pipeline import (CONFIG_FILE, SUMMARY_FILE, format_p, format_rate, loop_helps,  # noqa: E402
-                                verifier_discriminates)
+from demo_apo_pipeline import CONFIG_FILE, SUMMARY_FILE, format_p, format_rate  # noqa: E402
 from apo.errors import InputError  # noqa: E402
+from apo.metrics import loop_helps, verifier_discriminates  # noqa: E402
 
 
 def load_run(folder: str) -> tuple[dict, dict]:

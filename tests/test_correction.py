@@ -28,8 +28,10 @@ from apo.correction import (
     CorrectionTrainingConfig,
     TurnBaselines,
     VerdictCollapseGuard,
+    VERDICT_SENTENCES,
     balanced_verify_subset,
     baseline_group,
+    counterfactual_verdict_samples,
     context_features,
     correction_samples,
     role_normalized_advantages,
@@ -37,7 +39,7 @@ from apo.correction import (
     turn_rewards,
 )
 from apo.grading import GradingReport
-from apo.episodes import encode_chat, run_episodes
+from apo.episodes import encode_chat, parse_verdict, run_episodes
 from scripted_lm import ScriptedLM
 
 MAX_NEW_TOKENS = 48
@@ -192,6 +194,36 @@ def test_balanced_verify_subset_keeps_as_many_verdicts_on_right_attempts_as_on_w
     assert kept == [i for i in range(len(samples)) if i not in (13, 15)]
     verdicts = [samples[i].context_correct for i in kept if samples[i].role == "verify"]
     assert verdicts.count(True) == verdicts.count(False) == 3
+
+
+def test_counterfactual_verdicts_add_the_verdict_not_said_with_its_match_reward(episodes, policy,
+                                                                                 embedded_tokenizer):
+    """Episode 0 said 'correct' to a right attempt: 'wrong' is added with reward 0. Episode 1 said 'wrong' to a
+    wrong attempt, then 'correct' to its right revision: 'correct' and 'wrong' are added, both 0. Episode 2
+    doubted a right attempt ('correct' added, 1) and a wrong revision ('correct', 0). Episode 3's verdict was
+    unparsed: both are added, 'wrong' earning 1; episodes 4 and 5 approved wrong attempts ('wrong', 1). Each
+    added sample keeps the context, baseline and truth of the turn it stands beside."""
+    samples, _, _, _ = run_batch(episodes, policy, embedded_tokenizer)
+    said = [t.verdict if t.role == "verify" and t.verdict_parsed else None for e in episodes for t in e.turns]
+    out = counterfactual_verdict_samples(samples, said, embedded_tokenizer)
+    added = [s for s in out if not any(s is original for original in samples)]
+    assert len(added) == sum(s.role == "verify" for s in samples) + 1  # one per parsed verdict, two for episode 3
+    text = {tuple(embedded_tokenizer.encode(t, add_special_tokens=False)) + (embedded_tokenizer.eos_token_id,): v
+            for v, t in VERDICT_SENTENCES.items()}
+    verdict_of = [text[tuple(s.response_ids)] for s in added]
+    assert verdict_of == ["wrong", "correct", "wrong", "correct", "correct", "correct", "wrong", "wrong", "wrong"]
+    assert [s.reward for s in added] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    first = out[out.index(samples[1]) + 1]  # beside episode 0's verdict
+    assert (first.prompt_ids, first.baseline, first.context_correct, first.role) == \
+        (samples[1].prompt_ids, samples[1].baseline, True, "verify")
+    assert [s for s in out if any(s is original for original in samples)] == samples  # the originals, in order
+    with pytest.raises(ValueError, match="context_correct"):
+        counterfactual_verdict_samples([_sample("verify", 1, 0.5)], ["correct"], embedded_tokenizer)
+
+
+def test_verdict_sentences_parse_as_their_verdict():
+    for verdict, text in VERDICT_SENTENCES.items():
+        assert parse_verdict(text) == verdict and parse_verdict(text, "lenient") == verdict
 
 
 def test_balanced_verify_subset_edge_cases():

@@ -15,6 +15,7 @@ import pytest
 
 import demo_apo_pipeline as demo
 from apo.config import SYSTEM_PROMPT, VERIFY_PROMPT, parse_config
+from apo.metrics import sign_test_p
 from apo.synthetic import ARITHMETIC_WORDINGS
 from conftest import REPO_ROOT, build_tiny_policy
 
@@ -55,17 +56,9 @@ def test_invalid_settings_name_the_field(flags, field):
 
 # --- the verdict's statistics ---
 
-def test_sign_test_hand_values():
-    assert demo.sign_test_p(0, 0) == 1.0
-    assert demo.sign_test_p(5, 0) == pytest.approx(2 / 32)           # 2 * (1/2)^5
-    assert demo.sign_test_p(6, 1) == pytest.approx(2 * 8 / 128)      # 2 * (C(7,0) + C(7,1)) / 2^7
-    assert demo.sign_test_p(1, 6) == demo.sign_test_p(6, 1)
-    assert demo.sign_test_p(3, 3) == 1.0
-
-
 def test_format_p_never_prints_zero():
-    assert demo.format_p(demo.sign_test_p(0, 6)) == "p = 0.031"
-    assert demo.format_p(demo.sign_test_p(17, 1)) == "p < 0.001"     # 2 * 19 / 2^18 = 0.00014
+    assert demo.format_p(sign_test_p(0, 6)) == "p = 0.031"
+    assert demo.format_p(sign_test_p(17, 1)) == "p < 0.001"     # 2 * 19 / 2^18 = 0.00014
 
 
 def _attempt(problem_id, correct, text):
@@ -122,58 +115,16 @@ def test_correction_settings_reach_the_trainer():
     (default,) = parse_config((demo.DemoConfig,), [])
     apo = demo.algorithm_config(default, default.model)
     assert apo.train_correction is False and apo.verify_prompt == demo.DEMO_VERIFY_PROMPT != VERIFY_PROMPT
-    (cfg,) = parse_config((demo.DemoConfig,), ["--train_correction", "--verify_reward", "match"])
+    (cfg,) = parse_config((demo.DemoConfig,), ["--train_correction"])
     apo = demo.algorithm_config(cfg, cfg.model)
     assert (apo.train_correction, apo.verify_reward, apo.correction_mode) == (True, "match", "self_verify")
     turns = demo.correction_config(cfg)
     assert turns.normalize_turn_advantages is False and turns.turn_baseline == "running_mean"
+    assert turns.balance_verify_truth and turns.counterfactual_verdicts
+    (outcome,) = parse_config((demo.DemoConfig,), ["--train_correction", "--verify_reward", "outcome"])
+    assert demo.algorithm_config(outcome, outcome.model).verify_reward == "outcome"
+    assert not demo.correction_config(outcome).counterfactual_verdicts  # a verdict not said has no known outcome
     assert "revises it" in demo.stage2_explanation(cfg) and "revises it" not in demo.stage2_explanation(default)
-
-
-# --- what the verify-and-revise loop did ---
-
-def episode_records(problem, first_right, verdict, final_right=None):
-    """Generation records of one evaluated episode: the attempt, its verdict (None = unparsed) and,
-    unless the verdict approved it, a revision."""
-    records = [{"id": problem, "sample": 0, "turn": 0, "role": "attempt", "attempt_index": 0, "correct": first_right,
-                "extracted_answer": "1", "truncated": False, "response_tokens": 3, "mode": "self_verify"},
-               {"id": problem, "sample": 0, "turn": 1, "role": "verify", "attempt_index": 0, "correct": None,
-                "verdict": verdict, "verdict_parsed": verdict is not None, "checked_attempt_correct": first_right,
-                "extracted_answer": None, "truncated": False, "response_tokens": 3, "mode": "self_verify"}]
-    if verdict != "correct":
-        records.append({"id": problem, "sample": 0, "turn": 2, "role": "revise", "attempt_index": 1,
-                        "correct": final_right, "extracted_answer": "1", "truncated": False, "response_tokens": 3,
-                        "mode": "self_verify"})
-    for record in records:
-        record.update(episode_turns=len(records), type="arithmetic", level=1)
-    return records
-
-
-def test_loop_report_counts_transitions_and_the_verifiers_decisions():
-    records = (episode_records("a", True, "correct") + episode_records("b", True, "wrong", True)
-               + episode_records("c", True, "wrong", False) + episode_records("d", False, "wrong", True)
-               + episode_records("e", False, None, False) + episode_records("f", False, "correct"))
-    report = demo.loop_report(records, {"a", "b", "c", "d", "e", "f"})
-    assert (report["t1_correct"], report["final_correct"], report["fixed"], report["broken"]) == (3, 3, 1, 1)
-    # approves 1 of 3 right; revises 2 of 3 wrong, the unparsed verdict among them (it revises at evaluation)
-    assert (report["approved_right"], report["right_checked"], report["revised_wrong"], report["wrong_checked"]) == \
-        (1, 3, 2, 3)
-    assert report["unparsed_verdicts"] == 1
-    assert report["balanced_accuracy"] == pytest.approx((1 / 3 + 2 / 3) / 2)
-    assert report["verifier_p_value"] == pytest.approx(demo.fisher_exact_greater(1, 2, 1, 2))
-    assert not demo.loop_helps(report) and not demo.verifier_discriminates(report)
-    only_right = demo.loop_report(records, {"a", "b"})
-    assert only_right["recall_on_wrong"] is None and only_right["balanced_accuracy"] is None
-
-
-def test_a_verifier_that_approves_right_and_revises_wrong_discriminates_and_the_loop_helps():
-    records = []
-    for i in range(12):
-        records += episode_records(f"r{i}", True, "correct")
-        records += episode_records(f"w{i}", False, "wrong", i < 8)  # 8 of 12 wrong answers fixed
-    report = demo.loop_report(records, {r["id"] for r in records})
-    assert report["balanced_accuracy"] == 1.0 and demo.verifier_discriminates(report)
-    assert (report["fixed"], report["broken"]) == (8, 0) and demo.loop_helps(report)
 
 
 # --- carry-over to wordings never trained on ---
@@ -212,7 +163,7 @@ def grouped(train_pairs, heldout_pairs, other_pairs=()):
 def test_changes_by_wording_splits_training_and_held_out_wordings():
     groups = grouped([(0, 1), (0, 1), (1, 0), (1, 1)], [(0, 0), (1, 0), (0, 1)], [(0, 1)])
     assert groups["training_wordings"] == {"problems": 5, "gained": 3, "lost": 1, "before_correct": 2,
-                                           "after_correct": 4, "p_value": pytest.approx(demo.sign_test_p(3, 1))}
+                                           "after_correct": 4, "p_value": pytest.approx(sign_test_p(3, 1))}
     assert groups["heldout_wordings"] == {"problems": 3, "gained": 1, "lost": 1, "before_correct": 1,
                                           "after_correct": 1, "p_value": 1.0}
     assert groups["all"]["problems"] == 8 and (groups["all"]["gained"], groups["all"]["lost"]) == (4, 2)
@@ -338,7 +289,7 @@ def test_quick_demo_end_to_end_with_the_embedded_model(tmp_path):
 
 
 def test_a_significant_loss_is_reported_as_damage_not_as_no_effect():
-    worse = {"problems": 32, "gained": 0, "lost": 6, "p_value": demo.sign_test_p(0, 6)}
+    worse = {"problems": 32, "gained": 0, "lost": 6, "p_value": sign_test_p(0, 6)}
     flat = {"before_low": 0.0, "before_high": 0.1, "after_low": 0.0, "after_high": 0.1}
     effect, text = demo.effect_verdict(worse, flat)
     assert effect is False

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from types import SimpleNamespace
@@ -227,3 +226,57 @@ def test_fisher_exact_greater_matches_the_tea_tasting_table():
     assert em.fisher_exact_greater(0, 0, 5, 3) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="counts"):
         em.fisher_exact_greater(-1, 2, 3, 4)
+
+
+# --- paired counts: the sign test and the verify-and-revise loop ---
+
+def test_sign_test_hand_values():
+    assert em.sign_test_p(0, 0) == 1.0
+    assert em.sign_test_p(5, 0) == pytest.approx(2 / 32)           # 2 * (1/2)^5
+    assert em.sign_test_p(6, 1) == pytest.approx(2 * 8 / 128)      # 2 * (C(7,0) + C(7,1)) / 2^7
+    assert em.sign_test_p(1, 6) == em.sign_test_p(6, 1)
+    assert em.sign_test_p(3, 3) == 1.0
+
+
+def evaluated_episode(problem, first_right, verdict, final_right=None):
+    """Generation records of one evaluated episode: the attempt, its verdict (None = unparsed) and,
+    unless the verdict approved it, a revision."""
+    records = [{"id": problem, "sample": 0, "turn": 0, "role": "attempt", "attempt_index": 0, "correct": first_right,
+                "extracted_answer": "1", "truncated": False, "response_tokens": 3, "mode": "self_verify"},
+               {"id": problem, "sample": 0, "turn": 1, "role": "verify", "attempt_index": 0, "correct": None,
+                "verdict": verdict, "verdict_parsed": verdict is not None, "checked_attempt_correct": first_right,
+                "extracted_answer": None, "truncated": False, "response_tokens": 3, "mode": "self_verify"}]
+    if verdict != "correct":
+        records.append({"id": problem, "sample": 0, "turn": 2, "role": "revise", "attempt_index": 1,
+                        "correct": final_right, "extracted_answer": "1", "truncated": False, "response_tokens": 3,
+                        "mode": "self_verify"})
+    for record in records:
+        record.update(episode_turns=len(records), type="arithmetic", level=1)
+    return records
+
+
+def test_loop_report_counts_transitions_and_the_verifiers_decisions():
+    records = (evaluated_episode("a", True, "correct") + evaluated_episode("b", True, "wrong", True)
+               + evaluated_episode("c", True, "wrong", False) + evaluated_episode("d", False, "wrong", True)
+               + evaluated_episode("e", False, None, False) + evaluated_episode("f", False, "correct"))
+    report = em.loop_report(records, {"a", "b", "c", "d", "e", "f"})
+    assert (report["t1_correct"], report["final_correct"], report["fixed"], report["broken"]) == (3, 3, 1, 1)
+    # approves 1 of 3 right; revises 2 of 3 wrong, the unparsed verdict among them (it revises at evaluation)
+    assert (report["approved_right"], report["right_checked"], report["revised_wrong"], report["wrong_checked"]) == \
+        (1, 3, 2, 3)
+    assert report["unparsed_verdicts"] == 1
+    assert report["balanced_accuracy"] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    assert report["verifier_p_value"] == pytest.approx(em.fisher_exact_greater(1, 2, 1, 2))
+    assert not em.loop_helps(report) and not em.verifier_discriminates(report)
+    only_right = em.loop_report(records, {"a", "b"})
+    assert only_right["recall_on_wrong"] is None and only_right["balanced_accuracy"] is None
+
+
+def test_a_verifier_that_approves_right_and_revises_wrong_discriminates_and_the_loop_helps():
+    records = []
+    for i in range(12):
+        records += evaluated_episode(f"r{i}", True, "correct")
+        records += evaluated_episode(f"w{i}", False, "wrong", i < 8)  # 8 of 12 wrong answers fixed
+    report = em.loop_report(records, {r["id"] for r in records})
+    assert report["balanced_accuracy"] == 1.0 and em.verifier_discriminates(report)
+    assert (report["fixed"], report["broken"]) == (8, 0) and em.loop_helps(report)

@@ -154,7 +154,8 @@ def test_pag_recipe_is_pags_episode_with_the_turns_trained():
         (True, 2, False, "pag")
     assert (apo.revision_bonus_alpha, apo.entropy_coef, apo.policy_learning_rate, apo.use_lora) == \
         (1.0, 0.0, 1e-6, False)
-    assert turns.center_turn_advantages and apo.reward_rule == "grade"
+    assert turns.center_turn_advantages and apo.reward_rule == "grade" and apo.verify_reward == "match"
+    assert not turns.balance_verify_truth and not turns.counterfactual_verdicts  # PAG trains the sampled verdicts
     assert (apo.system_prompt, apo.verify_prompt, apo.revise_prompt) == (
         A_PO_Config().system_prompt, A_PO_Config().verify_prompt, A_PO_Config().revise_prompt)
 
@@ -859,6 +860,41 @@ def test_balanced_verify_truth_trains_as_many_verdicts_on_right_attempts_as_on_w
     assert sum(s.role == "attempt" for s in samples) == train.prompts_per_step
     record, = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "loss" in r]
     assert record["num_samples/verify_trained"] == 4 and record["num_samples/verify"] == train.prompts_per_step
+
+
+def test_counterfactual_verdicts_reach_the_update(tiny_dir, data, tmp_path, monkeypatch):
+    """counterfactual_verdicts (the demo's choice): each verify turn reaches the update followed by PAG's
+    sentence of every verdict it did not say, rewarded by the match rule; attempts and revisions are untouched."""
+    from apo.correction import VERDICT_SENTENCES, CorrectionTrainingConfig
+
+    updates = []
+    original = T.update_policy
+
+    def recording(run, optimizer, scheduler, samples, advantages, state):
+        updates.append((list(samples), run.tokenizer))
+        return original(run, optimizer, scheduler, samples, advantages, state)
+
+    monkeypatch.setattr(T, "update_policy", recording)
+    apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_steps=1)
+    write_stage1(tmp_path, data["rows"], apo)
+    T.main((apo, train, CorrectionTrainingConfig(turn_baseline="running_mean", counterfactual_verdicts=True)))
+    (samples, tokenizer), = updates
+    sentences = {tuple(tokenizer.encode(t, add_special_tokens=False)) + (tokenizer.eos_token_id,): v
+                 for v, t in VERDICT_SENTENCES.items()}
+    verify = [s for s in samples if s.role == "verify"]
+    added = [s for s in verify if tuple(s.response_ids) in sentences]
+    assert sum(s.role == "attempt" for s in samples) == train.prompts_per_step
+    assert len(verify) > train.prompts_per_step and len(added) >= len(verify) - train.prompts_per_step
+    for sample in added:
+        assert sample.reward == float((sentences[tuple(sample.response_ids)] == "correct") == sample.context_correct)
+
+
+def test_counterfactual_verdicts_need_the_match_reward(tiny_dir, data, tmp_path):
+    from apo.correction import CorrectionTrainingConfig
+
+    apo, train = make_cfg(tiny_dir, data, tmp_path, train_correction=True, max_steps=1, verify_reward="outcome")
+    with pytest.raises(InputError, match="counterfactual_verdicts=true needs verify_reward=match"):
+        T.main((apo, train, CorrectionTrainingConfig(counterfactual_verdicts=True)))
 
 
 def test_centring_without_normalising_is_refused():
