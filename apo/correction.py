@@ -33,6 +33,12 @@ on the context, never on the turn's own response:
     that were right and within attempts that were wrong, so a verifier that says "wrong"
     to everything gets no net push from the majority class (the known collapse, PAG sec. 4).
 
+Two options of the verify turn's training, off in PAG's recipe and on in the demo
+(docs/self_correction.md, "Which verdict reward"): `balance_verify_truth` trains as many
+verify turns of right attempts as of wrong ones (`balanced_verify_subset`), and
+`counterfactual_verdicts` adds, beside each verify turn, the verdict it did not say with the
+"match" reward it would have earned (`counterfactual_verdict_samples`).
+
 Advantages are (r - b) scaled per advantage group by `role_normalized_advantages`:
 attempt and revise tokens form the "solution" group, verify tokens the "verification"
 group (PAG: "advantages are normalised separately for attempt and verify tokens").
