@@ -470,7 +470,9 @@ def stage2_explanation(cfg: DemoConfig) -> str:
         f"{verdict_reward}; the revision's is r2 + (r2 - r1), PAG's bonus for fixing. Verdicts and revisions have "
         "no stage-1 samples, so their baselines are running means of their rewards, kept apart for right and "
         "wrong checked answers, and each step trains as many verdicts on right answers as on wrong ones (the "
-        "more common kind is cut to the count of the other), so a verdict that ignores the answer gains nothing.")
+        "more common kind is cut to the count of the other), so a verdict that ignores the answer gains nothing"
+        + (", and each check also learns from the verdict it did not say, whose reward is known from the truth."
+           if cfg.verify_reward == "match" else "."))
 
 
 def one_right_v_star(n: int, beta1: float = 0.5) -> float:
