@@ -251,7 +251,7 @@ def sample_episodes(run: Run, rows: list[dict], v_star: list[float], turn_baseli
     samples, turn_metrics = correction.correction_samples(
         episodes, [r["answer"] for r in rows], v_star, turn_baselines, run.unwrapped, run.tokenizer, run.apo,
         run.grading, problem_rows=rows)
-    verdicts = [turn.verdict if turn.role == "verify" and turn.verdict_parsed and not turn.truncated else None
+    verdicts = [correction.said_verdict(turn) if turn.role == "verify" else None
                 for episode in episodes for turn in episode.turns]  # aligned with samples: episode, then turn order
     if run.correction.balance_verify_truth:  # as many verify turns of right attempts as of wrong ones
         kept = correction.balanced_verify_subset(samples)

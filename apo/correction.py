@@ -453,7 +453,7 @@ def turn_rewards(episode: Episode, correct: Sequence[bool], alpha: float,
                 raise ValueError(f"a verify turn checks attempt {turn.attempt_index}, which the episode does not have")
             truth = by_index[turn.attempt_index]
             if verify_reward == "match":
-                value = float(_verdict_matches(turn, truth))
+                value = float(verdict_matches(said_verdict(turn), truth))
             else:
                 value = float(_standing_correct(turn, by_index))
             rewards.append(TurnReward("verify", value, value, truth))
@@ -462,19 +462,26 @@ def turn_rewards(episode: Episode, correct: Sequence[bool], alpha: float,
     return rewards
 
 
-def _verdict_matches(turn: Turn, truth: bool) -> bool:
-    """A parsed verdict of a finished verification that agrees with the truth (PAG's verifier reward)."""
-    if turn.truncated or not turn.verdict_parsed or turn.verdict is None:
-        return False
-    return (turn.verdict == "correct") == truth
+def said_verdict(turn: Turn) -> str | None:
+    """The verdict a verify turn counts as saying: its parsed verdict when the turn finished,
+    None when it was truncated or unparsed (such a verdict earns 0 under either reward)."""
+    if turn.truncated or not turn.verdict_parsed:
+        return None
+    return turn.verdict
+
+
+def verdict_matches(verdict: str | None, truth: bool) -> bool:
+    """PAG's verifier reward ("match"): a said verdict that agrees with the truth of the checked attempt."""
+    return verdict is not None and (verdict == "correct") == truth
 
 
 def _standing_correct(turn: Turn, by_index: dict[int, bool]) -> bool:
     """verify_reward "outcome": correctness of the answer that stands after a parsed, finished
     verdict (False for an unparsed or truncated one)."""
-    if turn.truncated or not turn.verdict_parsed or turn.verdict is None:
+    verdict = said_verdict(turn)
+    if verdict is None:
         return False
-    if turn.verdict == "wrong" and turn.attempt_index + 1 in by_index:
+    if verdict == "wrong" and turn.attempt_index + 1 in by_index:
         return by_index[turn.attempt_index + 1]
     return by_index[turn.attempt_index]
 
@@ -647,8 +654,8 @@ def counterfactual_verdict_samples(samples: Sequence[PolicySample], verdicts: Se
                                    ) -> list[PolicySample]:
     """`samples` with, after each verify sample, the verdicts it did not say (`counterfactual_verdicts`).
 
-    verdicts[i]: the parsed verdict of samples[i] for a verify sample ("correct", "wrong" or None
-    when unparsed or truncated), ignored for the other roles. Each added sample has the verify
+    verdicts[i]: `said_verdict` of samples[i]'s turn for a verify sample ("correct", "wrong" or
+    None when unparsed or truncated), ignored for the other roles. Each added sample has the verify
     sample's context (prompt_ids), baseline and context_correct; its response is PAG's sentence
     VERDICT_SENTENCES[v] followed by the tokenizer's EOS, and its reward the "match" reward,
     1 when v agrees with the truth of the checked attempt. A parsed verdict adds the other one,
@@ -672,7 +679,7 @@ def counterfactual_verdict_samples(samples: Sequence[PolicySample], verdicts: Se
         for verdict, response_ids in sentences.items():
             if verdict != said:
                 out.append(dataclasses.replace(sample, response_ids=list(response_ids), truncated=False,
-                                               reward=float((verdict == "correct") == sample.context_correct)))
+                                               reward=float(verdict_matches(verdict, sample.context_correct))))
     return out
 
 
