@@ -81,6 +81,10 @@ DEMO_SYSTEM_PROMPT = "Answer in one short sentence of the form: The answer is ..
 # The demo's verify turn. PAG's (apo.config.VERIFY_PROMPT, check step by step, then the verdict) has the 135M model
 # repeat its answer instead of a verdict: after the first-attempt training, 0 of 128 verdicts parsed on seed 42.
 DEMO_VERIFY_PROMPT = "Is your answer right? Reply in one short sentence: The answer is correct. or The answer is wrong."
+# The demo's revise turn. PAG's (apo.config.REVISE_PROMPT, "Please provide the correct solution") has the untrained 135M
+# model answer "The answer is correct." or "... wrong." in over half of its revisions on every seed, and after
+# --train_correction on seed 3 in all 29, breaking the 5 right answers it had doubted.
+DEMO_REVISE_PROMPT = "Solve the problem again and state your final answer as: The answer is ..."
 
 
 def _help(text: str, bounds: str | None = None) -> dict[str, str]:
@@ -170,6 +174,10 @@ class DemoConfig:
         "the verdict) had the 135M model trained on first attempts repeat its answer instead of a verdict on all 128 "
         "held-out problems of seed 42, and each unparsed verdict sends a right answer to a revision; with this one "
         "it stated a verdict on 120 (docs/demo_transcript.md)."))
+    revise_prompt: str = field(default=DEMO_REVISE_PROMPT, metadata=_help(
+        "User turn of the revise step (after 'wrong'), before and after training alike. After PAG's prompt (provide the "
+        "correct solution) the 135M model repeats a verdict sentence instead of an answer in over half of its revisions "
+        "(docs/demo_transcript.md)."))
 
     # --- output ---
     output_dir: str = field(default="demo_output", metadata=_help(
@@ -250,7 +258,8 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
         policy_loss=cfg.policy_loss, beta2=cfg.beta2, policy_learning_rate=cfg.policy_learning_rate,
         use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         max_correction_turns=cfg.max_correction_turns, filter_all_incorrect=cfg.filter_all_incorrect,
-        system_prompt=cfg.system_prompt, verify_prompt=cfg.verify_prompt, correction_mode="self_verify",
+        system_prompt=cfg.system_prompt, verify_prompt=cfg.verify_prompt,
+        revise_prompt=cfg.revise_prompt, correction_mode="self_verify",
         train_correction=cfg.train_correction, verify_reward=cfg.verify_reward, seed=cfg.seed)
 
 

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import demo_apo_pipeline as demo
-from apo.config import SYSTEM_PROMPT, VERIFY_PROMPT, parse_config
+from apo.config import REVISE_PROMPT, SYSTEM_PROMPT, VERIFY_PROMPT, parse_config
 from apo.metrics import sign_test_p
 from apo.synthetic import ARITHMETIC_WORDINGS
 from conftest import REPO_ROOT, build_tiny_policy
@@ -115,6 +115,7 @@ def test_correction_settings_reach_the_trainer():
     (default,) = parse_config((demo.DemoConfig,), [])
     apo = demo.algorithm_config(default, default.model)
     assert apo.train_correction is False and apo.verify_prompt == demo.DEMO_VERIFY_PROMPT != VERIFY_PROMPT
+    assert apo.revise_prompt == demo.DEMO_REVISE_PROMPT != REVISE_PROMPT
     (cfg,) = parse_config((demo.DemoConfig,), ["--train_correction"])
     apo = demo.algorithm_config(cfg, cfg.model)
     assert (apo.train_correction, apo.verify_reward, apo.correction_mode) == (True, "match", "self_verify")
