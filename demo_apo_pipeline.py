@@ -55,7 +55,7 @@ import train_math_apo
 from apo_algorithm import estimate_optimal_value
 from apo.cli import run_main
 from apo.folder_lock import LOCK_FILE
-from apo.config import SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
+from apo.config import REVISE_PROMPT, SYSTEM_PROMPT, A_PO_Config, parse_config, save_config
 from apo.correction import CorrectionTrainingConfig
 from apo.errors import InputError
 from apo.metrics import loop_helps, loop_report, sign_test_p, verifier_discriminates, wilson_interval
@@ -81,9 +81,11 @@ DEMO_SYSTEM_PROMPT = "Answer in one short sentence of the form: The answer is ..
 # The demo's verify turn. PAG's (apo.config.VERIFY_PROMPT, check step by step, then the verdict) has the 135M model
 # repeat its answer instead of a verdict: after the first-attempt training, 0 of 128 verdicts parsed on seed 42.
 DEMO_VERIFY_PROMPT = "Is your answer right? Reply in one short sentence: The answer is correct. or The answer is wrong."
-# The demo's revise turn. PAG's (apo.config.REVISE_PROMPT, "Please provide the correct solution") has the untrained 135M
-# model answer "The answer is correct." or "... wrong." in over half of its revisions on every seed, and after
-# --train_correction on seed 3 in all 29, breaking the 5 right answers it had doubted.
+# The revise turn of --train_correction. PAG's (apo.config.REVISE_PROMPT, "Please provide the correct solution") has
+# the untrained 135M model write "The answer is correct." or "... wrong." in 46-63% of its revisions (five seeds),
+# and after --train_correction on seed 3 in all 29, breaking the 5 right answers it had doubted. Without
+# --train_correction the revise turn is never trained, and PAG's prompt stays: the seed-42 model trained on first
+# attempts restates its answer under it (72 -> 75 of 128) but answers this one with "The answer is 1." (72 -> 30).
 DEMO_REVISE_PROMPT = "Solve the problem again and state your final answer as: The answer is ..."
 
 
@@ -174,10 +176,11 @@ class DemoConfig:
         "the verdict) had the 135M model trained on first attempts repeat its answer instead of a verdict on all 128 "
         "held-out problems of seed 42, and each unparsed verdict sends a right answer to a revision; with this one "
         "it stated a verdict on 120 (docs/demo_transcript.md)."))
-    revise_prompt: str = field(default=DEMO_REVISE_PROMPT, metadata=_help(
-        "User turn of the revise step (after 'wrong'), before and after training alike. After PAG's prompt (provide the "
-        "correct solution) the 135M model repeats a verdict sentence instead of an answer in over half of its revisions "
-        "(docs/demo_transcript.md)."))
+    revise_prompt: str = field(default="", metadata=_help(
+        "User turn of the revise step (after 'wrong'), before and after training alike. Empty: with --train_correction "
+        f"\"{DEMO_REVISE_PROMPT}\" (after PAG's, the untrained 135M model wrote a verdict sentence instead of an "
+        "answer in 46-63% of its revisions), without it PAG's, which the model trained on first attempts answers by "
+        "restating its answer (docs/demo_transcript.md)."))
 
     # --- output ---
     output_dir: str = field(default="demo_output", metadata=_help(
@@ -259,8 +262,16 @@ def algorithm_config(cfg: DemoConfig, model: str) -> A_PO_Config:
         use_lora=cfg.use_lora, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
         max_correction_turns=cfg.max_correction_turns, filter_all_incorrect=cfg.filter_all_incorrect,
         system_prompt=cfg.system_prompt, verify_prompt=cfg.verify_prompt,
-        revise_prompt=cfg.revise_prompt, correction_mode="self_verify",
+        revise_prompt=revise_prompt(cfg), correction_mode="self_verify",
         train_correction=cfg.train_correction, verify_reward=cfg.verify_reward, seed=cfg.seed)
+
+
+def revise_prompt(cfg: DemoConfig) -> str:
+    """--revise_prompt, or when empty the demo's choice: DEMO_REVISE_PROMPT when --train_correction trains the
+    revise turn, PAG's REVISE_PROMPT when the turn stays untrained (see DEMO_REVISE_PROMPT's comment)."""
+    if cfg.revise_prompt:
+        return cfg.revise_prompt
+    return DEMO_REVISE_PROMPT if cfg.train_correction else REVISE_PROMPT
 
 
 def correction_config(cfg: DemoConfig) -> CorrectionTrainingConfig:
@@ -576,6 +587,7 @@ def step_2_evaluate_untrained(cfg: DemoConfig, data: prepare_data.PreparedData, 
         brackets are 95% confidence intervals, which at this size are wide.""")
     say(f"""
         System prompt of every episode, in training too: "{cfg.system_prompt}"{prompt_note(cfg.system_prompt)}""")
+    say(f'Verify turn: "{cfg.verify_prompt}" Revise turn: "{revise_prompt(cfg)}"')
     clock = time.perf_counter()
     before = evaluate_apo.main(algorithm_config(cfg, cfg.model), eval_config(cfg, data.eval_file,
                                                                               paths["eval_before_training"]))

@@ -115,15 +115,19 @@ def test_correction_settings_reach_the_trainer():
     (default,) = parse_config((demo.DemoConfig,), [])
     apo = demo.algorithm_config(default, default.model)
     assert apo.train_correction is False and apo.verify_prompt == demo.DEMO_VERIFY_PROMPT != VERIFY_PROMPT
-    assert apo.revise_prompt == demo.DEMO_REVISE_PROMPT != REVISE_PROMPT
+    assert apo.revise_prompt == REVISE_PROMPT  # the revise turn is not trained: PAG's prompt
     (cfg,) = parse_config((demo.DemoConfig,), ["--train_correction"])
     apo = demo.algorithm_config(cfg, cfg.model)
     assert (apo.train_correction, apo.verify_reward, apo.correction_mode) == (True, "match", "self_verify")
+    assert apo.revise_prompt == demo.DEMO_REVISE_PROMPT != REVISE_PROMPT
+    assert demo.algorithm_config(cfg, "/tmp/trained/final").revise_prompt == demo.DEMO_REVISE_PROMPT
     turns = demo.correction_config(cfg)
     assert turns.normalize_turn_advantages is False and turns.turn_baseline == "running_mean"
     assert turns.balance_verify_truth and turns.counterfactual_verdicts
     (outcome,) = parse_config((demo.DemoConfig,), ["--train_correction", "--verify_reward", "outcome"])
     assert demo.algorithm_config(outcome, outcome.model).verify_reward == "outcome"
+    (chosen,) = parse_config((demo.DemoConfig,), ["--train_correction", "--revise_prompt", "Try again."])
+    assert demo.algorithm_config(chosen, chosen.model).revise_prompt == "Try again."
     assert not demo.correction_config(outcome).counterfactual_verdicts  # a verdict not said has no known outcome
     assert "revises it" in demo.stage2_explanation(cfg) and "revises it" not in demo.stage2_explanation(default)
 
